@@ -1,0 +1,41 @@
+# skiff front door. Every target installs the Debian packages it needs first.
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc)
+DATA_DIR ?= /var/lib/skiff
+
+.PHONY: all deps build test run bench bench-store format clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh build
+
+$(BUILD_DIR)/build.ninja:
+	@scripts/install-deps.sh build
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+build: $(BUILD_DIR)/build.ninja
+	@scripts/install-deps.sh build
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: $(BUILD_DIR)/build.ninja
+	@scripts/install-deps.sh test
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 900 -j 1
+
+run: build
+	@scripts/install-deps.sh run
+	$(BUILD_DIR)/skiff server --data-dir $(DATA_DIR)
+
+bench: bench-store
+
+bench-store: build
+	@scripts/install-deps.sh test
+	$(BUILD_DIR)/bench/store_bench
+
+format:
+	find cmd src tests bench -name '*.h' -o -name '*.cc' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD_DIR)
