@@ -9,8 +9,8 @@ namespace skiff::detail {
 [[noreturn]] void check_failed(const char* expr, const char* file, int line, std::string_view msg);
 }  // namespace skiff::detail
 
-#define SKIFF_CHECK(cond, msg)                                                 \
-  do {                                                                         \
-    if (!(cond)) [[unlikely]]                                                  \
-      ::skiff::detail::check_failed(#cond, __FILE__, __LINE__, (msg));         \
+#define SKIFF_CHECK(cond, msg)                                         \
+  do {                                                                 \
+    if (!(cond)) [[unlikely]]                                          \
+      ::skiff::detail::check_failed(#cond, __FILE__, __LINE__, (msg)); \
   } while (0)

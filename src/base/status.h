@@ -67,7 +67,7 @@ inline Status error(StatusCode code, std::string message) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
     SKIFF_CHECK(!status_.is_ok(), "Result constructed from an OK status without a value");
   }
@@ -101,9 +101,9 @@ class [[nodiscard]] Result {
 }  // namespace skiff
 
 // Returns the status from the enclosing function when it is not OK.
-#define SKIFF_RETURN_IF_ERROR(expr)             \
-  do {                                          \
-    ::skiff::Status skiff_status_ = (expr);     \
+#define SKIFF_RETURN_IF_ERROR(expr)                   \
+  do {                                                \
+    ::skiff::Status skiff_status_ = (expr);           \
     if (!skiff_status_.is_ok()) return skiff_status_; \
   } while (0)
 

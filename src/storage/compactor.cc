@@ -9,10 +9,12 @@ namespace skiff::storage {
 Compactor::Compactor(Store& store, std::chrono::milliseconds window)
     : store_(store),
       window_(window),
-      tick_(std::clamp(window / 5, std::chrono::milliseconds(50), std::chrono::milliseconds(60000))) {
-}
+      tick_(std::clamp(window / 5, std::chrono::milliseconds(50),
+                       std::chrono::milliseconds(60000))) {}
 
-Compactor::~Compactor() { stop(); }
+Compactor::~Compactor() {
+  stop();
+}
 
 void Compactor::start() {
   if (window_.count() <= 0 || thread_.joinable()) return;

@@ -40,7 +40,7 @@ class Compactor {
   bool stopping_ = false;  // guarded by mu_
   std::thread thread_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> samples_;  // run() only
-  int64_t last_compacted_ = 0;  // run() only
+  int64_t last_compacted_ = 0;                                                     // run() only
 };
 
 }  // namespace skiff::storage

@@ -37,6 +37,19 @@ Status validate_ops(const std::vector<Op>& ops, const StoreLimits& limits) {
         break;
     }
   }
+  // As etcd: a branch may write a key once, so every write has its own place in the revision.
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (ops[i].type != Op::Type::kPut) continue;
+    for (size_t j = 0; j < ops.size(); ++j) {
+      if (i == j || ops[j].type == Op::Type::kRange) continue;
+      bool clash = ops[j].type == Op::Type::kPut ? ops[j].range.key == ops[i].range.key
+                                                 : ops[j].range.contains(ops[i].range.key);
+      if (clash) {
+        return Status(StatusCode::kInvalidArgument,
+                      "key \"" + ops[i].range.key + "\" is written twice in one transaction");
+      }
+    }
+  }
   return Status::ok();
 }
 

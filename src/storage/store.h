@@ -101,9 +101,7 @@ struct Compare {
     return {std::move(key), CompareTarget::kValue, op, 0, std::move(value)};
   }
   // The key does not exist.
-  static Compare absent(std::string key) {
-    return version(std::move(key), CompareOp::kEqual, 0);
-  }
+  static Compare absent(std::string key) { return version(std::move(key), CompareOp::kEqual, 0); }
 };
 
 struct Op {

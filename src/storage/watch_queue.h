@@ -40,9 +40,9 @@ class WatchQueue {
   const size_t capacity_;
   const std::function<void()> notify_;
   mutable std::mutex mu_;
-  std::vector<Event> events_;  // guarded by mu_
-  bool ended_ = false;         // guarded by mu_
-  Status end_status_;          // guarded by mu_
+  std::vector<Event> events_;      // guarded by mu_
+  bool ended_ = false;             // guarded by mu_
+  Status end_status_;              // guarded by mu_
   bool polled_since_wake_ = true;  // guarded by mu_; edge-triggers notify
 };
 

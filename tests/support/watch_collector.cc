@@ -19,7 +19,9 @@ Result<std::unique_ptr<WatchCollector>> WatchCollector::start(storage::Store& st
   return c;
 }
 
-WatchCollector::~WatchCollector() { watch_.reset(); }
+WatchCollector::~WatchCollector() {
+  watch_.reset();
+}
 
 void WatchCollector::drain_locked() {
   if (ended_) return;

@@ -17,7 +17,7 @@ namespace skiff::testing {
 class WatchCollector {
  public:
   static Result<std::unique_ptr<WatchCollector>> start(storage::Store& store,
-                                                        storage::WatchOptions options);
+                                                       storage::WatchOptions options);
   ~WatchCollector();
 
   // Waits until at least n events (kProgress included) have been collected in total, the watch

@@ -14,32 +14,37 @@
 
 namespace skiff::storage {
 
-// One key written at one revision: a put (kv set) or a delete (tombstone: kv->value empty and
-// version 0). `sub` orders the writes within a revision.
+// One key written at one revision: a put, or a delete (a tombstone: version 0, no value).
+// `sub` orders the writes within a revision.
 struct Mutation {
-  int64_t revision = 0;
   int64_t sub = 0;
-  bool tombstone = false;
   KeyValuePtr kv;
+  bool tombstone() const { return kv->version == 0; }
+};
+
+// Everything one commit makes durable, applied atomically by the CommitLog.
+struct CommitBatch {
+  std::vector<Mutation> mutations;                        // in revision order
+  std::vector<std::pair<int64_t, int64_t>> lease_grants;  // id, ttl seconds
+  std::vector<int64_t> lease_revokes;
+  int64_t compact_revision = 0;  // > 0: history before it may be dropped
+  int64_t revision = 0;          // the store's revision after the batch
 };
 
 // What the engine needs from a durability layer. Called from the engine's commit thread only.
 class CommitLog {
  public:
   virtual ~CommitLog() = default;
-  // Makes a batch of revisions durable, in order; returns only once they would survive a crash.
-  // A failure here is fatal to the store (the engine cannot un-apply acknowledged state).
-  virtual Status append(const std::vector<Mutation>& mutations) = 0;
-  virtual Status record_compaction(int64_t revision) = 0;
-  virtual Status record_lease_grant(int64_t id, int64_t ttl_seconds) = 0;
-  virtual Status record_lease_revoke(int64_t id) = 0;
+  // Makes a batch durable; returns only once it would survive a crash. A failure is fatal to
+  // the store: the engine cannot take back state that readers may already see.
+  virtual Status commit(const CommitBatch& batch) = 0;
 };
 
 // State recovered from a CommitLog at start.
 struct RecoveredState {
   int64_t compact_revision = 0;
   int64_t current_revision = 0;
-  // Every mutation after compaction, plus the latest of each key at or before it, in order.
+  // Every mutation at or after compaction, plus the latest of each key before it, in order.
   std::vector<Mutation> mutations;
   std::vector<std::pair<int64_t, int64_t>> leases;  // id, ttl seconds
 };
