@@ -70,8 +70,18 @@ Status WatchQueue::poll(std::vector<Event>* out) {
   return Status::ok();
 }
 
+void WatchQueue::close() {
+  {
+    std::lock_guard lock(notify_mu_);
+    closed_ = true;
+  }
+  end(Status(StatusCode::kCancelled, "watch cancelled"));
+}
+
 void WatchQueue::wake(bool was_idle) {
-  if (was_idle && notify_) notify_();
+  if (!was_idle || !notify_) return;
+  std::lock_guard lock(notify_mu_);
+  if (!closed_) notify_();
 }
 
 }  // namespace skiff::storage

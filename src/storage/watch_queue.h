@@ -5,7 +5,7 @@
 // up is cut off with kResourceExhausted. Backends embed one in their Watch implementation.
 //
 // Thread-safety: all methods are safe to call concurrently. The notify callback runs on the
-// producer's thread, outside the queue's lock.
+// producer's thread, outside the buffer's lock; calls to it are serialized.
 
 #include <deque>
 #include <functional>
@@ -30,6 +30,10 @@ class WatchQueue {
   // wins.
   void end(Status status);
   bool ended() const;
+  // Ends the queue like end(kCancelled) and stops notifications for good: once close() returns,
+  // notify is not running and never runs again. For a Watch's destructor; must not be called
+  // from inside notify.
+  void close();
 
   // Moves the buffered events to *out; returns OK while live, else the end status.
   Status poll(std::vector<Event>* out);
@@ -39,6 +43,8 @@ class WatchQueue {
 
   const size_t capacity_;
   const std::function<void()> notify_;
+  std::mutex notify_mu_;   // held while notify_ runs
+  bool closed_ = false;    // guarded by notify_mu_
   mutable std::mutex mu_;
   std::vector<Event> events_;      // guarded by mu_
   bool ended_ = false;             // guarded by mu_

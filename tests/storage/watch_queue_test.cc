@@ -57,5 +57,15 @@ TEST(WatchQueueTest, EndIsReportedWithLastEvents) {
   EXPECT_TRUE(out.empty());
 }
 
+TEST(WatchQueueTest, CloseSilencesNotify) {
+  std::atomic<int> notified{0};
+  WatchQueue q(10, [&] { ++notified; });
+  q.close();
+  EXPECT_FALSE(q.push(put_event(1)));
+  EXPECT_EQ(notified, 0);
+  std::vector<Event> out;
+  EXPECT_EQ(q.poll(&out).code(), StatusCode::kCancelled);
+}
+
 }  // namespace
 }  // namespace skiff::storage

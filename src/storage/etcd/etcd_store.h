@@ -2,6 +2,9 @@
 
 // The etcd v3 backend: the Store interface over etcd's gRPC API (KV, Watch, Lease), with
 // several endpoints and failover to the survivors when one goes away.
+//
+// Thread-safety: as Store (every method may be called concurrently). All watches of one store
+// share one etcd Watch stream, served by the store's own threads.
 
 #include <chrono>
 #include <memory>

@@ -68,7 +68,13 @@ class MemoryWatch final : public Watch {
         prev_kv_(options.prev_kv),
         queue_(capacity, std::move(options.notify)) {}
 
-  ~MemoryWatch() override { cancel(); }
+  ~MemoryWatch() override {
+    {
+      std::lock_guard lock(hub_->mu);
+      hub_->watchers.erase(this);
+    }
+    queue_.close();
+  }
 
   Status poll(std::vector<Event>* out) override { return queue_.poll(out); }
 
