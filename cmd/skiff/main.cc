@@ -5,9 +5,9 @@
 #include <cstdio>
 #include <semaphore>
 
+#include "apiserver/apiserver.h"
 #include "base/log.h"
 #include "base/version.h"
-#include "storage/open.h"
 
 namespace {
 
@@ -17,23 +17,43 @@ void on_signal(int) {
   g_stop.release();
 }
 
-int run_server(const std::string& data_dir, const std::string& store,
-               const std::vector<std::string>& etcd_servers) {
-  skiff::storage::StoreConfig config;
-  config.backend = store;
-  config.data_dir = data_dir;
-  config.etcd_endpoints = etcd_servers;
-  auto opened = skiff::storage::open_store(config);
-  if (!opened.is_ok()) {
-    std::fprintf(stderr, "skiff server: %s\n", opened.status().message().c_str());
+struct ServerFlags {
+  skiff::apiserver::ApiServerOptions api;
+  bool disable_agent = false;
+};
+
+void add_server_flags(CLI::App* cmd, ServerFlags& f) {
+  auto& o = f.api;
+  cmd->add_option("--data-dir", o.data_dir, "State directory")->capture_default_str();
+  cmd->add_option("--bind-address", o.bind_address, "Address to serve HTTPS on")
+      ->capture_default_str();
+  cmd->add_option("--https-port", o.https_port, "HTTPS port (0 picks a free one)")
+      ->capture_default_str();
+  cmd->add_option("--tls-san", o.tls_sans, "Extra DNS name or IP for the serving certificate")
+      ->delimiter(',');
+  cmd->add_option("--token-auth-file", o.token_auth_file,
+                  "Bearer tokens: CSV lines token,user,uid,\"group1,group2\"");
+  cmd->add_option("--service-cidr", o.service_cidr, "Service IP range")->capture_default_str();
+  cmd->add_option("--store", o.store.backend, "Store backend: embedded or etcd")
+      ->capture_default_str();
+  cmd->add_option("--etcd-servers", o.store.etcd_endpoints, "etcd client URLs (--store etcd)")
+      ->delimiter(',');
+}
+
+int run_apiserver(ServerFlags& flags) {
+  auto server = skiff::apiserver::ApiServer::start(flags.api);
+  if (!server.is_ok()) {
+    std::fprintf(stderr, "skiff: %s\n", server.status().message().c_str());
     return 1;
   }
-  auto revision = opened.value()->current_revision();
-  SKIFF_LOG_INFO("store ({}) ready at revision {}", store, revision.is_ok() ? *revision : -1);
+  std::printf("skiff is ready. To use kubectl:\n  export KUBECONFIG=%s\n",
+              server.value()->admin_kubeconfig().c_str());
+  std::fflush(stdout);
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   g_stop.acquire();
   SKIFF_LOG_INFO("shutting down");
+  server.value()->stop();
   return 0;
 }
 
@@ -47,14 +67,16 @@ int main(int argc, char** argv) {
 
   auto* version = app.add_subcommand("version", "Print the version");
 
-  auto* server = app.add_subcommand("server", "Run the control plane with its store");
-  std::string data_dir = "/var/lib/skiff";
-  std::string store = "embedded";
-  std::vector<std::string> etcd_servers;
-  server->add_option("--data-dir", data_dir, "State directory")->capture_default_str();
-  server->add_option("--store", store, "Store backend: embedded or etcd")->capture_default_str();
-  server->add_option("--etcd-servers", etcd_servers, "etcd client URLs (with --store etcd)")
-      ->delimiter(',');
+  ServerFlags server_flags;
+  auto* server = app.add_subcommand(
+      "server", "Run the control plane (API server with its store) and the components that exist");
+  add_server_flags(server, server_flags);
+  server->add_flag("--disable-agent", server_flags.disable_agent,
+                   "Do not run a node agent in this process");
+
+  ServerFlags apiserver_flags;
+  auto* apiserver = app.add_subcommand("apiserver", "Run the API server alone");
+  add_server_flags(apiserver, apiserver_flags);
 
   CLI11_PARSE(app, argc, argv);
   if (!skiff::set_log_level(log_level)) {
@@ -67,6 +89,7 @@ int main(int argc, char** argv) {
                 skiff::kGitCommit, skiff::kKubernetesMajor, skiff::kKubernetesMinor);
     return 0;
   }
-  if (*server) return run_server(data_dir, store, etcd_servers);
+  if (*server) return run_apiserver(server_flags);
+  if (*apiserver) return run_apiserver(apiserver_flags);
   return 0;
 }

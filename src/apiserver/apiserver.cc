@@ -1,0 +1,246 @@
+#include "apiserver/apiserver.h"
+
+#include <arpa/inet.h>
+
+#include <nlohmann/json.hpp>
+
+#include "api/errors.h"
+#include "api/schema.h"
+#include "apiserver/authn.h"
+#include "apiserver/discovery.h"
+#include "apiserver/http_server.h"
+#include "apiserver/registry.h"
+#include "apiserver/request_info.h"
+#include "apiserver/strategies.h"
+#include "base/kubeconfig.h"
+#include "base/log.h"
+#include "base/pki.h"
+#include "base/version.h"
+
+namespace skiff::apiserver {
+namespace {
+
+using nlohmann::json;
+
+Response text(int status, std::string body) {
+  Response r;
+  r.status = status;
+  r.content_type = "text/plain; charset=utf-8";
+  r.body = std::move(body);
+  return r;
+}
+
+Response api_error(const api::ApiError& e) {
+  Response r;
+  r.status = e.code;
+  r.body = e.to_json();
+  return r;
+}
+
+// The first usable address of an IPv4 CIDR ("10.43.0.0/16" → "10.43.0.1").
+Result<std::string> first_service_ip(const std::string& cidr) {
+  size_t slash = cidr.find('/');
+  std::string base = cidr.substr(0, slash);
+  in_addr addr{};
+  if (slash == std::string::npos || inet_pton(AF_INET, base.c_str(), &addr) != 1) {
+    return Status(StatusCode::kInvalidArgument, "invalid service CIDR \"" + cidr + "\"");
+  }
+  int bits = std::atoi(cidr.c_str() + slash + 1);
+  if (bits < 1 || bits > 30) {
+    return Status(StatusCode::kInvalidArgument, "service CIDR \"" + cidr + "\" has a bad prefix");
+  }
+  uint32_t host = ntohl(addr.s_addr);
+  uint32_t mask = bits == 32 ? 0xffffffffu : ~((1u << (32 - bits)) - 1);
+  host = (host & mask) + 1;
+  addr.s_addr = htonl(host);
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &addr, buf, sizeof(buf));
+  return std::string(buf);
+}
+
+std::string version_json() {
+  return json{{"major", kKubernetesMajor},
+              {"minor", kKubernetesMinor},
+              {"gitVersion", std::string("v") + kKubernetesMajor + "." + kKubernetesMinor +
+                                 ".0-skiff." + kSkiffVersion},
+              {"gitCommit", kGitCommit},
+              {"gitTreeState", "clean"},
+              {"buildDate", "1970-01-01T00:00:00Z"},
+              {"goVersion", "none (C++)"},
+              {"compiler", "gcc"},
+              {"platform", "linux/amd64"}}
+      .dump();
+}
+
+}  // namespace
+
+struct ApiServer::Impl {
+  ApiServerOptions options;
+  std::unique_ptr<storage::Store> store;
+  const api::Schema* schema = nullptr;
+  std::unique_ptr<Registry> registry;
+  std::unique_ptr<Discovery> discovery;
+  std::unique_ptr<Authenticator> authenticator;
+  std::unique_ptr<HttpServer> server;
+  std::string kubeconfig_path;
+  std::string service_ip;
+  std::atomic<bool> ready{false};
+
+  void handle(Request& req, Responder& responder) {
+    const std::string& path = req.path;
+    if (path == "/healthz" || path == "/livez" || path == "/readyz" || path == "/healthz/ping" ||
+        path == "/livez/ping") {
+      if (path == "/readyz" && !ready) {
+        responder.respond(text(500, "[-]bootstrap not finished\nreadyz check failed\n"));
+        return;
+      }
+      responder.respond(text(200, "ok"));
+      return;
+    }
+    if (path == "/version" || path == "/version/") {
+      Response r;
+      r.body = version_json();
+      responder.respond(std::move(r));
+      return;
+    }
+    if (!req.authenticated) {
+      responder.respond(api_error(api::ApiError::unauthorized()));
+      return;
+    }
+    if (auto d = discovery->serve(path, req.header("Accept"))) {
+      if (req.method != "GET" && req.method != "HEAD") {
+        responder.respond(api_error(api::ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource")));
+        return;
+      }
+      responder.respond(std::move(*d));
+      return;
+    }
+    RequestInfo info = parse_request_info(req);
+    if (info.is_resource_request) {
+      registry->handle(info, req, responder);
+      return;
+    }
+    responder.respond(api_error(api::ApiError::not_found_path()));
+  }
+
+  Status bootstrap() {
+    auto resource = [&](const char* group, const char* res) {
+      const api::ResourceInfo* r = schema->resource(group, "v1", res);
+      SKIFF_CHECK(r != nullptr, std::string("schema lacks ") + res);
+      return r;
+    };
+    for (const char* ns : {"default", "kube-system", "kube-public", "kube-node-lease"}) {
+      SKIFF_RETURN_IF_ERROR(
+          registry->ensure(*resource("", "namespaces"), json{{"metadata", {{"name", ns}}}}));
+    }
+    json svc{{"metadata",
+              {{"name", "kubernetes"},
+               {"namespace", "default"},
+               {"labels", {{"component", "apiserver"}, {"provider", "kubernetes"}}}}},
+             {"spec",
+              {{"type", "ClusterIP"},
+               {"clusterIP", service_ip},
+               {"clusterIPs", {service_ip}},
+               {"sessionAffinity", "None"},
+               {"ipFamilies", {"IPv4"}},
+               {"ipFamilyPolicy", "SingleStack"},
+               {"internalTrafficPolicy", "Cluster"},
+               {"ports",
+                {{{"name", "https"},
+                  {"port", 443},
+                  {"protocol", "TCP"},
+                  {"targetPort", server->port()}}}}}}};
+    SKIFF_RETURN_IF_ERROR(registry->ensure(*resource("", "services"), svc));
+    json ep{{"metadata",
+             {{"name", "kubernetes"},
+              {"namespace", "default"},
+              {"labels", {{"endpointslice.kubernetes.io/skip-mirror", "true"}}}}},
+            {"subsets",
+             {{{"addresses", {{{"ip", "127.0.0.1"}}}},
+               {"ports", {{{"name", "https"}, {"port", server->port()}, {"protocol", "TCP"}}}}}}}};
+    return registry->ensure(*resource("", "endpoints"), ep);
+  }
+};
+
+ApiServer::ApiServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ApiServer::~ApiServer() {
+  stop();
+}
+
+Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options) {
+  auto impl = std::make_unique<Impl>();
+  Impl& s = *impl;
+  s.options = std::move(options);
+  const std::string& dir = s.options.data_dir;
+  SKIFF_ASSIGN_OR_RETURN(s.service_ip, first_service_ip(s.options.service_cidr));
+
+  storage::StoreConfig store_config = s.options.store;
+  if (store_config.backend == "embedded" && store_config.data_dir.empty()) {
+    store_config.data_dir = dir + "/db";
+  }
+  SKIFF_ASSIGN_OR_RETURN(s.store, storage::open_store(store_config));
+
+  pki::PkiOptions pki_options;
+  pki_options.extra_sans = s.options.tls_sans;
+  pki_options.service_ip = s.service_ip;
+  SKIFF_ASSIGN_OR_RETURN(pki::PkiState tls, pki::ensure_pki(dir + "/tls", pki_options));
+
+  TokenFile tokens;
+  if (!s.options.token_auth_file.empty()) {
+    SKIFF_ASSIGN_OR_RETURN(tokens, TokenFile::load(s.options.token_auth_file));
+  }
+  s.authenticator = std::make_unique<Authenticator>(std::move(tokens));
+
+  s.schema = &api::Schema::builtin();
+  s.registry = std::make_unique<Registry>(*s.store, *s.schema);
+  install_strategies(*s.registry);
+  s.discovery = std::make_unique<Discovery>(*s.schema);
+
+  HttpServerOptions http;
+  http.bind_address = s.options.bind_address;
+  http.port = s.options.https_port;
+  http.cert_file = tls.paths.server_cert;
+  http.key_file = tls.paths.server_key;
+  http.client_ca_file = tls.paths.ca_cert;
+  http.worker_threads = s.options.worker_threads;
+  Impl* self = impl.get();
+  s.server = std::make_unique<HttpServer>(
+      http, [self](Request& req, Responder& r) { self->handle(req, r); },
+      [self](const ssl_st* tls_conn, std::string_view authorization, UserInfo* user) {
+        AuthnResult result = self->authenticator->authenticate_connection(tls_conn, authorization);
+        if (result.authenticated()) *user = std::move(result.user);
+        return result.authenticated();
+      });
+  SKIFF_RETURN_IF_ERROR(s.server->start());
+
+  Kubeconfig kc;
+  kc.server = "https://127.0.0.1:" + std::to_string(s.server->port());
+  SKIFF_ASSIGN_OR_RETURN(kc.certificate_authority_data, pki::read_file(tls.paths.ca_cert));
+  SKIFF_ASSIGN_OR_RETURN(kc.client_certificate_data, pki::read_file(tls.paths.admin_cert));
+  SKIFF_ASSIGN_OR_RETURN(kc.client_key_data, pki::read_file(tls.paths.admin_key));
+  s.kubeconfig_path = dir + "/admin.kubeconfig";
+  SKIFF_RETURN_IF_ERROR(write_kubeconfig(s.kubeconfig_path, kc));
+
+  SKIFF_RETURN_IF_ERROR(s.bootstrap());
+  s.ready = true;
+  SKIFF_LOG_INFO("API server listening on {}:{}", s.options.bind_address, s.server->port());
+  return std::unique_ptr<ApiServer>(new ApiServer(std::move(impl)));
+}
+
+int ApiServer::port() const {
+  return impl_->server->port();
+}
+
+const std::string& ApiServer::admin_kubeconfig() const {
+  return impl_->kubeconfig_path;
+}
+
+void ApiServer::stop() {
+  if (!impl_) return;
+  if (impl_->registry) impl_->registry->shutdown();
+  if (impl_->server) impl_->server->stop();
+}
+
+}  // namespace skiff::apiserver

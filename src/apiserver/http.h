@@ -1,0 +1,87 @@
+#pragma once
+
+// The HTTP layer's view of a request and its response, free of any networking library so that
+// handlers and their tests do not pull Boost.Beast in.
+//
+// Thread-safety: Request and Response are plain values. A ResponseStream may be written from any
+// thread.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "apiserver/authn.h"
+
+namespace skiff::apiserver {
+
+struct HttpHeader {
+  std::string name;
+  std::string value;
+};
+
+struct Request {
+  std::string method;  // "GET", "POST", ...
+  std::string path;    // decoded path, without the query
+  std::string raw_query;
+  std::vector<std::pair<std::string, std::string>> query;  // decoded, in order
+  std::vector<HttpHeader> headers;
+  std::string body;
+  bool authenticated = false;
+  UserInfo user;
+  std::string remote_address;
+
+  // Case-insensitive; "" when absent.
+  std::string_view header(std::string_view name) const;
+  // The first value of a query parameter; "" when absent.
+  std::string_view param(std::string_view name) const;
+  bool has_param(std::string_view name) const;
+  std::vector<std::string> params(std::string_view name) const;
+  // Booleans as Kubernetes reads them: "true"/"True"/"1" (and "" when present for flags).
+  bool flag(std::string_view name) const;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::vector<HttpHeader> headers;
+  std::string body;
+};
+
+// A response written over time (watch events, followed logs): chunked transfer encoding.
+class ResponseStream {
+ public:
+  virtual ~ResponseStream() = default;
+  // Queues a chunk without blocking; false once the client has gone or the stream finished.
+  virtual bool write(std::string chunk) = 0;
+  // Ends the response after the queued chunks.
+  virtual void finish() = 0;
+  // `cb` runs once, on a server thread, when the client disconnects or the stream finishes.
+  // It must not block.
+  virtual void on_close(std::function<void()> cb) = 0;
+  virtual bool closed() const = 0;
+  // Runs `fn` on the stream's own serialized executor (never concurrently with another fn of
+  // this stream). Producers use it to turn notifications into writes without blocking.
+  virtual void post(std::function<void()> fn) = 0;
+};
+
+// How a handler answers: exactly one of respond() or stream().
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void respond(Response response) = 0;
+  // Starts a chunked response with this status, content type and headers.
+  virtual std::shared_ptr<ResponseStream> stream(int status, std::string content_type,
+                                                 std::vector<HttpHeader> headers = {}) = 0;
+};
+
+// Handles one request. Runs on a worker thread and may block (store calls do).
+using HttpHandler = std::function<void(Request&, Responder&)>;
+
+// Percent-decoding for paths and query components ('+' is a space in queries only).
+std::string percent_decode(std::string_view in, bool plus_is_space);
+std::vector<std::pair<std::string, std::string>> parse_query(std::string_view raw);
+
+}  // namespace skiff::apiserver

@@ -1,0 +1,31 @@
+#pragma once
+
+// Helpers for API objects as JSON: stored bytes, resource versions, timestamps, identifiers.
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+namespace skiff::apiserver {
+
+// Objects are stored without metadata.resourceVersion: it is the key's mod revision, spliced in
+// on the way out so reads and watch events reuse the stored bytes without parsing them.
+// `stored` must be a JSON object serialized with "metadata" as an object.
+std::string with_resource_version(std::string_view stored, int64_t resource_version);
+
+// RFC 3339 UTC with second precision ("2026-11-27T13:12:00Z"), as metav1.Time marshals.
+std::string rfc3339_now();
+std::string rfc3339(int64_t unix_seconds);
+// Parses what rfc3339() writes (and fractional seconds / offsets); -1 on error.
+int64_t parse_rfc3339(std::string_view text);
+
+// A random version 4 UUID.
+std::string new_uid();
+// Five characters from upstream's generateName alphabet.
+std::string random_name_suffix();
+
+// Value at a dotted field path ("metadata.name", "spec.nodeName") as a string, as field
+// selectors compare: strings as is, booleans "true"/"false", numbers in decimal, absent "".
+std::string field_value(const nlohmann::json& obj, std::string_view path);
+
+}  // namespace skiff::apiserver

@@ -1,0 +1,1422 @@
+#include "apiserver/registry.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <optional>
+#include <thread>
+
+#include "api/patch.h"
+#include "api/selector.h"
+#include "api/validation.h"
+#include "apiserver/object.h"
+#include "apiserver/wire.h"
+#include "base/kubeconfig.h"
+#include "base/log.h"
+
+namespace skiff::apiserver {
+namespace {
+
+using nlohmann::json;
+using storage::KeyRange;
+
+constexpr int kMaxConflictRetries = 8;
+constexpr auto kBookmarkInterval = std::chrono::seconds(30);
+
+std::string object_prefix(const api::ResourceInfo& r, const std::string& ns) {
+  std::string p = "/registry/" + r.resource + "/";
+  if (r.namespaced && !ns.empty()) p += ns + "/";
+  return p;
+}
+
+std::string object_key(const api::ResourceInfo& r, const std::string& ns, const std::string& name) {
+  return object_prefix(r, r.namespaced ? ns : std::string()) + name;
+}
+
+Response error_response(const api::ApiError& e) {
+  Response r;
+  r.status = e.code;
+  r.body = e.to_json();
+  if (e.retry_after_seconds > 0) {
+    r.headers.push_back({"Retry-After", std::to_string(e.retry_after_seconds)});
+  }
+  return r;
+}
+
+Response json_response(int status, std::string body) {
+  Response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+// The request's options that shape a read: selectors, table output.
+struct ReadOptions {
+  api::LabelSelector labels;
+  api::FieldSelector fields;
+  bool table = false;
+  std::string table_content_type;
+  std::string include_object = "Metadata";
+};
+
+json partial_metadata(const json& obj) {
+  json meta = obj.contains("metadata") ? obj["metadata"] : json::object();
+  return json{{"kind", "PartialObjectMetadata"},
+              {"apiVersion", "meta.k8s.io/v1"},
+              {"metadata", std::move(meta)}};
+}
+
+api::ApiError invalid_patch(std::string message) {
+  api::ApiError e;
+  e.code = 422;
+  e.reason = "Invalid";
+  e.message = std::move(message);
+  return e;
+}
+
+int64_t to_int(std::string_view s, bool* ok) {
+  int64_t v = 0;
+  *ok = !s.empty();
+  for (char c : s) {
+    if (c < '0' || c > '9' || v > (INT64_MAX - 9) / 10) {
+      *ok = false;
+      return 0;
+    }
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+struct Registry::Ctx {
+  const RequestInfo& info;
+  Request& req;
+  const api::ResourceInfo& res;
+  const Strategy& strategy;
+  ReadOptions read;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Construction and dispatch
+
+Registry::Registry(storage::Store& store, const api::Schema& schema)
+    : store_(store), schema_(schema) {
+  default_table_.push_back({"Name", "string", "name", 0,
+                            [](const json& o) -> json { return field_value(o, "metadata.name"); }});
+  default_table_.push_back({"Created At", "date", "", 0, [](const json& o) -> json {
+                              return field_value(o, "metadata.creationTimestamp");
+                            }});
+  ticker_ = std::thread([this] { ticker_loop(); });
+}
+
+Registry::~Registry() {
+  shutdown();
+}
+
+void Registry::set_strategy(const std::string& group, const std::string& resource,
+                            Strategy strategy) {
+  strategies_[group + "/" + resource] = std::move(strategy);
+}
+
+void Registry::set_table(const std::string& group, const std::string& resource,
+                         std::vector<TableColumn> columns) {
+  tables_[group + "/" + resource] = std::move(columns);
+}
+
+const Strategy& Registry::strategy(const api::ResourceInfo& r) const {
+  auto it = strategies_.find(r.group + "/" + r.resource);
+  return it == strategies_.end() ? default_strategy_ : it->second;
+}
+
+const std::vector<TableColumn>& Registry::table(const api::ResourceInfo& r) const {
+  auto it = tables_.find(r.group + "/" + r.resource);
+  return it == tables_.end() ? default_table_ : it->second;
+}
+
+void Registry::handle(const RequestInfo& info, Request& request, Responder& responder) {
+  const api::ResourceInfo* res = schema_.resource(info.group, info.version, info.resource);
+  if (!res) {
+    responder.respond(error_response(api::ApiError::not_found_path()));
+    return;
+  }
+  if (!res->namespaced && !info.ns.empty() && info.resource != "namespaces") {
+    responder.respond(error_response(api::ApiError::not_found_path()));
+    return;
+  }
+  if (!info.subresource.empty() && !res->subresource(info.subresource)) {
+    responder.respond(error_response(api::ApiError::not_found_path()));
+    return;
+  }
+  Ctx c{info, request, *res, strategy(*res), {}};
+  // Read options shared by get, list and watch.
+  if (info.verb == "get" || info.verb == "list" || info.verb == "watch" ||
+      info.verb == "deletecollection") {
+    if (auto s = request.param("labelSelector"); !s.empty()) {
+      auto parsed = api::LabelSelector::parse(s);
+      if (!parsed.is_ok()) {
+        responder.respond(error_response(api::ApiError::bad_request(
+            "unable to parse requirement: " + parsed.status().message())));
+        return;
+      }
+      c.read.labels = std::move(parsed).value();
+    }
+    if (auto s = request.param("fieldSelector"); !s.empty()) {
+      auto parsed = api::FieldSelector::parse(s);
+      if (!parsed.is_ok()) {
+        responder.respond(error_response(api::ApiError::bad_request(parsed.status().message())));
+        return;
+      }
+      for (const api::Requirement& r : parsed->requirements()) {
+        const auto& allowed = c.strategy.selectable_fields;
+        if (r.key != "metadata.name" && r.key != "metadata.namespace" &&
+            std::find(allowed.begin(), allowed.end(), r.key) == allowed.end()) {
+          responder.respond(
+              error_response(api::ApiError::bad_request("field label not supported: " + r.key)));
+          return;
+        }
+      }
+      c.read.fields = std::move(parsed).value();
+    }
+    c.read.table_content_type = table_content_type(request.header("Accept"));
+    c.read.table = !c.read.table_content_type.empty() && info.subresource.empty();
+    if (auto inc = request.param("includeObject"); !inc.empty()) {
+      c.read.include_object = std::string(inc);
+    }
+  }
+  const std::string& verb = info.verb;
+  Response response;
+  if (verb == "get") {
+    response = get(c);
+  } else if (verb == "list") {
+    response = list(c);
+  } else if (verb == "watch") {
+    watch(c, responder);
+    return;
+  } else if (verb == "create") {
+    response = create(c);
+  } else if (verb == "update") {
+    response = update(c);
+  } else if (verb == "patch") {
+    response = patch(c);
+  } else if (verb == "delete") {
+    response = remove(c);
+  } else if (verb == "deletecollection") {
+    response = remove_collection(c);
+  } else {
+    response = error_response(api::ApiError::method_not_allowed(
+        "the server does not allow this method on the requested resource"));
+  }
+  responder.respond(std::move(response));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared pieces
+
+namespace {
+
+json parse_stored(const storage::KeyValue& kv) {
+  json obj = json::parse(kv.value, nullptr, /*allow_exceptions=*/false);
+  if (obj.is_object()) obj["metadata"]["resourceVersion"] = std::to_string(kv.mod_revision);
+  return obj;
+}
+
+bool matches(const ReadOptions& read, const json& obj) {
+  if (!read.labels.empty()) {
+    const json* labels = nullptr;
+    if (auto m = obj.find("metadata"); m != obj.end()) {
+      if (auto l = m->find("labels"); l != m->end()) labels = &*l;
+    }
+    if (!read.labels.matches(labels ? *labels : json())) return false;
+  }
+  if (!read.fields.empty()) {
+    return read.fields.matches([&](const std::string& f) { return field_value(obj, f); });
+  }
+  return true;
+}
+
+bool has_filters(const ReadOptions& read) {
+  return !read.labels.empty() || !read.fields.empty();
+}
+
+json table_columns(const std::vector<TableColumn>& columns) {
+  json defs = json::array();
+  for (const TableColumn& c : columns) {
+    defs.push_back({{"name", c.name},
+                    {"type", c.type},
+                    {"format", c.format},
+                    {"description", ""},
+                    {"priority", c.priority}});
+  }
+  return defs;
+}
+
+json table_row(const std::vector<TableColumn>& columns, const json& obj,
+               const std::string& include) {
+  json cells = json::array();
+  for (const TableColumn& c : columns) cells.push_back(c.cell(obj));
+  json row{{"cells", std::move(cells)}};
+  if (include == "Object") {
+    row["object"] = obj;
+  } else if (include != "None") {
+    row["object"] = partial_metadata(obj);
+  }
+  return row;
+}
+
+std::string list_kind(const api::ResourceInfo& r) {
+  return r.list_kind.empty() ? r.kind + "List" : r.list_kind;
+}
+
+// continue tokens: base64 of {"rv":N,"start":"<key>"} relative to the list prefix.
+std::string encode_continue(int64_t rv, const std::string& start) {
+  return skiff::base64_encode(json{{"v", "meta.k8s.io/v1"}, {"rv", rv}, {"start", start}}.dump());
+}
+
+bool decode_continue(std::string_view token, int64_t* rv, std::string* start) {
+  auto raw = skiff::base64_decode(token);
+  if (!raw.is_ok()) return false;
+  json j = json::parse(*raw, nullptr, false);
+  if (!j.is_object() || !j.contains("rv") || !j.contains("start") || !j["rv"].is_number_integer() ||
+      !j["start"].is_string()) {
+    return false;
+  }
+  *rv = j["rv"].get<int64_t>();
+  *start = j["start"].get<std::string>();
+  return *rv > 0;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// get / list
+
+Response Registry::get(Ctx& c) {
+  auto kv = store_.get(object_key(c.res, c.info.ns, c.info.name));
+  if (!kv.is_ok()) return error_response(api::ApiError::from_storage(kv.status()));
+  if (!*kv)
+    return error_response(api::ApiError::not_found(c.res.qualified_resource(), c.info.name));
+  const storage::KeyValue& stored = **kv;
+  if (c.info.subresource == "scale") {
+    return json_response(200, to_scale(c.res, parse_stored(stored)).dump());
+  }
+  if (c.read.table) {
+    json obj = parse_stored(stored);
+    const auto& columns = table(c.res);
+    json t{{"kind", "Table"},
+           {"apiVersion", "meta.k8s.io/v1"},
+           {"metadata", {{"resourceVersion", std::to_string(stored.mod_revision)}}},
+           {"columnDefinitions", table_columns(columns)},
+           {"rows", json::array({table_row(columns, obj, c.read.include_object)})}};
+    Response r = json_response(200, t.dump());
+    r.content_type = c.read.table_content_type;
+    return r;
+  }
+  return json_response(200, with_resource_version(stored.value, stored.mod_revision));
+}
+
+Response Registry::list(Ctx& c) {
+  const Request& req = c.req;
+  std::string prefix = object_prefix(c.res, c.info.ns);
+  KeyRange range = KeyRange::prefix(prefix);
+  storage::RangeOptions opts;
+  bool ok = true;
+  int64_t limit = 0;
+  if (auto l = req.param("limit"); !l.empty()) {
+    limit = to_int(l, &ok);
+    if (!ok) return error_response(api::ApiError::bad_request("invalid limit: " + std::string(l)));
+  }
+  std::string_view rv_param = req.param("resourceVersion");
+  std::string_view rv_match = req.param("resourceVersionMatch");
+  if (auto cont = req.param("continue"); !cont.empty()) {
+    int64_t rv;
+    std::string start;
+    if (!rv_param.empty() && rv_param != "0") {
+      return error_response(api::ApiError::bad_request(
+          "specifying resource version is not allowed when using continue"));
+    }
+    if (!decode_continue(cont, &rv, &start)) {
+      return error_response(api::ApiError::bad_request("continue key is not valid"));
+    }
+    range.key = prefix + start;
+    opts.revision = rv;
+  } else if (!rv_param.empty() && rv_param != "0") {
+    int64_t rv = to_int(rv_param, &ok);
+    if (!ok) {
+      return error_response(
+          api::ApiError::bad_request("invalid resource version \"" + std::string(rv_param) + "\""));
+    }
+    if (rv_match == "Exact") {
+      opts.revision = rv;
+    } else {
+      auto current = store_.current_revision();
+      if (current.is_ok() && rv > *current) {
+        return error_response(api::ApiError::from_storage(Status(
+            StatusCode::kFutureRevision, "Too large resource version: " + std::to_string(rv) +
+                                             ", current: " + std::to_string(*current))));
+      }
+    }
+  } else if (!rv_match.empty() && rv_match != "NotOlderThan") {
+    return error_response(api::ApiError::bad_request(
+        "resourceVersionMatch is forbidden unless resourceVersion is provided"));
+  }
+
+  bool filtered = has_filters(c.read);
+  bool parse_all = filtered || c.read.table;
+  const auto& columns = table(c.res);
+  std::string items;  // concatenated JSON items
+  json rows = json::array();
+  int64_t collected = 0;
+  int64_t list_rv = 0;
+  std::string next_start;
+  bool more = false;
+  while (true) {
+    storage::RangeOptions page = opts;
+    if (limit > 0)
+      page.limit = filtered ? std::max<int64_t>(limit - collected, 100) : limit - collected;
+    auto result = store_.range(range, page);
+    if (!result.is_ok()) {
+      if (result.status().code() == StatusCode::kCompacted && req.has_param("continue")) {
+        return error_response(api::ApiError::gone(
+            "The provided continue parameter is too old to display a consistent list result. "
+            "You can start a new list without the continue parameter, or use the continue token "
+            "in this response to retrieve the remainder of the results. Continuing with the "
+            "provided token results in an inconsistent list - objects that were created, "
+            "modified, or deleted between the time the first chunk was returned and now may "
+            "show up in the list."));
+      }
+      return error_response(api::ApiError::from_storage(result.status()));
+    }
+    if (opts.revision == 0) opts.revision = result->revision;
+    list_rv = opts.revision;
+    size_t used = 0;
+    for (const storage::KeyValuePtr& kv : result->kvs) {
+      ++used;
+      if (parse_all) {
+        json obj = parse_stored(*kv);
+        if (filtered && !matches(c.read, obj)) continue;
+        if (c.read.table) {
+          rows.push_back(table_row(columns, obj, c.read.include_object));
+        } else {
+          if (!items.empty()) items.push_back(',');
+          items += obj.dump();
+        }
+      } else {
+        if (!items.empty()) items.push_back(',');
+        items += with_resource_version(kv->value, kv->mod_revision);
+      }
+      ++collected;
+      if (limit > 0 && collected >= limit) {
+        bool rest = used < result->kvs.size() || result->more;
+        if (rest) {
+          more = true;
+          next_start = kv->key.substr(prefix.size()) + std::string(1, '\0');
+        }
+        break;
+      }
+    }
+    if (more || !result->more || (limit > 0 && collected >= limit)) break;
+    range.key = result->kvs.back()->key + std::string(1, '\0');
+  }
+
+  json meta{{"resourceVersion", std::to_string(list_rv)}};
+  if (more) meta["continue"] = encode_continue(list_rv, next_start);
+  if (c.read.table) {
+    json t{{"kind", "Table"},
+           {"apiVersion", "meta.k8s.io/v1"},
+           {"metadata", std::move(meta)},
+           {"columnDefinitions", table_columns(columns)},
+           {"rows", std::move(rows)}};
+    Response r = json_response(200, t.dump());
+    r.content_type = c.read.table_content_type;
+    return r;
+  }
+  std::string body = "{\"kind\":\"" + list_kind(c.res) + "\",\"apiVersion\":\"" +
+                     c.res.group_version() + "\",\"metadata\":" + meta.dump() + ",\"items\":[";
+  body += items;
+  body += "]}";
+  return json_response(200, std::move(body));
+}
+
+// ---------------------------------------------------------------------------------------------
+// watch
+
+class Registry::WatchSession : public std::enable_shared_from_this<WatchSession> {
+ public:
+  WatchSession(const api::ResourceInfo& res, ReadOptions read,
+               const std::vector<TableColumn>& columns, std::shared_ptr<ResponseStream> stream,
+               bool bookmarks, std::chrono::steady_clock::time_point deadline)
+      : res_(res),
+        read_(std::move(read)),
+        columns_(columns),
+        stream_(std::move(stream)),
+        bookmarks_(bookmarks),
+        deadline_(deadline) {}
+
+  void attach(std::unique_ptr<storage::Watch> watch) {
+    std::lock_guard lock(mu_);
+    watch_ = std::move(watch);
+  }
+
+  // Runs on the stream's executor.
+  void pump() {
+    std::vector<storage::Event> events;
+    Status status;
+    {
+      std::lock_guard lock(mu_);
+      if (!watch_ || done_) return;
+      status = watch_->poll(&events);
+    }
+    for (const storage::Event& e : events) emit(e);
+    if (!status.is_ok()) {
+      if (status.code() == StatusCode::kCompacted ||
+          status.code() == StatusCode::kResourceExhausted) {
+        write_error(api::ApiError::gone("too old resource version: " + status.message()));
+      }
+      stop();
+    }
+  }
+
+  void send_initial(const storage::KeyValuePtr& kv) {
+    json obj = parse_stored(*kv);
+    if (!matches(read_, obj)) return;
+    write_event("ADDED", obj, kv->value, kv->mod_revision);
+  }
+
+  void send_initial_events_end(int64_t rv) {
+    json b{{"kind", res_.kind},
+           {"apiVersion", res_.group_version()},
+           {"metadata",
+            {{"resourceVersion", std::to_string(rv)},
+             {"annotations", {{"k8s.io/initial-events-end", "true"}}}}}};
+    stream_->write(json{{"type", "BOOKMARK"}, {"object", b}}.dump() + "\n");
+  }
+
+  void tick(std::chrono::steady_clock::time_point now) {
+    if (now >= deadline_) {
+      stream_->post([self = shared_from_this()] { self->stop(); });
+      return;
+    }
+    if (bookmarks_ && now - last_bookmark_ >= kBookmarkInterval) {
+      last_bookmark_ = now;
+      std::lock_guard lock(mu_);
+      if (watch_) watch_->request_progress();
+    }
+  }
+
+  void stop() {
+    std::unique_ptr<storage::Watch> w;
+    {
+      std::lock_guard lock(mu_);
+      if (done_) return;
+      done_ = true;
+      w = std::move(watch_);
+    }
+    w.reset();
+    stream_->finish();
+  }
+
+  bool closed() const { return stream_->closed(); }
+  ResponseStream& stream() { return *stream_; }
+
+ private:
+  void emit(const storage::Event& e) {
+    if (e.type == storage::EventType::kProgress) {
+      if (!bookmarks_) return;
+      json b{{"kind", res_.kind},
+             {"apiVersion", res_.group_version()},
+             {"metadata", {{"resourceVersion", std::to_string(e.revision)}}}};
+      stream_->write(json{{"type", "BOOKMARK"}, {"object", b}}.dump() + "\n");
+      return;
+    }
+    bool filtered = has_filters(read_);
+    if (e.type == storage::EventType::kDelete) {
+      if (!e.prev_kv) return;
+      json prev;
+      if (filtered || read_.table) {
+        prev = parse_stored(*e.prev_kv);
+        if (filtered && !matches(read_, prev)) return;
+        prev["metadata"]["resourceVersion"] = std::to_string(e.revision);
+      }
+      write_event("DELETED", prev, e.prev_kv->value, e.revision);
+      return;
+    }
+    if (!filtered) {
+      json obj;
+      if (read_.table) obj = parse_stored(*e.kv);
+      write_event(e.kv->version == 1 ? "ADDED" : "MODIFIED", obj, e.kv->value, e.kv->mod_revision);
+      return;
+    }
+    json obj = parse_stored(*e.kv);
+    bool now_matches = matches(read_, obj);
+    bool was_matching = e.prev_kv && e.kv->version > 1 && matches(read_, parse_stored(*e.prev_kv));
+    if (now_matches) {
+      write_event(was_matching ? "MODIFIED" : "ADDED", obj, e.kv->value, e.kv->mod_revision);
+    } else if (was_matching) {
+      write_event("DELETED", obj, e.kv->value, e.kv->mod_revision);
+    }
+  }
+
+  // `obj` is the parsed object when filters or tables needed it; else the stored bytes are used.
+  void write_event(const char* type, const json& obj, const std::string& stored, int64_t rv) {
+    std::string line = "{\"type\":\"";
+    line += type;
+    line += "\",\"object\":";
+    if (read_.table) {
+      json t{{"kind", "Table"},
+             {"apiVersion", "meta.k8s.io/v1"},
+             {"metadata", {{"resourceVersion", std::to_string(rv)}}},
+             {"columnDefinitions", first_ ? table_columns(columns_) : json::array()},
+             {"rows", json::array({table_row(columns_, obj, read_.include_object)})}};
+      first_ = false;
+      line += t.dump();
+    } else if (!obj.is_null()) {
+      line += obj.dump();
+    } else {
+      line += with_resource_version(stored, rv);
+    }
+    line += "}\n";
+    stream_->write(std::move(line));
+  }
+
+  void write_error(const api::ApiError& e) {
+    stream_->write("{\"type\":\"ERROR\",\"object\":" + e.to_json() + "}\n");
+  }
+
+  const api::ResourceInfo& res_;
+  const ReadOptions read_;
+  const std::vector<TableColumn>& columns_;
+  const std::shared_ptr<ResponseStream> stream_;
+  const bool bookmarks_;
+  const std::chrono::steady_clock::time_point deadline_;
+  std::chrono::steady_clock::time_point last_bookmark_ = std::chrono::steady_clock::now();
+  bool first_ = true;  // stream executor only
+  std::mutex mu_;
+  std::unique_ptr<storage::Watch> watch_;  // guarded by mu_
+  bool done_ = false;                      // guarded by mu_
+};
+
+void Registry::watch(Ctx& c, Responder& responder) {
+  const Request& req = c.req;
+  bool ok = true;
+  int64_t start = 0;  // store revision to watch from
+  std::string_view rv_param = req.param("resourceVersion");
+  bool initial = rv_param.empty() || rv_param == "0";
+  if (req.has_param("sendInitialEvents")) initial = req.flag("sendInitialEvents");
+  if (!rv_param.empty() && rv_param != "0") {
+    int64_t rv = to_int(rv_param, &ok);
+    if (!ok) {
+      responder.respond(error_response(api::ApiError::bad_request("invalid resource version \"" +
+                                                                  std::string(rv_param) + "\"")));
+      return;
+    }
+    if (!initial) start = rv + 1;
+  }
+  int64_t timeout_s = 1800;
+  if (auto t = req.param("timeoutSeconds"); !t.empty()) {
+    timeout_s = to_int(t, &ok);
+    if (!ok) {
+      responder.respond(error_response(api::ApiError::bad_request("invalid timeoutSeconds")));
+      return;
+    }
+  }
+  if (c.info.name.size()) {
+    // /namespaces/ns/pods/name?watch=true: a watch of one object.
+    std::string sel = "metadata.name=" + c.info.name;
+    auto parsed = api::FieldSelector::parse(sel);
+    if (parsed.is_ok()) c.read.fields = std::move(parsed).value();
+  }
+  std::string prefix = object_prefix(c.res, c.info.ns);
+  std::vector<storage::KeyValuePtr> initial_items;
+  if (initial) {
+    auto listed = store_.range(KeyRange::prefix(prefix));
+    if (!listed.is_ok()) {
+      responder.respond(error_response(api::ApiError::from_storage(listed.status())));
+      return;
+    }
+    start = listed->revision + 1;
+    initial_items = std::move(listed->kvs);
+  }
+  std::string content_type =
+      c.read.table ? c.read.table_content_type : std::string("application/json");
+  auto stream = responder.stream(200, content_type);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  auto session = std::make_shared<WatchSession>(c.res, c.read, table(c.res), stream,
+                                                req.flag("allowWatchBookmarks"), deadline);
+  for (const auto& kv : initial_items) session->send_initial(kv);
+  if (req.flag("sendInitialEvents")) session->send_initial_events_end(start - 1);
+
+  storage::WatchOptions wo;
+  wo.range = KeyRange::prefix(prefix);
+  wo.start_revision = start;
+  wo.prev_kv = true;
+  std::weak_ptr<WatchSession> weak = session;
+  wo.notify = [weak, stream] {
+    stream->post([weak] {
+      if (auto s = weak.lock()) s->pump();
+    });
+  };
+  auto w = store_.watch(std::move(wo));
+  if (!w.is_ok()) {
+    stream->write("{\"type\":\"ERROR\",\"object\":" +
+                  api::ApiError::from_storage(w.status()).to_json() + "}\n");
+    stream->finish();
+    return;
+  }
+  session->attach(std::move(w).value());
+  {
+    std::lock_guard lock(sessions_mu_);
+    if (stopping_) {
+      session->stop();
+      return;
+    }
+    sessions_.insert(session);
+  }
+  stream->on_close([this, weak] {
+    auto s = weak.lock();
+    if (!s) return;
+    s->stop();
+    std::lock_guard lock(sessions_mu_);
+    sessions_.erase(s);
+  });
+  // Events may have arrived before attach(); drain them.
+  stream->post([weak] {
+    if (auto s = weak.lock()) s->pump();
+  });
+}
+
+void Registry::ticker_loop() {
+  std::unique_lock lock(sessions_mu_);
+  while (!stopping_) {
+    ticker_cv_.wait_for(lock, std::chrono::seconds(1));
+    if (stopping_) break;
+    auto now = std::chrono::steady_clock::now();
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if ((*it)->closed()) {
+        it = sessions_.erase(it);
+        continue;
+      }
+      (*it)->tick(now);
+      ++it;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// writes
+
+namespace {
+
+// Decodes a request body into an object of `res`'s kind, with strict-decoding checks according
+// to fieldValidation (Strict: error, Warn: warning headers, Ignore: silent). Unknown fields are
+// always dropped.
+std::optional<api::ApiError> decode_body(const Request& req, const api::ResourceInfo& res,
+                                         const api::Schema& schema, json* out,
+                                         std::vector<std::string>* warnings) {
+  std::string_view ct = req.header("Content-Type");
+  if (!ct.empty() && ct.find("json") == std::string_view::npos) {
+    return api::ApiError::unsupported_media_type(std::string(ct));
+  }
+  std::vector<std::string> duplicates;
+  std::string error;
+  auto parsed = parse_json(req.body, &duplicates, &error);
+  if (!parsed) return api::ApiError::bad_request("error decoding request body: " + error);
+  if (!parsed->is_object()) {
+    return api::ApiError::bad_request("the body of the request is not a JSON object");
+  }
+  json& obj = *parsed;
+  std::string api_version = obj.value("apiVersion", "");
+  std::string kind = obj.value("kind", "");
+  if (!api_version.empty() && api_version != res.group_version()) {
+    return api::ApiError::bad_request("the API version in the data (" + api_version +
+                                      ") does not match the expected API version (" +
+                                      res.group_version() + ")");
+  }
+  if (!kind.empty() && kind != res.kind) {
+    return api::ApiError::bad_request("the kind in the data (" + kind +
+                                      ") does not match the expected kind (" + res.kind + ")");
+  }
+  std::vector<std::string> unknown, mistyped;
+  if (res.type) prune_unknown_fields(obj, *res.type, schema, "", &unknown, &mistyped);
+  if (!mistyped.empty()) {
+    return api::ApiError::bad_request("error decoding request body: wrong type for field \"" +
+                                      mistyped.front() + "\"");
+  }
+  std::string_view mode = req.param("fieldValidation");
+  if (mode.empty()) mode = "Warn";
+  if (mode != "Strict" && mode != "Warn" && mode != "Ignore") {
+    return api::ApiError::bad_request("fieldValidation parameter unsupported: " +
+                                      std::string(mode));
+  }
+  std::vector<std::string> problems;
+  for (const auto& d : duplicates) problems.push_back("duplicate field \"" + d + "\"");
+  for (const auto& u : unknown) problems.push_back("unknown field \"" + u + "\"");
+  if (!problems.empty()) {
+    if (mode == "Strict") {
+      std::string msg = "strict decoding error: ";
+      for (size_t i = 0; i < problems.size(); ++i) msg += (i ? ", " : "") + problems[i];
+      return api::ApiError::bad_request(msg);
+    }
+    if (mode == "Warn") *warnings = problems;
+  }
+  obj["apiVersion"] = res.group_version();
+  obj["kind"] = res.kind;
+  if (!obj.contains("metadata") || !obj["metadata"].is_object()) obj["metadata"] = json::object();
+  *out = std::move(obj);
+  return std::nullopt;
+}
+
+void add_warnings(Response& r, const std::vector<std::string>& warnings) {
+  for (const std::string& w : warnings) {
+    std::string escaped;
+    for (char ch : w) {
+      if (ch == '"' || ch == '\\') escaped.push_back('\\');
+      escaped.push_back(ch);
+    }
+    r.headers.push_back({"Warning", "299 - \"" + escaped + "\""});
+  }
+}
+
+bool is_dry_run(const Request& req) {
+  for (const std::string& v : req.params("dryRun")) {
+    if (v == "All") return true;
+  }
+  return false;
+}
+
+// Everything but metadata and status: what bumps metadata.generation when it changes.
+bool spec_changed(const json& a, const json& b) {
+  for (auto it = a.begin(); it != a.end(); ++it) {
+    if (it.key() == "metadata" || it.key() == "status" || it.key() == "apiVersion" ||
+        it.key() == "kind") {
+      continue;
+    }
+    auto o = b.find(it.key());
+    if (o == b.end() || *o != it.value()) return true;
+  }
+  for (auto it = b.begin(); it != b.end(); ++it) {
+    if (it.key() == "metadata" || it.key() == "status" || it.key() == "apiVersion" ||
+        it.key() == "kind") {
+      continue;
+    }
+    if (!a.contains(it.key())) return true;
+  }
+  return false;
+}
+
+api::NameRule name_rule(const Strategy& s) {
+  return static_cast<api::NameRule>(s.name_rule);
+}
+
+std::string stored_bytes(json obj) {
+  obj["metadata"].erase("resourceVersion");
+  return obj.dump();
+}
+
+bool has_status(const api::ResourceInfo& r) {
+  return r.subresource("status") != nullptr;
+}
+
+}  // namespace
+
+json Registry::to_scale(const api::ResourceInfo& res, const json& obj) {
+  const json& meta = obj["metadata"];
+  json scale_meta = json::object();
+  for (const char* f : {"name", "namespace", "uid", "resourceVersion", "creationTimestamp"}) {
+    if (meta.contains(f)) scale_meta[f] = meta[f];
+  }
+  json spec = obj.value("spec", json::object());
+  json status = obj.value("status", json::object());
+  std::string selector;
+  if (spec.contains("selector")) {
+    const json& sel = spec["selector"];
+    if (res.resource == "replicationcontrollers") {
+      for (auto it = sel.begin(); it != sel.end(); ++it) {
+        if (!selector.empty()) selector += ",";
+        selector += it.key() + "=" + it.value().get<std::string>();
+      }
+    } else if (auto parsed = api::LabelSelector::from_json(sel); parsed.is_ok()) {
+      selector = parsed->to_string();
+    }
+  }
+  return json{{"kind", "Scale"},
+              {"apiVersion", "autoscaling/v1"},
+              {"metadata", std::move(scale_meta)},
+              {"spec", {{"replicas", spec.value("replicas", 0)}}},
+              {"status", {{"replicas", status.value("replicas", 0)}, {"selector", selector}}}};
+}
+
+std::optional<api::ApiError> Registry::admit_namespace(const api::ResourceInfo& res,
+                                                       const std::string& ns) {
+  if (!res.namespaced) return std::nullopt;
+  auto kv = store_.get("/registry/namespaces/" + ns);
+  if (!kv.is_ok()) return api::ApiError::from_storage(kv.status());
+  if (!*kv) return api::ApiError::not_found("namespaces", ns);
+  json obj = json::parse((*kv)->value, nullptr, false);
+  if (obj.is_object() && (obj["metadata"].contains("deletionTimestamp") ||
+                          field_value(obj, "status.phase") == "Terminating")) {
+    api::ApiError e = api::ApiError::forbidden("unable to create new content in namespace " + ns +
+                                               " because it is being terminated");
+    e.reason = "Forbidden";
+    return e;
+  }
+  return std::nullopt;
+}
+
+Response Registry::create(Ctx& c) {
+  if (!c.info.name.empty() && c.info.subresource.empty()) {
+    return error_response(api::ApiError::method_not_allowed(
+        "the server does not allow this method on the requested resource"));
+  }
+  json obj;
+  std::vector<std::string> warnings;
+  if (auto e = decode_body(c.req, c.res, schema_, &obj, &warnings)) return error_response(*e);
+  json& meta = obj["metadata"];
+  std::string ns = c.res.namespaced ? c.info.ns : "";
+  if (c.res.namespaced) {
+    std::string body_ns = meta.value("namespace", "");
+    if (!body_ns.empty() && body_ns != ns) {
+      return error_response(api::ApiError::bad_request(
+          "the namespace of the provided object does not match the namespace sent on the "
+          "request"));
+    }
+    meta["namespace"] = ns;
+  } else {
+    meta.erase("namespace");
+  }
+  if (auto e = admit_namespace(c.res, ns)) return error_response(*e);
+  if (auto e = create_object(c.res, c.strategy, obj, is_dry_run(c.req))) {
+    return error_response(*e);
+  }
+  Response r = json_response(201, obj.dump());
+  add_warnings(r, warnings);
+  return r;
+}
+
+std::optional<api::ApiError> Registry::create_object(const api::ResourceInfo& res,
+                                                     const Strategy& st, json& obj, bool dry_run) {
+  json& meta = obj["metadata"];
+  std::string generate = meta.value("generateName", "");
+  bool generated = meta.value("name", "").empty() && !generate.empty();
+  for (const char* f :
+       {"resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"}) {
+    meta.erase(f);
+  }
+  meta["uid"] = new_uid();
+  meta["creationTimestamp"] = rfc3339_now();
+  meta["generation"] = 1;
+  if (has_status(res)) obj.erase("status");
+  if (st.prepare_for_create) st.prepare_for_create(obj);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    if (generated) meta["name"] = generate + random_name_suffix();
+    api::FieldErrors errors;
+    api::validate_object_meta(meta, res.namespaced, name_rule(st), errors);
+    if (st.validate) st.validate(obj, errors);
+    if (!errors.empty()) {
+      return api::ApiError::invalid(res.kind, res.group, meta.value("name", ""), errors.take());
+    }
+    std::string name = meta["name"].get<std::string>();
+    std::string key = object_key(res, meta.value("namespace", ""), name);
+    std::string bytes = stored_bytes(obj);
+    if (dry_run) {
+      auto existing = store_.get(key);
+      if (existing.is_ok() && *existing) {
+        if (generated) continue;
+        return api::ApiError::already_exists(res.qualified_resource(), name);
+      }
+      return std::nullopt;
+    }
+    storage::Txn txn;
+    txn.compare.push_back(storage::Compare::absent(key));
+    txn.success.push_back(storage::Op::put(key, bytes));
+    auto result = store_.txn(txn);
+    if (!result.is_ok()) return api::ApiError::from_storage(result.status());
+    if (!result->succeeded) {
+      if (generated) continue;
+      return api::ApiError::already_exists(res.qualified_resource(), name);
+    }
+    meta["resourceVersion"] = std::to_string(result->revision);
+    return std::nullopt;
+  }
+  api::ApiError e = api::ApiError::already_exists(res.qualified_resource(), meta.value("name", ""));
+  e.message += ", the server was not able to generate a unique name for the object";
+  return e;
+}
+
+std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res,
+                                                    const Strategy& st, const std::string& sub,
+                                                    const storage::KeyValue& old_kv, json next,
+                                                    bool dry_run, json* out, bool* conflict) {
+  *conflict = false;
+  json old = parse_stored(old_kv);
+  if (sub == "status") {
+    json merged = old;
+    if (next.contains("status")) {
+      merged["status"] = next["status"];
+    } else {
+      merged.erase("status");
+    }
+    next = std::move(merged);
+  } else if (sub == "scale") {
+    json merged = old;
+    merged["spec"]["replicas"] = next["spec"].value("replicas", 0);
+    next = std::move(merged);
+  } else if (has_status(res)) {
+    if (old.contains("status")) {
+      next["status"] = old["status"];
+    } else {
+      next.erase("status");
+    }
+  }
+  json& meta = next["metadata"];
+  const json& old_meta = old["metadata"];
+  for (const char* f : {"name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
+                        "deletionGracePeriodSeconds", "generation"}) {
+    if (old_meta.contains(f)) {
+      meta[f] = old_meta[f];
+    } else {
+      meta.erase(f);
+    }
+  }
+  meta.erase("selfLink");
+  if (sub.empty() || sub == "scale") {
+    if (spec_changed(next, old)) meta["generation"] = old_meta.value("generation", 0) + 1;
+  }
+  if (st.prepare_for_update) st.prepare_for_update(next, old);
+  api::FieldErrors errors;
+  api::validate_object_meta(meta, res.namespaced, name_rule(st), errors);
+  if (st.validate) st.validate(next, errors);
+  if (st.validate_update) st.validate_update(next, old, errors);
+  if (!errors.empty()) {
+    return api::ApiError::invalid(res.kind, res.group, meta.value("name", ""), errors.take());
+  }
+  const std::string& key = old_kv.key;
+  bool finalized = meta.contains("deletionTimestamp") &&
+                   (!meta.contains("finalizers") || meta["finalizers"].empty());
+  if (finalized && !st.graceful_delete) {
+    // The last finalizer is gone from an object being deleted: it goes now.
+    if (!dry_run) {
+      storage::Txn txn;
+      txn.compare.push_back(
+          storage::Compare::mod_revision(key, storage::CompareOp::kEqual, old_kv.mod_revision));
+      txn.success.push_back(storage::Op::del(KeyRange::single(key)));
+      auto result = store_.txn(txn);
+      if (!result.is_ok()) return api::ApiError::from_storage(result.status());
+      if (!result->succeeded) {
+        *conflict = true;
+        return std::nullopt;
+      }
+      meta["resourceVersion"] = std::to_string(result->revision);
+    }
+    *out = std::move(next);
+    return std::nullopt;
+  }
+  std::string bytes = stored_bytes(next);
+  if (bytes == old_kv.value) {
+    *out = std::move(old);  // nothing changed: no write, same resourceVersion
+    return std::nullopt;
+  }
+  if (!dry_run) {
+    storage::Txn txn;
+    txn.compare.push_back(
+        storage::Compare::mod_revision(key, storage::CompareOp::kEqual, old_kv.mod_revision));
+    txn.success.push_back(storage::Op::put(key, bytes));
+    auto result = store_.txn(txn);
+    if (!result.is_ok()) return api::ApiError::from_storage(result.status());
+    if (!result->succeeded) {
+      *conflict = true;
+      return std::nullopt;
+    }
+    meta["resourceVersion"] = std::to_string(result->revision);
+  }
+  *out = std::move(next);
+  return std::nullopt;
+}
+
+Response Registry::update(Ctx& c) {
+  if (c.info.name.empty()) {
+    return error_response(api::ApiError::method_not_allowed(
+        "the server does not allow this method on the requested resource"));
+  }
+  json body;
+  std::vector<std::string> warnings;
+  const api::ResourceInfo* body_res = &c.res;
+  api::ResourceInfo scale_res;
+  if (c.info.subresource == "scale") {
+    scale_res.group = "autoscaling";
+    scale_res.version = "v1";
+    scale_res.kind = "Scale";
+    scale_res.type = schema_.type("io.k8s.api.autoscaling.v1.Scale");
+    body_res = &scale_res;
+  }
+  if (auto e = decode_body(c.req, *body_res, schema_, &body, &warnings)) return error_response(*e);
+  json& meta = body["metadata"];
+  std::string body_name = meta.value("name", "");
+  if (body_name != c.info.name) {
+    return error_response(api::ApiError::bad_request("the name of the object (" + body_name +
+                                                     ") does not match the name on the URL (" +
+                                                     c.info.name + ")"));
+  }
+  if (c.res.namespaced) {
+    std::string body_ns = meta.value("namespace", "");
+    if (!body_ns.empty() && body_ns != c.info.ns) {
+      return error_response(api::ApiError::bad_request(
+          "the namespace of the provided object does not match the namespace sent on the "
+          "request"));
+    }
+    meta["namespace"] = c.info.ns;
+  }
+  std::string precondition = meta.value("resourceVersion", "");
+  std::string key = object_key(c.res, c.info.ns, c.info.name);
+  bool dry_run = is_dry_run(c.req);
+  for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
+    auto kv = store_.get(key);
+    if (!kv.is_ok()) return error_response(api::ApiError::from_storage(kv.status()));
+    if (!*kv) {
+      if (!c.strategy.allow_create_on_update || !c.info.subresource.empty()) {
+        return error_response(api::ApiError::not_found(c.res.qualified_resource(), c.info.name));
+      }
+      if (auto e = admit_namespace(c.res, c.info.ns)) return error_response(*e);
+      if (auto e = create_object(c.res, c.strategy, body, dry_run)) return error_response(*e);
+      Response r = json_response(201, body.dump());
+      add_warnings(r, warnings);
+      return r;
+    }
+    if (!precondition.empty() && precondition != std::to_string((*kv)->mod_revision)) {
+      return error_response(api::ApiError::conflict(
+          c.res.qualified_resource(), c.info.name,
+          "the object has been modified; please apply your changes to the latest version and "
+          "try again"));
+    }
+    json out;
+    bool conflict = false;
+    if (auto e = write_update(c.res, c.strategy, c.info.subresource, **kv, body, dry_run, &out,
+                              &conflict)) {
+      return error_response(*e);
+    }
+    if (conflict) {
+      if (!precondition.empty()) break;
+      continue;
+    }
+    Response r = json_response(
+        200, c.info.subresource == "scale" ? to_scale(c.res, out).dump() : out.dump());
+    add_warnings(r, warnings);
+    return r;
+  }
+  return error_response(api::ApiError::conflict(
+      c.res.qualified_resource(), c.info.name,
+      "the object has been modified; please apply your changes to the latest version and try "
+      "again"));
+}
+
+Response Registry::patch(Ctx& c) {
+  if (c.info.name.empty()) {
+    return error_response(api::ApiError::method_not_allowed(
+        "the server does not allow this method on the requested resource"));
+  }
+  std::string ct(c.req.header("Content-Type"));
+  if (auto semi = ct.find(';'); semi != std::string::npos) ct.resize(semi);
+  enum class Kind { kJson, kMerge, kStrategic } kind;
+  if (ct == "application/json-patch+json") {
+    kind = Kind::kJson;
+  } else if (ct == "application/merge-patch+json") {
+    kind = Kind::kMerge;
+  } else if (ct == "application/strategic-merge-patch+json") {
+    kind = Kind::kStrategic;
+  } else {
+    return error_response(api::ApiError::unsupported_media_type(ct));
+  }
+  std::vector<std::string> duplicates;
+  std::string error;
+  auto patch_doc = parse_json(c.req.body, &duplicates, &error);
+  if (!patch_doc)
+    return error_response(api::ApiError::bad_request("error decoding patch: " + error));
+  if (kind == Kind::kJson ? !patch_doc->is_array() : !patch_doc->is_object()) {
+    return error_response(
+        api::ApiError::bad_request(kind == Kind::kJson ? "json patch must be an array of operations"
+                                                       : "patch must be a JSON object"));
+  }
+  std::string key = object_key(c.res, c.info.ns, c.info.name);
+  bool dry_run = is_dry_run(c.req);
+  bool scale = c.info.subresource == "scale";
+  const api::TypeInfo* type = scale ? schema_.type("io.k8s.api.autoscaling.v1.Scale") : c.res.type;
+  for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
+    auto kv = store_.get(key);
+    if (!kv.is_ok()) return error_response(api::ApiError::from_storage(kv.status()));
+    if (!*kv)
+      return error_response(api::ApiError::not_found(c.res.qualified_resource(), c.info.name));
+    json current = scale ? to_scale(c.res, parse_stored(**kv)) : parse_stored(**kv);
+    std::string current_rv = std::to_string((*kv)->mod_revision);
+    json patched;
+    if (kind == Kind::kJson) {
+      auto r = api::apply_json_patch(current, *patch_doc);
+      if (!r.is_ok()) {
+        return error_response(invalid_patch(r.status().message()));
+      }
+      patched = std::move(r).value();
+    } else if (kind == Kind::kMerge) {
+      patched = api::apply_merge_patch(current, *patch_doc);
+    } else {
+      if (!type) {
+        return error_response(api::ApiError::unsupported_media_type(ct));
+      }
+      auto r = api::apply_strategic_merge_patch(current, *patch_doc, *type, schema_);
+      if (!r.is_ok()) return error_response(invalid_patch(r.status().message()));
+      patched = std::move(r).value();
+    }
+    if (!patched.is_object()) {
+      return error_response(api::ApiError::bad_request("the patched object is not an object"));
+    }
+    std::vector<std::string> unknown, mistyped;
+    if (type) prune_unknown_fields(patched, *type, schema_, "", &unknown, &mistyped);
+    if (!mistyped.empty()) {
+      return error_response(api::ApiError::bad_request(
+          "error decoding patched object: wrong type for field \"" + mistyped.front() + "\""));
+    }
+    if (c.req.param("fieldValidation") == "Strict" && !unknown.empty()) {
+      return error_response(api::ApiError::bad_request("strict decoding error: unknown field \"" +
+                                                       unknown.front() + "\""));
+    }
+    if (!patched["metadata"].is_object()) patched["metadata"] = json::object();
+    std::string precondition = patched["metadata"].value("resourceVersion", "");
+    if (!precondition.empty() && precondition != current_rv) {
+      return error_response(api::ApiError::conflict(
+          c.res.qualified_resource(), c.info.name,
+          "the object has been modified; please apply your changes to the latest version and "
+          "try again"));
+    }
+    if (patched["metadata"].value("name", c.info.name) != c.info.name) {
+      return error_response(api::ApiError::bad_request("the name of the object does not match"));
+    }
+    json out;
+    bool conflict = false;
+    if (auto e = write_update(c.res, c.strategy, c.info.subresource, **kv, std::move(patched),
+                              dry_run, &out, &conflict)) {
+      return error_response(*e);
+    }
+    if (conflict) continue;
+    return json_response(200, scale ? to_scale(c.res, out).dump() : out.dump());
+  }
+  return error_response(api::ApiError::conflict(
+      c.res.qualified_resource(), c.info.name,
+      "the object has been modified; please apply your changes to the latest version and try "
+      "again"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// delete
+
+namespace {
+
+struct DeleteOptions {
+  std::optional<int64_t> grace_period;
+  std::string propagation;
+  std::string precondition_uid;
+  std::string precondition_rv;
+  bool dry_run = false;
+};
+
+std::optional<api::ApiError> parse_delete_options(const Request& req, DeleteOptions* o) {
+  o->dry_run = is_dry_run(req);
+  bool ok = true;
+  if (auto g = req.param("gracePeriodSeconds"); !g.empty()) {
+    bool neg = g[0] == '-';
+    int64_t v = to_int(neg ? g.substr(1) : g, &ok);
+    if (!ok) return api::ApiError::bad_request("invalid gracePeriodSeconds");
+    o->grace_period = neg ? -v : v;
+  }
+  if (auto p = req.param("propagationPolicy"); !p.empty()) o->propagation = std::string(p);
+  if (!req.body.empty()) {
+    std::string error;
+    auto body = parse_json(req.body, nullptr, &error);
+    if (!body || !body->is_object()) {
+      return api::ApiError::bad_request("error decoding DeleteOptions: " + error);
+    }
+    if (body->contains("gracePeriodSeconds") && (*body)["gracePeriodSeconds"].is_number_integer()) {
+      o->grace_period = (*body)["gracePeriodSeconds"].get<int64_t>();
+    }
+    if (body->contains("propagationPolicy") && (*body)["propagationPolicy"].is_string()) {
+      o->propagation = (*body)["propagationPolicy"].get<std::string>();
+    }
+    if (body->contains("orphanDependents") && (*body)["orphanDependents"].is_boolean() &&
+        o->propagation.empty()) {
+      o->propagation = (*body)["orphanDependents"].get<bool>() ? "Orphan" : "Background";
+    }
+    if (auto pre = body->find("preconditions"); pre != body->end() && pre->is_object()) {
+      o->precondition_uid = pre->value("uid", "");
+      o->precondition_rv = pre->value("resourceVersion", "");
+    }
+    if (auto d = body->find("dryRun"); d != body->end() && d->is_array()) {
+      for (const auto& v : *d) {
+        if (v == "All") o->dry_run = true;
+      }
+    }
+  }
+  if (!o->propagation.empty() && o->propagation != "Orphan" && o->propagation != "Background" &&
+      o->propagation != "Foreground") {
+    return api::ApiError::bad_request("propagationPolicy: Unsupported value: \"" + o->propagation +
+                                      "\": supported values: \"Foreground\", \"Background\", "
+                                      "\"Orphan\"");
+  }
+  if (o->grace_period && *o->grace_period < 0) o->grace_period = 0;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<api::ApiError> Registry::delete_object(const api::ResourceInfo& res,
+                                                     const Strategy& st, const std::string& key,
+                                                     const DeleteOptionsRef& opts_ref, json* out) {
+  const DeleteOptions& opts = *static_cast<const DeleteOptions*>(opts_ref.options);
+  std::string name = key.substr(key.rfind('/') + 1);
+  for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
+    auto kv = store_.get(key);
+    if (!kv.is_ok()) return api::ApiError::from_storage(kv.status());
+    if (!*kv) return api::ApiError::not_found(res.qualified_resource(), name);
+    json obj = parse_stored(**kv);
+    json& meta = obj["metadata"];
+    if (!opts.precondition_uid.empty() && opts.precondition_uid != meta.value("uid", "")) {
+      return api::ApiError::conflict(
+          res.qualified_resource(), name,
+          "Precondition failed: UID in precondition: " + opts.precondition_uid +
+              ", UID in object meta: " + meta.value("uid", ""));
+    }
+    if (!opts.precondition_rv.empty() &&
+        opts.precondition_rv != std::to_string((*kv)->mod_revision)) {
+      return api::ApiError::conflict(
+          res.qualified_resource(), name,
+          "Precondition failed: ResourceVersion in precondition: " + opts.precondition_rv +
+              ", ResourceVersion in object meta: " + std::to_string((*kv)->mod_revision));
+    }
+    json finalizers = meta.value("finalizers", json::array());
+    auto add_finalizer = [&](const char* f) {
+      if (std::find(finalizers.begin(), finalizers.end(), f) == finalizers.end()) {
+        finalizers.push_back(f);
+      }
+    };
+    if (opts.propagation == "Orphan") add_finalizer("orphan");
+    if (opts.propagation == "Foreground") add_finalizer("foregroundDeletion");
+    int64_t grace = 0;
+    if (st.graceful_delete) {
+      grace =
+          opts.grace_period.value_or(field_value(obj, "spec.terminationGracePeriodSeconds").empty()
+                                         ? 30
+                                         : obj["spec"].value("terminationGracePeriodSeconds", 30));
+      std::string phase = field_value(obj, "status.phase");
+      // A pod no kubelet runs, or that has finished, goes at once.
+      if (field_value(obj, "spec.nodeName").empty() || phase == "Succeeded" || phase == "Failed") {
+        grace = 0;
+      }
+      if (meta.contains("deletionGracePeriodSeconds")) {
+        grace = std::min(grace, meta["deletionGracePeriodSeconds"].get<int64_t>());
+      }
+    }
+    storage::Txn txn;
+    txn.compare.push_back(
+        storage::Compare::mod_revision(key, storage::CompareOp::kEqual, (*kv)->mod_revision));
+    bool mark_only = !finalizers.empty() || grace > 0;
+    if (mark_only) {
+      bool changed = false;
+      if (!meta.contains("deletionTimestamp")) {
+        meta["deletionTimestamp"] = rfc3339(std::chrono::duration_cast<std::chrono::seconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count() +
+                                            grace);
+        changed = true;
+      }
+      if (!meta.contains("deletionGracePeriodSeconds") ||
+          meta["deletionGracePeriodSeconds"].get<int64_t>() != grace) {
+        meta["deletionGracePeriodSeconds"] = grace;
+        changed = true;
+      }
+      if (meta.value("finalizers", json::array()) != finalizers) {
+        meta["finalizers"] = finalizers;
+        changed = true;
+      }
+      if (!changed) {
+        *out = std::move(obj);
+        return std::nullopt;
+      }
+      txn.success.push_back(storage::Op::put(key, stored_bytes(obj)));
+    } else {
+      txn.success.push_back(storage::Op::del(KeyRange::single(key)));
+    }
+    if (opts.dry_run) {
+      *out = std::move(obj);
+      return std::nullopt;
+    }
+    auto result = store_.txn(txn);
+    if (!result.is_ok()) return api::ApiError::from_storage(result.status());
+    if (!result->succeeded) continue;
+    meta["resourceVersion"] = std::to_string(result->revision);
+    *out = std::move(obj);
+    return std::nullopt;
+  }
+  return api::ApiError::conflict(res.qualified_resource(), name,
+                                 "the object has been modified; please apply your changes to the "
+                                 "latest version and try again");
+}
+
+Response Registry::remove(Ctx& c) {
+  if (!c.info.subresource.empty()) {
+    return error_response(api::ApiError::method_not_allowed(
+        "the server does not allow this method on the requested resource"));
+  }
+  DeleteOptions opts;
+  if (auto e = parse_delete_options(c.req, &opts)) return error_response(*e);
+  json out;
+  if (auto e = delete_object(c.res, c.strategy, object_key(c.res, c.info.ns, c.info.name),
+                             DeleteOptionsRef{&opts}, &out)) {
+    return error_response(*e);
+  }
+  return json_response(200, out.dump());
+}
+
+Response Registry::remove_collection(Ctx& c) {
+  DeleteOptions opts;
+  if (auto e = parse_delete_options(c.req, &opts)) return error_response(*e);
+  auto listed = store_.range(KeyRange::prefix(object_prefix(c.res, c.info.ns)));
+  if (!listed.is_ok()) return error_response(api::ApiError::from_storage(listed.status()));
+  json items = json::array();
+  for (const storage::KeyValuePtr& kv : listed->kvs) {
+    json obj = parse_stored(*kv);
+    if (!matches(c.read, obj)) continue;
+    json out;
+    auto e = delete_object(c.res, c.strategy, kv->key, DeleteOptionsRef{&opts}, &out);
+    if (e && e->code == 404) continue;  // deleted meanwhile
+    if (e) return error_response(*e);
+    items.push_back(std::move(out));
+  }
+  json list{{"kind", list_kind(c.res)},
+            {"apiVersion", c.res.group_version()},
+            {"metadata", {{"resourceVersion", std::to_string(listed->revision)}}},
+            {"items", std::move(items)}};
+  return json_response(200, list.dump());
+}
+
+Status Registry::ensure(const api::ResourceInfo& res, json object) {
+  object["apiVersion"] = res.group_version();
+  object["kind"] = res.kind;
+  const json& meta = object["metadata"];
+  std::string key = object_key(res, meta.value("namespace", ""), meta.value("name", ""));
+  auto existing = store_.get(key);
+  if (!existing.is_ok()) return existing.status();
+  if (*existing) return Status::ok();
+  auto e = create_object(res, strategy(res), object, false);
+  if (e && e->code != 409) return Status(StatusCode::kInternal, e->message);
+  return Status::ok();
+}
+
+void Registry::shutdown() {
+  std::unordered_set<std::shared_ptr<WatchSession>> sessions;
+  {
+    std::lock_guard lock(sessions_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    sessions.swap(sessions_);
+  }
+  ticker_cv_.notify_all();
+  if (ticker_.joinable()) ticker_.join();
+  for (const auto& s : sessions) s->stop();
+}
+
+}  // namespace skiff::apiserver

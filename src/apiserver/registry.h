@@ -1,0 +1,128 @@
+#pragma once
+
+// The generic registry: CRUD, list and watch for every resource over the store, configured per
+// resource with a Strategy (defaulting, validation, status rules), as upstream's
+// genericregistry.Store is. No resource hand-writes its CRUD.
+//
+// Thread-safety: every method may be called concurrently.
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "api/errors.h"
+#include "api/schema.h"
+#include "apiserver/http.h"
+#include "apiserver/request_info.h"
+#include "storage/store.h"
+
+namespace skiff::apiserver {
+
+// Per-resource behaviour. Every hook is optional.
+struct Strategy {
+  // Defaults and normalizes a new object (after generic metadata is set).
+  std::function<void(nlohmann::json& obj)> prepare_for_create;
+  // Carries over what an update may not change, given the stored object.
+  std::function<void(nlohmann::json& obj, const nlohmann::json& old)> prepare_for_update;
+  std::function<void(const nlohmann::json& obj, api::FieldErrors& errors)> validate;
+  std::function<void(const nlohmann::json& obj, const nlohmann::json& old,
+                     api::FieldErrors& errors)>
+      validate_update;
+  // Fields usable in field selectors besides metadata.name and metadata.namespace.
+  std::vector<std::string> selectable_fields;
+  // Whether PUT may create a missing object.
+  bool allow_create_on_update = false;
+  // Pods: deletion with a grace period marks the object and leaves removal to the kubelet.
+  bool graceful_delete = false;
+  // Namespaces, nodes, ...: the name rule (default: DNS-1123 subdomain).
+  int name_rule = 0;
+};
+
+// One table column: name, type, format, priority and how to compute a cell.
+struct TableColumn {
+  std::string name;
+  std::string type;  // "string", "integer", "date", ...
+  std::string format;
+  int priority = 0;
+  std::function<nlohmann::json(const nlohmann::json& obj)> cell;
+};
+
+class Registry {
+ public:
+  Registry(storage::Store& store, const api::Schema& schema);
+  ~Registry();
+
+  void set_strategy(const std::string& group, const std::string& resource, Strategy strategy);
+  void set_table(const std::string& group, const std::string& resource,
+                 std::vector<TableColumn> columns);
+
+  // Serves one resource request; info.is_resource_request must be true.
+  void handle(const RequestInfo& info, Request& request, Responder& responder);
+
+  // For bootstrap and internal writers: creates the object (JSON) unless it exists.
+  Status ensure(const api::ResourceInfo& resource, nlohmann::json object);
+
+  // Stops watch sessions (server shutdown).
+  void shutdown();
+
+  storage::Store& store() { return store_; }
+
+ private:
+  class WatchSession;
+  struct Ctx;
+  // Opaque pointer to the parsed DeleteOptions (defined in registry.cc).
+  struct DeleteOptionsRef {
+    const void* options;
+  };
+
+  static nlohmann::json to_scale(const api::ResourceInfo& res, const nlohmann::json& obj);
+  // Namespace lifecycle admission: the namespace exists and is not terminating.
+  std::optional<api::ApiError> admit_namespace(const api::ResourceInfo& res, const std::string& ns);
+  // Sets generated metadata, defaults, validates and stores; `obj` becomes the stored object.
+  std::optional<api::ApiError> create_object(const api::ResourceInfo& res, const Strategy& st,
+                                             nlohmann::json& obj, bool dry_run);
+  // Writes `next` over `old` (an update of subresource `sub`); *conflict when `old` is stale.
+  std::optional<api::ApiError> write_update(const api::ResourceInfo& res, const Strategy& st,
+                                            const std::string& sub, const storage::KeyValue& old,
+                                            nlohmann::json next, bool dry_run, nlohmann::json* out,
+                                            bool* conflict);
+  std::optional<api::ApiError> delete_object(const api::ResourceInfo& res, const Strategy& st,
+                                             const std::string& key, const DeleteOptionsRef& opts,
+                                             nlohmann::json* out);
+
+  Response get(Ctx& c);
+  Response list(Ctx& c);
+  void watch(Ctx& c, Responder& responder);
+  Response create(Ctx& c);
+  Response update(Ctx& c);
+  Response patch(Ctx& c);
+  Response remove(Ctx& c);
+  Response remove_collection(Ctx& c);
+
+  const Strategy& strategy(const api::ResourceInfo& r) const;
+  const std::vector<TableColumn>& table(const api::ResourceInfo& r) const;
+  void ticker_loop();
+
+  storage::Store& store_;
+  const api::Schema& schema_;
+  std::unordered_map<std::string, Strategy> strategies_;  // "group/resource"; set before serving
+  std::unordered_map<std::string, std::vector<TableColumn>> tables_;
+  Strategy default_strategy_;
+  std::vector<TableColumn> default_table_;
+
+  std::mutex sessions_mu_;
+  std::unordered_set<std::shared_ptr<WatchSession>> sessions_;  // guarded by sessions_mu_
+  bool stopping_ = false;                                       // guarded by sessions_mu_
+  std::condition_variable ticker_cv_;
+  std::thread ticker_;
+};
+
+}  // namespace skiff::apiserver

@@ -1,0 +1,363 @@
+#include "apiserver/strategies.h"
+
+#include <set>
+
+#include "api/validation.h"
+#include "apiserver/object.h"
+
+namespace skiff::apiserver {
+namespace {
+
+using nlohmann::json;
+
+void set_default(json& obj, const char* field, json value) {
+  if (!obj.contains(field) || obj[field].is_null()) obj[field] = std::move(value);
+}
+
+// The image's tag: "latest" when absent (digests count as pinned).
+bool image_is_latest(const std::string& image) {
+  if (image.find('@') != std::string::npos) return false;
+  size_t slash = image.rfind('/');
+  size_t colon = image.rfind(':');
+  if (colon == std::string::npos || (slash != std::string::npos && colon < slash)) return true;
+  return image.substr(colon + 1) == "latest";
+}
+
+void default_container(json& c) {
+  set_default(c, "terminationMessagePath", "/dev/termination-log");
+  set_default(c, "terminationMessagePolicy", "File");
+  std::string image = c.value("image", "");
+  set_default(c, "imagePullPolicy", image_is_latest(image) ? "Always" : "IfNotPresent");
+  set_default(c, "resources", json::object());
+  if (c.contains("ports") && c["ports"].is_array()) {
+    for (json& p : c["ports"]) set_default(p, "protocol", "TCP");
+  }
+  for (const char* probe : {"livenessProbe", "readinessProbe", "startupProbe"}) {
+    if (!c.contains(probe) || !c[probe].is_object()) continue;
+    json& p = c[probe];
+    set_default(p, "timeoutSeconds", 1);
+    set_default(p, "periodSeconds", 10);
+    set_default(p, "successThreshold", 1);
+    set_default(p, "failureThreshold", 3);
+    if (p.contains("httpGet") && p["httpGet"].is_object())
+      set_default(p["httpGet"], "scheme", "HTTP");
+  }
+}
+
+std::string qos_class(const json& spec) {
+  bool any = false;
+  bool guaranteed = true;
+  for (const char* list : {"containers", "initContainers"}) {
+    if (!spec.contains(list)) continue;
+    for (const json& c : spec[list]) {
+      json res = c.value("resources", json::object());
+      json req = res.value("requests", json::object());
+      json lim = res.value("limits", json::object());
+      if (!req.empty() || !lim.empty()) any = true;
+      for (const char* r : {"cpu", "memory"}) {
+        if (!lim.contains(r)) {
+          guaranteed = false;
+        } else if (req.contains(r) && req[r] != lim[r]) {
+          guaranteed = false;
+        }
+      }
+    }
+  }
+  if (!any) return "BestEffort";
+  return guaranteed ? "Guaranteed" : "Burstable";
+}
+
+void validate_containers(const json& list, const std::string& path, bool required,
+                         std::set<std::string>& names, api::FieldErrors& errors) {
+  if (!list.is_array() || list.empty()) {
+    if (required) errors.required(path);
+    return;
+  }
+  for (size_t i = 0; i < list.size(); ++i) {
+    const json& c = list[i];
+    std::string at = path + "[" + std::to_string(i) + "]";
+    std::string name = c.value("name", "");
+    if (name.empty()) {
+      errors.required(at + ".name");
+    } else if (std::string msg = api::check_dns1123_label(name); !msg.empty()) {
+      errors.invalid(at + ".name", name, msg);
+    } else if (!names.insert(name).second) {
+      errors.duplicate(at + ".name", name);
+    }
+    if (c.value("image", "").empty()) errors.required(at + ".image");
+    if (c.contains("ports") && c["ports"].is_array()) {
+      for (size_t j = 0; j < c["ports"].size(); ++j) {
+        const json& p = c["ports"][j];
+        std::string pat = at + ".ports[" + std::to_string(j) + "]";
+        if (!p.contains("containerPort")) {
+          errors.required(pat + ".containerPort");
+        } else if (p["containerPort"].is_number_integer()) {
+          int64_t port = p["containerPort"].get<int64_t>();
+          if (port < 1 || port > 65535) {
+            errors.invalid(pat + ".containerPort", std::to_string(port),
+                           "must be between 1 and 65535, inclusive");
+          }
+        }
+        std::string proto = p.value("protocol", "TCP");
+        if (proto != "TCP" && proto != "UDP" && proto != "SCTP") {
+          errors.not_supported(pat + ".protocol", proto, {"SCTP", "TCP", "UDP"});
+        }
+      }
+    }
+    std::string policy = c.value("imagePullPolicy", "IfNotPresent");
+    if (policy != "Always" && policy != "IfNotPresent" && policy != "Never") {
+      errors.not_supported(at + ".imagePullPolicy", policy, {"Always", "IfNotPresent", "Never"});
+    }
+  }
+}
+
+void default_pod_template(json& obj, const char* path_to_template) {
+  if (!obj.contains("spec") || !obj["spec"].is_object()) return;
+  json& spec = obj["spec"];
+  if (!spec.contains(path_to_template) || !spec[path_to_template].is_object()) return;
+  json& tmpl = spec[path_to_template];
+  if (tmpl.contains("spec") && tmpl["spec"].is_object()) default_pod_spec(tmpl["spec"]);
+}
+
+void validate_template(const json& obj, api::FieldErrors& errors) {
+  const json* tmpl = nullptr;
+  if (obj.contains("spec") && obj["spec"].is_object() && obj["spec"].contains("template")) {
+    tmpl = &obj["spec"]["template"];
+  }
+  if (!tmpl || !tmpl->is_object()) {
+    errors.required("spec.template");
+    return;
+  }
+  if (!tmpl->contains("spec") || !(*tmpl)["spec"].is_object()) {
+    errors.required("spec.template.spec");
+    return;
+  }
+  validate_pod_spec((*tmpl)["spec"], "spec.template.spec", errors);
+}
+
+// Pods may change only a few spec fields once created.
+void validate_pod_update(const json& obj, const json& old, api::FieldErrors& errors) {
+  json a = obj.value("spec", json::object());
+  json b = old.value("spec", json::object());
+  for (json* s : {&a, &b}) {
+    for (const char* list : {"containers", "initContainers"}) {
+      if (s->contains(list) && (*s)[list].is_array()) {
+        for (json& c : (*s)[list]) c.erase("image");
+      }
+    }
+    s->erase("activeDeadlineSeconds");
+    s->erase("tolerations");
+    s->erase("terminationGracePeriodSeconds");
+  }
+  if (a != b) {
+    errors.forbidden("spec",
+                     "pod updates may not change fields other than `spec.containers[*].image`,"
+                     "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,"
+                     "`spec.tolerations` (only additions to existing tolerations),"
+                     "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
+                     "previously negative)");
+  }
+}
+
+}  // namespace
+
+void default_pod_spec(json& spec) {
+  set_default(spec, "restartPolicy", "Always");
+  set_default(spec, "terminationGracePeriodSeconds", 30);
+  set_default(spec, "dnsPolicy", "ClusterFirst");
+  set_default(spec, "securityContext", json::object());
+  set_default(spec, "schedulerName", "default-scheduler");
+  set_default(spec, "enableServiceLinks", true);
+  if (spec.contains("serviceAccountName") && !spec.contains("serviceAccount")) {
+    spec["serviceAccount"] = spec["serviceAccountName"];
+  }
+  for (const char* list : {"containers", "initContainers"}) {
+    if (spec.contains(list) && spec[list].is_array()) {
+      for (json& c : spec[list]) default_container(c);
+    }
+  }
+}
+
+void validate_pod_spec(const json& spec, const std::string& path, api::FieldErrors& errors) {
+  std::set<std::string> names;
+  validate_containers(spec.value("containers", json::array()), path + ".containers", true, names,
+                      errors);
+  validate_containers(spec.value("initContainers", json()), path + ".initContainers", false, names,
+                      errors);
+  std::string restart = spec.value("restartPolicy", "Always");
+  if (restart != "Always" && restart != "OnFailure" && restart != "Never") {
+    errors.not_supported(path + ".restartPolicy", restart, {"Always", "Never", "OnFailure"});
+  }
+  std::string dns = spec.value("dnsPolicy", "ClusterFirst");
+  if (dns != "ClusterFirst" && dns != "ClusterFirstWithHostNet" && dns != "Default" &&
+      dns != "None") {
+    errors.not_supported(path + ".dnsPolicy", dns,
+                         {"ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"});
+  }
+}
+
+void install_strategies(Registry& registry) {
+  Strategy namespaces;
+  namespaces.name_rule = static_cast<int>(api::NameRule::kDns1123Label);
+  namespaces.selectable_fields = {"status.phase"};
+  namespaces.prepare_for_create = [](json& obj) {
+    std::string name = obj["metadata"].value("name", "");
+    obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+    obj["spec"]["finalizers"] = json::array({"kubernetes"});
+    obj["status"] = json{{"phase", "Active"}};
+  };
+  namespaces.prepare_for_update = [](json& obj, const json& old) {
+    obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = old["metadata"]["name"];
+    if (old.contains("spec")) obj["spec"] = old["spec"];
+  };
+  registry.set_strategy("", "namespaces", std::move(namespaces));
+
+  Strategy pods;
+  pods.graceful_delete = true;
+  pods.selectable_fields = {
+      "spec.nodeName",    "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+      "spec.hostNetwork", "status.phase",       "status.podIP",       "status.nominatedNodeName"};
+  pods.prepare_for_create = [](json& obj) {
+    if (!obj.contains("spec") || !obj["spec"].is_object()) obj["spec"] = json::object();
+    default_pod_spec(obj["spec"]);
+    obj["status"] = json{{"phase", "Pending"}, {"qosClass", qos_class(obj["spec"])}};
+  };
+  pods.validate = [](const json& obj, api::FieldErrors& errors) {
+    validate_pod_spec(obj.value("spec", json::object()), "spec", errors);
+  };
+  pods.validate_update = validate_pod_update;
+  registry.set_strategy("", "pods", std::move(pods));
+
+  Strategy with_template;
+  with_template.prepare_for_create = [](json& obj) { default_pod_template(obj, "template"); };
+  with_template.prepare_for_update = [](json& obj, const json&) {
+    default_pod_template(obj, "template");
+  };
+  with_template.validate = validate_template;
+
+  Strategy deployments = with_template;
+  auto default_deployment = [](json& obj) {
+    json& spec = obj["spec"];
+    set_default(spec, "replicas", 1);
+    set_default(spec, "revisionHistoryLimit", 10);
+    set_default(spec, "progressDeadlineSeconds", 600);
+    set_default(spec, "strategy", json{{"type", "RollingUpdate"}});
+    if (spec["strategy"].value("type", "") == "RollingUpdate") {
+      json& ru = spec["strategy"]["rollingUpdate"];
+      if (!ru.is_object()) ru = json::object();
+      set_default(ru, "maxSurge", "25%");
+      set_default(ru, "maxUnavailable", "25%");
+    }
+    default_pod_template(obj, "template");
+  };
+  deployments.prepare_for_create = default_deployment;
+  deployments.prepare_for_update = [default_deployment](json& obj, const json&) {
+    default_deployment(obj);
+  };
+  registry.set_strategy("apps", "deployments", std::move(deployments));
+
+  for (const char* r : {"replicasets", "statefulsets", "daemonsets"}) {
+    Strategy s = with_template;
+    s.selectable_fields = {"status.replicas"};
+    if (std::string(r) != "daemonsets") {
+      s.prepare_for_create = [](json& obj) {
+        set_default(obj["spec"], "replicas", 1);
+        default_pod_template(obj, "template");
+      };
+    }
+    registry.set_strategy("apps", r, std::move(s));
+  }
+  Strategy rcs = with_template;
+  rcs.selectable_fields = {"status.replicas"};
+  rcs.prepare_for_create = [](json& obj) {
+    set_default(obj["spec"], "replicas", 1);
+    default_pod_template(obj, "template");
+  };
+  registry.set_strategy("", "replicationcontrollers", std::move(rcs));
+
+  Strategy jobs = with_template;
+  jobs.selectable_fields = {"status.successful"};
+  jobs.prepare_for_create = [](json& obj) {
+    json& spec = obj["spec"];
+    set_default(spec, "parallelism", 1);
+    set_default(spec, "completions", 1);
+    set_default(spec, "backoffLimit", 6);
+    set_default(spec, "completionMode", "NonIndexed");
+    set_default(spec, "suspend", false);
+    set_default(spec, "podReplacementPolicy", "TerminatingOrFailed");
+    std::string uid = obj["metadata"].value("uid", "");
+    if (!spec.value("manualSelector", false)) {
+      // As upstream: the job's pods are selected by its uid.
+      json labels{{"batch.kubernetes.io/controller-uid", uid},
+                  {"batch.kubernetes.io/job-name", obj["metadata"].value("name", "")},
+                  {"controller-uid", uid},
+                  {"job-name", obj["metadata"].value("name", "")}};
+      spec["selector"] = json{{"matchLabels", {{"batch.kubernetes.io/controller-uid", uid}}}};
+      for (auto it = labels.begin(); it != labels.end(); ++it) {
+        spec["template"]["metadata"]["labels"][it.key()] = it.value();
+      }
+    }
+    default_pod_template(obj, "template");
+    json& pod = spec["template"]["spec"];
+    if (pod.value("restartPolicy", "Always") == "Always") pod["restartPolicy"] = "Never";
+  };
+  registry.set_strategy("batch", "jobs", std::move(jobs));
+
+  Strategy cronjobs;
+  cronjobs.prepare_for_create = [](json& obj) {
+    json& spec = obj["spec"];
+    set_default(spec, "concurrencyPolicy", "Allow");
+    set_default(spec, "suspend", false);
+    set_default(spec, "successfulJobsHistoryLimit", 3);
+    set_default(spec, "failedJobsHistoryLimit", 1);
+  };
+  registry.set_strategy("batch", "cronjobs", std::move(cronjobs));
+
+  Strategy services;
+  services.prepare_for_create = [](json& obj) {
+    json& spec = obj["spec"];
+    set_default(spec, "type", "ClusterIP");
+    set_default(spec, "sessionAffinity", "None");
+    set_default(spec, "internalTrafficPolicy", "Cluster");
+    if (spec.contains("ports") && spec["ports"].is_array()) {
+      for (json& p : spec["ports"]) {
+        set_default(p, "protocol", "TCP");
+        if (p.contains("port")) set_default(p, "targetPort", p["port"]);
+      }
+    }
+  };
+  registry.set_strategy("", "services", std::move(services));
+
+  Strategy endpoints;
+  endpoints.allow_create_on_update = true;
+  registry.set_strategy("", "endpoints", std::move(endpoints));
+
+  Strategy events;
+  events.selectable_fields = {"involvedObject.kind",
+                              "involvedObject.namespace",
+                              "involvedObject.name",
+                              "involvedObject.uid",
+                              "involvedObject.apiVersion",
+                              "involvedObject.resourceVersion",
+                              "involvedObject.fieldPath",
+                              "reason",
+                              "reportingComponent",
+                              "source",
+                              "type"};
+  registry.set_strategy("", "events", std::move(events));
+
+  Strategy secrets;
+  secrets.selectable_fields = {"type"};
+  secrets.prepare_for_create = [](json& obj) { set_default(obj, "type", "Opaque"); };
+  registry.set_strategy("", "secrets", std::move(secrets));
+
+  Strategy nodes;
+  nodes.selectable_fields = {"spec.unschedulable"};
+  registry.set_strategy("", "nodes", std::move(nodes));
+
+  Strategy leases;
+  leases.allow_create_on_update = false;
+  registry.set_strategy("coordination.k8s.io", "leases", std::move(leases));
+}
+
+}  // namespace skiff::apiserver
