@@ -131,15 +131,33 @@ std::string go_quote(std::string_view s) {
       continue;
     }
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\a': out += "\\a"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\v': out += "\\v"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\a':
+        out += "\\a";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\v':
+        out += "\\v";
+        break;
       default:
         if (c < 0x20 || c == 0x7f) {
           char buf[8];
@@ -188,11 +206,13 @@ std::string aggregate_causes(const std::vector<StatusCause>& causes) {
   return "[" + result + "]";
 }
 
-nlohmann::json ApiError::to_status() const { return build_status<nlohmann::json>(*this); }
+nlohmann::json ApiError::to_status() const {
+  return build_status<nlohmann::json>(*this);
+}
 
 std::string ApiError::to_json() const {
-  return build_status<nlohmann::ordered_json>(*this).dump(
-      -1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return build_status<nlohmann::ordered_json>(*this).dump(-1, ' ', false,
+                                                          nlohmann::json::error_handler_t::replace);
 }
 
 ApiError ApiError::not_found(const std::string& qualified_resource, const std::string& name) {
@@ -243,7 +263,9 @@ ApiError ApiError::request_entity_too_large(std::string message) {
   return make(413, "RequestEntityTooLarge", "Request entity too large: " + message);
 }
 
-ApiError ApiError::unauthorized() { return make(401, "Unauthorized", "Unauthorized"); }
+ApiError ApiError::unauthorized() {
+  return make(401, "Unauthorized", "Unauthorized");
+}
 
 ApiError ApiError::forbidden(std::string message) {
   return make(403, "Forbidden", std::move(message));
@@ -316,8 +338,7 @@ ApiError ApiError::from_storage(const Status& status) {
         detail += ": " + msg;
       }
       ApiError e = timeout(detail);
-      e.causes.push_back(
-          StatusCause{"ResourceVersionTooLarge", "Too large resource version", ""});
+      e.causes.push_back(StatusCause{"ResourceVersionTooLarge", "Too large resource version", ""});
       e.retry_after_seconds = 1;
       return e;
     }
@@ -363,8 +384,8 @@ void FieldErrors::not_supported(std::string field, const std::string& value,
 }
 
 void FieldErrors::duplicate(std::string field, const std::string& value) {
-  causes_.push_back(StatusCause{"FieldValueDuplicate", "Duplicate value: " + go_quote(value),
-                                std::move(field)});
+  causes_.push_back(
+      StatusCause{"FieldValueDuplicate", "Duplicate value: " + go_quote(value), std::move(field)});
 }
 
 void FieldErrors::forbidden(std::string field, std::string detail) {
@@ -374,8 +395,8 @@ void FieldErrors::forbidden(std::string field, std::string detail) {
 }
 
 void FieldErrors::too_long(std::string field, size_t max) {
-  std::string msg = "Too long: may not be more than " + std::to_string(max) +
-                    (max == 1 ? " byte" : " bytes");
+  std::string msg =
+      "Too long: may not be more than " + std::to_string(max) + (max == 1 ? " byte" : " bytes");
   causes_.push_back(StatusCause{"FieldValueTooLong", std::move(msg), std::move(field)});
 }
 

@@ -16,7 +16,7 @@ namespace skiff::api {
 struct StatusCause {
   std::string reason;  // "FieldValueInvalid", "FieldValueRequired", ...
   std::string message;
-  std::string field;   // "spec.containers[0].name"
+  std::string field;  // "spec.containers[0].name"
 };
 
 struct ApiError {

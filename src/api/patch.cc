@@ -2,19 +2,22 @@
 // library the Kubernetes API server uses (evanphx/json-patch v4): negative array indices count
 // from the end, "replace" of an absent object member adds it, a missing parent is an error.
 
+#include "api/patch.h"
+
 #include <charconv>
 #include <string>
 #include <vector>
 
 #include "api/errors.h"
-#include "api/patch.h"
 
 namespace skiff::api {
 namespace {
 
 using nlohmann::json;
 
-Status patch_error(std::string msg) { return Status(StatusCode::kInvalidArgument, std::move(msg)); }
+Status patch_error(std::string msg) {
+  return Status(StatusCode::kInvalidArgument, std::move(msg));
+}
 
 // RFC 6901 unescaping: "~1" → "/", "~0" → "~", in one left-to-right pass.
 std::string decode_key(std::string_view k) {
@@ -211,8 +214,8 @@ bool op_string(const json& op, const char* name, std::string& out, std::string& 
     return false;
   }
   if (!it->is_string()) {
-    err = "json: cannot unmarshal " + std::string(it->type_name()) +
-          " into Go value of type string";
+    err =
+        "json: cannot unmarshal " + std::string(it->type_name()) + " into Go value of type string";
     return false;
   }
   out = it->get<std::string>();
@@ -314,8 +317,8 @@ Status apply_op(json& doc, const json& op) {
     }
     Target dst = find_object(doc, path);
     if (dst.container == nullptr) {
-      return patch_error("move operation does not apply: doc is missing destination path: " +
-                         path + ": missing value");
+      return patch_error("move operation does not apply: doc is missing destination path: " + path +
+                         ": missing value");
     }
     if (std::string e = container_add(*dst.container, dst.key, std::move(value)); !e.empty()) {
       return patch_error("error in move for path: '" + path + "': " + e);
@@ -365,8 +368,8 @@ Status apply_op(json& doc, const json& op) {
     }
     Target dst = find_object(doc, path);
     if (dst.container == nullptr) {
-      return patch_error("copy operation does not apply: doc is missing destination path: " +
-                         path + ": missing value");
+      return patch_error("copy operation does not apply: doc is missing destination path: " + path +
+                         ": missing value");
     }
     if (std::string e = container_add(*dst.container, dst.key, std::move(value)); !e.empty()) {
       return patch_error("error while adding value during copy: " + e);

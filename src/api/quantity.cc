@@ -21,13 +21,17 @@ Status parse_error(std::string_view msg) {
   return Status(StatusCode::kInvalidArgument, std::string(msg));
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
-i128 abs128(i128 v) { return v < 0 ? -v : v; }
+i128 abs128(i128 v) {
+  return v < 0 ? -v : v;
+}
 
 std::string to_digits(i128 v) {  // |v| in decimal
-  unsigned __int128 u = v < 0 ? static_cast<unsigned __int128>(-(v + 1)) + 1
-                              : static_cast<unsigned __int128>(v);
+  unsigned __int128 u =
+      v < 0 ? static_cast<unsigned __int128>(-(v + 1)) + 1 : static_cast<unsigned __int128>(v);
   if (u == 0) return "0";
   std::string s;
   while (u > 0) {
@@ -45,7 +49,9 @@ bool pow10(int64_t n, i128& out) {
   return true;
 }
 
-bool mul_overflow(i128 a, i128 b, i128& out) { return __builtin_mul_overflow(a, b, &out); }
+bool mul_overflow(i128 a, i128 b, i128& out) {
+  return __builtin_mul_overflow(a, b, &out);
+}
 
 // Strips trailing decimal zeros of m into e.
 void normalize(i128& m, int64_t& e) {
@@ -243,8 +249,8 @@ Result<Quantity> Quantity::parse(std::string_view str) {
     int64_t scale = exponent - denom_len;
     if (precision >= 0 && scale >= kNano) {
       fast_path = true;
-      reuse_text = scale % 3 == 0 && !(shifted.size() >= 3 && shifted.ends_with("000")) &&
-                   shifted[0] != '0';
+      reuse_text =
+          scale % 3 == 0 && !(shifted.size() >= 3 && shifted.ends_with("000")) && shifted[0] != '0';
     }
   } else if (denom_len == 0) {
     int64_t precision =
@@ -322,9 +328,13 @@ Result<Quantity> Quantity::parse(std::string_view str) {
   return q;
 }
 
-int64_t Quantity::milli_value() const { return scaled_value(mantissa_, exponent_, -3); }
+int64_t Quantity::milli_value() const {
+  return scaled_value(mantissa_, exponent_, -3);
+}
 
-int64_t Quantity::value() const { return scaled_value(mantissa_, exponent_, 0); }
+int64_t Quantity::value() const {
+  return scaled_value(mantissa_, exponent_, 0);
+}
 
 std::string Quantity::to_string() const {
   if (!s_.empty()) return s_;

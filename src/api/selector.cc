@@ -100,8 +100,8 @@ std::string check_requirement(const std::string& key, SelectorOp op,
       for (size_t i = 0; i < n; ++i) {
         int64_t v;
         if (!parse_int64((*values)[i], v)) {
-          errs.push_back("values[" + std::to_string(i) + "]: Invalid value: " +
-                         go_quote((*values)[i]) +
+          errs.push_back("values[" + std::to_string(i) +
+                         "]: Invalid value: " + go_quote((*values)[i]) +
                          ": for 'Gt', 'Lt' operators, the value must be an integer");
         }
       }
@@ -110,8 +110,8 @@ std::string check_requirement(const std::string& key, SelectorOp op,
   for (size_t i = 0; i < n; ++i) {
     std::vector<std::string> verrs = label_value_errors((*values)[i]);
     if (!verrs.empty()) {
-      errs.push_back("values[" + std::to_string(i) + "][" + key + "]: Invalid value: " +
-                     go_quote((*values)[i]) + ": " + join(verrs, "; "));
+      errs.push_back("values[" + std::to_string(i) + "][" + key +
+                     "]: Invalid value: " + go_quote((*values)[i]) + ": " + join(verrs, "; "));
     }
   }
   if (errs.empty()) return "";
@@ -151,27 +151,49 @@ struct Item {
   std::string lit;
 };
 
-bool is_whitespace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+bool is_whitespace(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 bool is_special(char c) {
   switch (c) {
-    case '=': case '!': case '(': case ')': case ',': case '>': case '<': return true;
-    default: return false;
+    case '=':
+    case '!':
+    case '(':
+    case ')':
+    case ',':
+    case '>':
+    case '<':
+      return true;
+    default:
+      return false;
   }
 }
 
 bool symbol_token(std::string_view s, Tok& tok) {
-  if (s == ")") tok = Tok::kClosedPar;
-  else if (s == ",") tok = Tok::kComma;
-  else if (s == "!") tok = Tok::kDoesNotExist;
-  else if (s == "==") tok = Tok::kDoubleEquals;
-  else if (s == "=") tok = Tok::kEquals;
-  else if (s == ">") tok = Tok::kGreaterThan;
-  else if (s == "<") tok = Tok::kLessThan;
-  else if (s == "!=") tok = Tok::kNotEquals;
-  else if (s == "(") tok = Tok::kOpenPar;
-  else if (s == "in") tok = Tok::kIn;
-  else if (s == "notin") tok = Tok::kNotIn;
-  else return false;
+  if (s == ")")
+    tok = Tok::kClosedPar;
+  else if (s == ",")
+    tok = Tok::kComma;
+  else if (s == "!")
+    tok = Tok::kDoesNotExist;
+  else if (s == "==")
+    tok = Tok::kDoubleEquals;
+  else if (s == "=")
+    tok = Tok::kEquals;
+  else if (s == ">")
+    tok = Tok::kGreaterThan;
+  else if (s == "<")
+    tok = Tok::kLessThan;
+  else if (s == "!=")
+    tok = Tok::kNotEquals;
+  else if (s == "(")
+    tok = Tok::kOpenPar;
+  else if (s == "in")
+    tok = Tok::kIn;
+  else if (s == "notin")
+    tok = Tok::kNotIn;
+  else
+    return false;
   return true;
 }
 
@@ -287,19 +309,31 @@ class Parser {
 
     auto [op_tok, op_lit] = consume(false);
     switch (op_tok) {
-      case Tok::kIn: r.op = SelectorOp::kIn; break;
-      case Tok::kNotIn: r.op = SelectorOp::kNotIn; break;
+      case Tok::kIn:
+        r.op = SelectorOp::kIn;
+        break;
+      case Tok::kNotIn:
+        r.op = SelectorOp::kNotIn;
+        break;
       case Tok::kEquals:
-      case Tok::kDoubleEquals: r.op = SelectorOp::kEquals; break;
-      case Tok::kNotEquals: r.op = SelectorOp::kNotEquals; break;
-      case Tok::kGreaterThan: r.op = SelectorOp::kGreaterThan; break;
-      case Tok::kLessThan: r.op = SelectorOp::kLessThan; break;
+      case Tok::kDoubleEquals:
+        r.op = SelectorOp::kEquals;
+        break;
+      case Tok::kNotEquals:
+        r.op = SelectorOp::kNotEquals;
+        break;
+      case Tok::kGreaterThan:
+        r.op = SelectorOp::kGreaterThan;
+        break;
+      case Tok::kLessThan:
+        r.op = SelectorOp::kLessThan;
+        break;
       default:
         return invalid("found '" + op_lit + "', expected: in, notin, =, ==, !=, gt, lt");
     }
     std::set<std::string> values;
     Status s = (r.op == SelectorOp::kIn || r.op == SelectorOp::kNotIn) ? parse_values(values)
-                                                                        : parse_exact_value(values);
+                                                                       : parse_exact_value(values);
     if (!s.is_ok()) return s;
     r.values.assign(values.begin(), values.end());
     std::string e = check_requirement(r.key, r.op, &r.values);
@@ -404,14 +438,27 @@ std::string requirement_string(const Requirement& r) {
   if (r.op == SelectorOp::kDoesNotExist) s += "!";
   s += r.key;
   switch (r.op) {
-    case SelectorOp::kEquals: s += "="; break;
-    case SelectorOp::kNotEquals: s += "!="; break;
-    case SelectorOp::kIn: s += " in "; break;
-    case SelectorOp::kNotIn: s += " notin "; break;
-    case SelectorOp::kGreaterThan: s += ">"; break;
-    case SelectorOp::kLessThan: s += "<"; break;
+    case SelectorOp::kEquals:
+      s += "=";
+      break;
+    case SelectorOp::kNotEquals:
+      s += "!=";
+      break;
+    case SelectorOp::kIn:
+      s += " in ";
+      break;
+    case SelectorOp::kNotIn:
+      s += " notin ";
+      break;
+    case SelectorOp::kGreaterThan:
+      s += ">";
+      break;
+    case SelectorOp::kLessThan:
+      s += "<";
+      break;
     case SelectorOp::kExists:
-    case SelectorOp::kDoesNotExist: return s;
+    case SelectorOp::kDoesNotExist:
+      return s;
   }
   bool set = r.op == SelectorOp::kIn || r.op == SelectorOp::kNotIn;
   if (set) s += "(";
@@ -468,11 +515,16 @@ Result<LabelSelector> LabelSelector::from_json(const nlohmann::json& j) {
       std::string op;
       auto opj = e.find("operator");
       if (opj != e.end() && opj->is_string()) op = opj->get<std::string>();
-      if (op == "In") r.op = SelectorOp::kIn;
-      else if (op == "NotIn") r.op = SelectorOp::kNotIn;
-      else if (op == "Exists") r.op = SelectorOp::kExists;
-      else if (op == "DoesNotExist") r.op = SelectorOp::kDoesNotExist;
-      else return invalid(go_quote(op) + " is not a valid label selector operator");
+      if (op == "In")
+        r.op = SelectorOp::kIn;
+      else if (op == "NotIn")
+        r.op = SelectorOp::kNotIn;
+      else if (op == "Exists")
+        r.op = SelectorOp::kExists;
+      else if (op == "DoesNotExist")
+        r.op = SelectorOp::kDoesNotExist;
+      else
+        return invalid(go_quote(op) + " is not a valid label selector operator");
       bool have_values = false;
       auto values = e.find("values");
       if (values != e.end() && !values->is_null()) {

@@ -25,7 +25,9 @@ constexpr std::string_view kRetainKeysStrategy = "retainKeys";
 constexpr std::string_view kDeleteFromPrimitiveList = "$deleteFromPrimitiveList";
 constexpr std::string_view kSetElementOrder = "$setElementOrder";
 
-Status smp_error(std::string msg) { return Status(StatusCode::kInvalidArgument, std::move(msg)); }
+Status smp_error(std::string msg) {
+  return Status(StatusCode::kInvalidArgument, std::move(msg));
+}
 
 // ---- Go-style rendering of values, for messages that upstream formats with %v / %s ----
 
@@ -42,9 +44,12 @@ std::string go_number(const json& v) {
 
 std::string go_v(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return "<nil>";
-    case json::value_t::boolean: return v.get<bool>() ? "true" : "false";
-    case json::value_t::string: return v.get<std::string>();
+    case json::value_t::null:
+      return "<nil>";
+    case json::value_t::boolean:
+      return v.get<bool>() ? "true" : "false";
+    case json::value_t::string:
+      return v.get<std::string>();
     case json::value_t::array: {
       std::string s = "[";
       for (size_t i = 0; i < v.size(); ++i) {
@@ -63,18 +68,25 @@ std::string go_v(const json& v) {
       }
       return s + "]";
     }
-    default: return go_number(v);
+    default:
+      return go_number(v);
   }
 }
 
 std::string go_type(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return "%!s(<nil>)";
-    case json::value_t::boolean: return "bool";
-    case json::value_t::string: return "string";
-    case json::value_t::array: return "[]interface {}";
-    case json::value_t::object: return "map[string]interface {}";
-    default: return "float64";
+    case json::value_t::null:
+      return "%!s(<nil>)";
+    case json::value_t::boolean:
+      return "bool";
+    case json::value_t::string:
+      return "string";
+    case json::value_t::array:
+      return "[]interface {}";
+    case json::value_t::object:
+      return "map[string]interface {}";
+    default:
+      return "float64";
   }
 }
 
@@ -94,34 +106,48 @@ Status err_bad_patch_type(const json& t, const json& m) {
 Status err_set_element_order() {
   return smp_error("invalid patch format of setElementOrder list");
 }
-Status err_retain_keys() { return smp_error("invalid patch format of retainKeys"); }
-Status err_primitive_list() { return smp_error("invalid patch format of primitive list"); }
+Status err_retain_keys() {
+  return smp_error("invalid patch format of retainKeys");
+}
+Status err_primitive_list() {
+  return smp_error("invalid patch format of primitive list");
+}
 
 // JSON kinds as Go's reflect sees decoded JSON: all numbers are float64.
 enum class Kind : uint8_t { kNull, kBool, kNumber, kString, kSlice, kMap };
 Kind kind_of(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return Kind::kNull;
-    case json::value_t::boolean: return Kind::kBool;
-    case json::value_t::string: return Kind::kString;
-    case json::value_t::array: return Kind::kSlice;
-    case json::value_t::object: return Kind::kMap;
-    default: return Kind::kNumber;
+    case json::value_t::null:
+      return Kind::kNull;
+    case json::value_t::boolean:
+      return Kind::kBool;
+    case json::value_t::string:
+      return Kind::kString;
+    case json::value_t::array:
+      return Kind::kSlice;
+    case json::value_t::object:
+      return Kind::kMap;
+    default:
+      return Kind::kNumber;
   }
 }
 
 // A key under which Go's interface equality holds (numbers compare as float64).
 std::string identity(const json& v) {
   switch (kind_of(v)) {
-    case Kind::kNull: return "z";
-    case Kind::kBool: return v.get<bool>() ? "b1" : "b0";
+    case Kind::kNull:
+      return "z";
+    case Kind::kBool:
+      return v.get<bool>() ? "b1" : "b0";
     case Kind::kNumber: {
       char buf[40];
       std::snprintf(buf, sizeof(buf), "n%.17g", v.get<double>());
       return buf;
     }
-    case Kind::kString: return "s" + v.get<std::string>();
-    default: return "o" + v.dump();
+    case Kind::kString:
+      return "s" + v.get<std::string>();
+    default:
+      return "o" + v.dump(-1, ' ', false, json::error_handler_t::replace);
   }
 }
 
@@ -130,7 +156,9 @@ bool go_equal(const json& a, const json& b) {
   return a == b;
 }
 
-bool has_directive(const json& v) { return v.is_object() && v.contains(kDirective); }
+bool has_directive(const json& v) {
+  return v.is_object() && v.contains(kDirective);
+}
 
 // ---- Patch metadata from the schema ----
 
@@ -406,10 +434,10 @@ json merge_sorted(json left, json right, const json* server_order, const std::st
 Result<json> normalize_element_order(json patch_items, json server_only, const json* patch_order,
                                      const json* server_order, const std::string& merge_key,
                                      Kind kind) {
-  SKIFF_ASSIGN_OR_RETURN(json p, normalize_slice_order(std::move(patch_items), patch_order,
-                                                       merge_key, kind));
-  SKIFF_ASSIGN_OR_RETURN(json s, normalize_slice_order(std::move(server_only), server_order,
-                                                       merge_key, kind));
+  SKIFF_ASSIGN_OR_RETURN(
+      json p, normalize_slice_order(std::move(patch_items), patch_order, merge_key, kind));
+  SKIFF_ASSIGN_OR_RETURN(
+      json s, normalize_slice_order(std::move(server_only), server_order, merge_key, kind));
   return merge_sorted(std::move(s), std::move(p), server_order, merge_key, kind);
 }
 
@@ -425,8 +453,8 @@ Result<int64_t> find_map_by_key(const json& list, const std::string& key, const 
 }
 
 // Splits `merged` into items present in `by` and the others (server-only).
-Status partition(const json& merged, const json* by, const std::string& merge_key,
-                 json& in_patch, json& server_only) {
+Status partition(const json& merged, const json* by, const std::string& merge_key, json& in_patch,
+                 json& server_only) {
   in_patch = json::array();
   server_only = json::array();
   if (merge_key.empty()) {
@@ -519,8 +547,8 @@ Result<json> merge_slice(json original, json patch, const Meta& element, const F
       if (key == v.end()) return err_no_merge_key(v, merge_key);
       SKIFF_ASSIGN_OR_RETURN(int64_t at, find_map_by_key(merged, merge_key, *key));
       if (at >= 0) {
-        SKIFF_ASSIGN_OR_RETURN(json m, merge_map(std::move(merged[static_cast<size_t>(at)]), v,
-                                                 element));
+        SKIFF_ASSIGN_OR_RETURN(json m,
+                               merge_map(std::move(merged[static_cast<size_t>(at)]), v, element));
         merged[static_cast<size_t>(at)] = std::move(m);
       } else {
         merged.push_back(v);
@@ -622,6 +650,53 @@ Status validate_with_set_order(const json* patch_list, const json& set_order,
   return Status::ok();
 }
 
+// Upstream orders the merged list against the live list *as its Go slice reads after the merge*:
+// merging by key deletes ("$patch: delete") by shifting items left within the same array and
+// appends new items into the freed slots, and the $setElementOrder pass then sees that array.
+// Reproduce that view so the resulting order is upstream's.
+json live_order_after_merge(const json& live, const json& patch, const std::string& merge_key) {
+  json view = live;
+  const size_t cap = view.size();
+  size_t len = cap;
+  auto find = [&](const json& key) -> size_t {
+    for (size_t i = 0; i < len; ++i) {
+      const json& v = view[i];
+      if (!v.is_object()) continue;
+      auto it = v.find(merge_key);
+      if (it != v.end() && go_equal(*it, key)) return i;
+    }
+    return len;
+  };
+  bool replace = false;
+  for (const json& item : patch) {
+    if (!item.is_object()) return live;
+    auto d = item.find(kDirective);
+    if (d == item.end()) continue;
+    if (d->is_string() && *d == kDelete) {
+      auto key = item.find(merge_key);
+      if (key == item.end()) return live;
+      for (size_t k = find(*key); k < len; k = find(*key)) {
+        for (size_t i = k; i + 1 < len; ++i) view[i] = view[i + 1];
+        --len;
+      }
+    } else if (d->is_string() && *d == kReplace) {
+      replace = true;
+    } else {
+      return live;
+    }
+  }
+  if (replace) return view;
+  for (const json& item : patch) {
+    if (item.contains(kDirective)) continue;
+    auto key = item.find(merge_key);
+    if (key == item.end()) return view;
+    if (find(*key) < len) continue;
+    if (len == cap) break;  // Go's append moves to a new array from here on
+    view[len++] = item;
+  }
+  return view;
+}
+
 // Upstream's mergePatchIntoOriginal: each "$setElementOrder/<list>" with its list.
 Status merge_set_element_order(json& original, json& patch, const Meta& meta) {
   std::vector<std::string> keys;
@@ -657,18 +732,21 @@ Status merge_set_element_order(json& original, json& patch, const Meta& meta) {
       remove_directives(merged);
     } else if (found_original && found_patch) {
       SKIFF_ASSIGN_OR_RETURN(merged, merge_slice_handler(original_list, patch_list, fm, false));
+      if (fm.strategy == kMerge && !fm.merge_key.empty() && !original_list.empty() &&
+          original_list[0].is_object()) {
+        original_list = live_order_after_merge(original_list, patch_list, fm.merge_key);
+      }
     } else {
       continue;
     }
     json in_order, server_only;
     SKIFF_RETURN_IF_ERROR(partition(merged, &set_order, fm.merge_key, in_order, server_only));
+    SKIFF_ASSIGN_OR_RETURN(Kind kind, slice_element_kind({found_original ? &original_list : nullptr,
+                                                          found_patch ? &patch_list : nullptr}));
     SKIFF_ASSIGN_OR_RETURN(
-        Kind kind, slice_element_kind({found_original ? &original_list : nullptr,
-                                       found_patch ? &patch_list : nullptr}));
-    SKIFF_ASSIGN_OR_RETURN(
-        json both, normalize_element_order(std::move(in_order), std::move(server_only), &set_order,
-                                           found_original ? &original_list : nullptr,
-                                           fm.merge_key, kind));
+        json both,
+        normalize_element_order(std::move(in_order), std::move(server_only), &set_order,
+                                found_original ? &original_list : nullptr, fm.merge_key, kind));
     original[target] = std::move(both);
     patch.erase(target);
   }
@@ -698,15 +776,16 @@ Status merge_entry(json& original, std::string key, json patch_value, bool is_de
     if (fm.strategy == kReplace) {
       *it = std::move(patch_value);
     } else {
-      SKIFF_ASSIGN_OR_RETURN(json merged, merge_map(std::move(*it), std::move(patch_value), fm.sub));
+      SKIFF_ASSIGN_OR_RETURN(json merged,
+                             merge_map(std::move(*it), std::move(patch_value), fm.sub));
       original[key] = std::move(merged);
     }
     return Status::ok();
   }
   if (it->is_array()) {
     SKIFF_ASSIGN_OR_RETURN(FieldMeta fm, lookup(meta, key, true));
-    SKIFF_ASSIGN_OR_RETURN(
-        json merged, merge_slice_handler(std::move(*it), std::move(patch_value), fm, is_delete_list));
+    SKIFF_ASSIGN_OR_RETURN(json merged, merge_slice_handler(std::move(*it), std::move(patch_value),
+                                                            fm, is_delete_list));
     original[key] = std::move(merged);
     return Status::ok();
   }

@@ -9,7 +9,9 @@ namespace {
 
 // Hand-written equivalents of upstream's regular expressions (no std::regex on hot paths).
 
-bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+bool is_lower_alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
 bool is_alnum(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
@@ -64,7 +66,8 @@ bool matches_c_identifier(std::string_view s) {
 
 std::string regex_error(std::string msg, std::string_view fmt,
                         std::initializer_list<std::string_view> examples) {
-  if (examples.size() == 0) return msg + " (regex used for validation is '" + std::string(fmt) + "')";
+  if (examples.size() == 0)
+    return msg + " (regex used for validation is '" + std::string(fmt) + "')";
   msg += " (e.g. ";
   size_t i = 0;
   for (std::string_view ex : examples) {
@@ -76,8 +79,12 @@ std::string regex_error(std::string msg, std::string_view fmt,
 }
 
 // util/validation says "characters"; api/validate/content (label keys and values) says "bytes".
-std::string max_len_chars(size_t n) { return "must be no more than " + std::to_string(n) + " characters"; }
-std::string max_len_bytes(size_t n) { return "must be no more than " + std::to_string(n) + " bytes"; }
+std::string max_len_chars(size_t n) {
+  return "must be no more than " + std::to_string(n) + " characters";
+}
+std::string max_len_bytes(size_t n) {
+  return "must be no more than " + std::to_string(n) + " bytes";
+}
 
 constexpr std::string_view kDns1123LabelFmt = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 constexpr std::string_view kDns1123LabelMsg =
@@ -121,8 +128,8 @@ std::vector<std::string> subdomain_errors(std::string_view v, bool bytes) {
   std::vector<std::string> errs;
   if (v.size() > 253) errs.push_back(bytes ? max_len_bytes(253) : max_len_chars(253));
   if (!matches_dns1123_subdomain(v)) {
-    errs.push_back(regex_error(std::string(kDns1123SubdomainMsg), kDns1123SubdomainFmt,
-                               {"example.com"}));
+    errs.push_back(
+        regex_error(std::string(kDns1123SubdomainMsg), kDns1123SubdomainFmt, {"example.com"}));
   }
   return errs;
 }
@@ -171,10 +178,14 @@ std::vector<std::string> name_errors(std::string_view name, NameRule rule, bool 
     name = masked;
   }
   switch (rule) {
-    case NameRule::kDns1123Subdomain: return subdomain_errors(name, false);
-    case NameRule::kDns1123Label: return label_errors(name);
-    case NameRule::kDns1035Label: return dns1035_errors(name);
-    case NameRule::kPathSegment: return path_segment_errors(name, prefix);
+    case NameRule::kDns1123Subdomain:
+      return subdomain_errors(name, false);
+    case NameRule::kDns1123Label:
+      return label_errors(name);
+    case NameRule::kDns1035Label:
+      return dns1035_errors(name);
+    case NameRule::kPathSegment:
+      return path_segment_errors(name, prefix);
   }
   return {};
 }
@@ -203,10 +214,10 @@ std::vector<std::string> qualified_name_errors(std::string_view value) {
       for (std::string& m : subdomain_errors(prefix, true)) errs.push_back("prefix part " + m);
     }
   } else {
-    errs.push_back("a valid label key " +
-                   regex_error(std::string(kLabelKeyMsg), kLabelKeyFmt,
-                               {"MyName", "my.name", "123-abc"}) +
-                   " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')");
+    errs.push_back(
+        "a valid label key " +
+        regex_error(std::string(kLabelKeyMsg), kLabelKeyFmt, {"MyName", "my.name", "123-abc"}) +
+        " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')");
     return errs;
   }
   if (name.empty()) {
@@ -225,8 +236,8 @@ std::vector<std::string> label_value_errors(std::string_view value) {
   std::vector<std::string> errs;
   if (value.size() > 63) errs.push_back(max_len_bytes(63));
   if (!value.empty() && !matches_label_key_name(value)) {
-    errs.push_back(regex_error(std::string(kLabelValueMsg), kLabelValueFmt,
-                               {"MyValue", "my_value", "12345"}));
+    errs.push_back(
+        regex_error(std::string(kLabelValueMsg), kLabelValueFmt, {"MyValue", "my_value", "12345"}));
   }
   return errs;
 }
@@ -234,7 +245,9 @@ std::vector<std::string> label_value_errors(std::string_view value) {
 std::string check_dns1123_subdomain(std::string_view value) {
   return join(subdomain_errors(value, false), "; ");
 }
-std::string check_dns1123_label(std::string_view value) { return join(label_errors(value), "; "); }
+std::string check_dns1123_label(std::string_view value) {
+  return join(label_errors(value), "; ");
+}
 std::string check_dns1035_label(std::string_view value) {
   return join(dns1035_errors(value), "; ");
 }

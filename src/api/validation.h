@@ -18,7 +18,7 @@ std::string check_dns1123_label(std::string_view value);      // max 63
 std::string check_dns1035_label(std::string_view value);      // max 63, starts with a letter
 std::string check_qualified_name(std::string_view value);     // label keys: [prefix/]name
 std::string check_label_value(std::string_view value);
-std::string check_c_identifier(std::string_view value);       // [A-Za-z_][A-Za-z0-9_]*
+std::string check_c_identifier(std::string_view value);  // [A-Za-z_][A-Za-z0-9_]*
 // Container env var names: upstream's relaxed rule (RelaxedEnvironmentVariableValidation, on by
 // default): printable ASCII other than '='.
 std::string check_env_var_name(std::string_view value);

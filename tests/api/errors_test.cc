@@ -14,10 +14,9 @@ TEST(ApiErrorTest, NotFoundStatusJson) {
   EXPECT_EQ(e.code, 404);
   EXPECT_EQ(e.message, "pods \"nope\" not found");
   // Field order as upstream's encoder writes it.
-  EXPECT_EQ(e.to_json(),
-            R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",)"
-            R"("message":"pods \"nope\" not found","reason":"NotFound",)"
-            R"("details":{"name":"nope","kind":"pods"},"code":404})");
+  EXPECT_EQ(e.to_json(), R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",)"
+                         R"("message":"pods \"nope\" not found","reason":"NotFound",)"
+                         R"("details":{"name":"nope","kind":"pods"},"code":404})");
   json s = e.to_status();
   EXPECT_EQ(s["details"]["kind"], "pods");
   EXPECT_FALSE(s["details"].contains("group"));
@@ -39,9 +38,10 @@ TEST(ApiErrorTest, QualifiedResources) {
 }
 
 TEST(ApiErrorTest, Conflict) {
-  ApiError e = ApiError::conflict(
-      "pods", "x", "the object has been modified; please apply your changes to the latest "
-                   "version and try again");
+  ApiError e =
+      ApiError::conflict("pods", "x",
+                         "the object has been modified; please apply your changes to the latest "
+                         "version and try again");
   EXPECT_EQ(e.code, 409);
   EXPECT_EQ(e.reason, "Conflict");
   EXPECT_EQ(e.message,

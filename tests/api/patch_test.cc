@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "api/patch.h"
+
+#include <gtest/gtest.h>
 
 namespace skiff::api {
 namespace {
@@ -53,7 +53,8 @@ TEST(JsonPatchTest, Add) {
 }
 
 TEST(JsonPatchTest, RemoveReplaceMoveCopyTest) {
-  EXPECT_EQ(apply(R"({"a":1,"b":2})", R"([{"op":"remove","path":"/a"}])"), json::parse(R"({"b":2})"));
+  EXPECT_EQ(apply(R"({"a":1,"b":2})", R"([{"op":"remove","path":"/a"}])"),
+            json::parse(R"({"b":2})"));
   EXPECT_EQ(apply(R"({"l":[1,2,3]})", R"([{"op":"remove","path":"/l/1"}])"),
             json::parse(R"({"l":[1,3]})"));
   EXPECT_EQ(apply(R"({"l":[1,2,3]})", R"([{"op":"remove","path":"/l/-1"}])"),
@@ -113,7 +114,8 @@ TEST(JsonPatchTest, FailedTests) {
   // A failed test leaves nothing applied: the input is untouched and no result is returned.
   json doc = json::parse(R"({"a":1})");
   Result<json> r = apply_json_patch(
-      doc, json::parse(R"([{"op":"add","path":"/b","value":2},{"op":"test","path":"/a","value":0}])"));
+      doc,
+      json::parse(R"([{"op":"add","path":"/b","value":2},{"op":"test","path":"/a","value":0}])"));
   EXPECT_FALSE(r.is_ok());
   EXPECT_EQ(doc, json::parse(R"({"a":1})"));
 }

@@ -168,7 +168,9 @@ TEST(LabelSelectorTest, InvalidKeysAndValues) {
   EXPECT_EQ(two.back(), ']');
 
   // Gt/Lt values are label values too: "-5" is rejected as upstream does.
-  EXPECT_EQ(parse_error("x<-5").rfind("unable to parse requirement: values[0][x]: Invalid value: \"-5\"", 0), 0u);
+  EXPECT_EQ(parse_error("x<-5").rfind(
+                "unable to parse requirement: values[0][x]: Invalid value: \"-5\"", 0),
+            0u);
   EXPECT_EQ(parse_error("x>a"),
             "unable to parse requirement: values[0]: Invalid value: \"a\": for 'Gt', 'Lt' "
             "operators, the value must be an integer");
@@ -258,10 +260,11 @@ TEST(FieldSelectorTest, ParseAndMatch) {
   EXPECT_TRUE(field_matches("metadata.name!=web-2"));
   EXPECT_TRUE(field_matches("spec.nodeName=node-a,status.phase!=Failed"));
   EXPECT_FALSE(field_matches("spec.nodeName=node-a,status.phase=Failed"));
-  EXPECT_TRUE(field_matches("spec.unknown="));  // absent fields read as ""
+  EXPECT_TRUE(field_matches("spec.unknown="));          // absent fields read as ""
   EXPECT_TRUE(field_matches("spec.nodeName=node-a,"));  // empty terms are skipped
 
-  Result<FieldSelector> s = FieldSelector::parse("status.phase!=Failed,metadata.name=a\\,b\\=c\\\\");
+  Result<FieldSelector> s =
+      FieldSelector::parse("status.phase!=Failed,metadata.name=a\\,b\\=c\\\\");
   ASSERT_TRUE(s.is_ok()) << s.status().to_string();
   ASSERT_EQ(s->requirements().size(), 2u);
   EXPECT_EQ(s->requirements()[0].key, "metadata.name");  // terms sorted

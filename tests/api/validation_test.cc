@@ -32,16 +32,15 @@ const std::string kValueMsg =
     "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
 
 TEST(ValidationTest, Dns1123Subdomain) {
-  for (const char* ok : {"a", "ab", "a-b", "a.b", "example.com", "1.2.3.4", "0", "a--b",
-                         "a.b-c.d"}) {
+  for (const char* ok :
+       {"a", "ab", "a-b", "a.b", "example.com", "1.2.3.4", "0", "a--b", "a.b-c.d"}) {
     EXPECT_EQ(check_dns1123_subdomain(ok), "") << ok;
   }
   EXPECT_EQ(check_dns1123_subdomain(std::string(253, 'a')), "");
   for (const char* bad : {"", "-a", "a-", ".a", "a.", "a..b", "A", "a_b", "a b", "a.-b", "ä"}) {
     EXPECT_EQ(check_dns1123_subdomain(bad), kSubdomainMsg) << bad;
   }
-  EXPECT_EQ(check_dns1123_subdomain(std::string(254, 'a')),
-            "must be no more than 253 characters");
+  EXPECT_EQ(check_dns1123_subdomain(std::string(254, 'a')), "must be no more than 253 characters");
   EXPECT_EQ(check_dns1123_subdomain(std::string(254, 'A')),
             "must be no more than 253 characters; " + kSubdomainMsg);
 }
@@ -193,9 +192,9 @@ TEST(ValidationTest, ObjectMeta) {
                 "metadata.name: Required value: name or generateName is required"}));
   EXPECT_EQ(meta_errors(json{{"name", "Web"}, {"namespace", "default"}}, true),
             (std::vector<std::string>{"metadata.name: Invalid value: \"Web\": " + kSubdomainMsg}));
-  EXPECT_EQ(meta_errors(json{{"name", "a.b"}, {"namespace", "default"}}, true,
-                        NameRule::kDns1123Label),
-            (std::vector<std::string>{"metadata.name: Invalid value: \"a.b\": must not contain dots"}));
+  EXPECT_EQ(
+      meta_errors(json{{"name", "a.b"}, {"namespace", "default"}}, true, NameRule::kDns1123Label),
+      (std::vector<std::string>{"metadata.name: Invalid value: \"a.b\": must not contain dots"}));
   EXPECT_EQ(meta_errors(json{{"generateName", "Web-"}, {"namespace", "x"}}, true),
             (std::vector<std::string>{"metadata.generateName: Invalid value: \"Web-\": " +
                                       kSubdomainMsg}));
@@ -213,16 +212,19 @@ TEST(ValidationTest, ObjectMeta) {
   EXPECT_EQ(meta_errors(json{{"name", "a"}, {"finalizers", {"ok/fin", "bad fin"}}}, false),
             (std::vector<std::string>{"metadata.finalizers: Invalid value: \"bad fin\": " +
                                       kKeyNameMsg}));
-  EXPECT_EQ(meta_errors(json{{"name", "a"}, {"finalizers", {"orphan", "foregroundDeletion"}}},
-                        false),
-            (std::vector<std::string>{
-                "metadata.finalizers: Invalid value: [\"orphan\",\"foregroundDeletion\"]: "
-                "finalizer orphan and foregroundDeletion cannot be both set"}));
+  EXPECT_EQ(
+      meta_errors(json{{"name", "a"}, {"finalizers", {"orphan", "foregroundDeletion"}}}, false),
+      (std::vector<std::string>{
+          "metadata.finalizers: Invalid value: [\"orphan\",\"foregroundDeletion\"]: "
+          "finalizer orphan and foregroundDeletion cannot be both set"}));
 }
 
 TEST(ValidationTest, OwnerReferences) {
-  json good = {{"apiVersion", "apps/v1"}, {"kind", "ReplicaSet"}, {"name", "rs"},
-               {"uid", "u1"}, {"controller", true}};
+  json good = {{"apiVersion", "apps/v1"},
+               {"kind", "ReplicaSet"},
+               {"name", "rs"},
+               {"uid", "u1"},
+               {"controller", true}};
   EXPECT_TRUE(meta_errors(json{{"name", "a"}, {"ownerReferences", {good}}}, false).empty());
 
   EXPECT_EQ(meta_errors(json{{"name", "a"}, {"ownerReferences", {json::object()}}}, false),
@@ -237,7 +239,8 @@ TEST(ValidationTest, OwnerReferences) {
             (std::vector<std::string>{"metadata.ownerReferences[0].apiVersion: Invalid value: "
                                       "\"apps/\": must be <group>/<version> or <version>"}));
   json event = {{"apiVersion", "v1"}, {"kind", "Event"}, {"name", "e"}, {"uid", "u"}};
-  std::vector<std::string> ev = meta_errors(json{{"name", "a"}, {"ownerReferences", {event}}}, false);
+  std::vector<std::string> ev =
+      meta_errors(json{{"name", "a"}, {"ownerReferences", {event}}}, false);
   ASSERT_EQ(ev.size(), 1u);
   EXPECT_NE(ev[0].find("/v1, Kind=Event is disallowed from being an owner"), std::string::npos);
 
