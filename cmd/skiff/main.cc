@@ -34,6 +34,9 @@ void add_server_flags(CLI::App* cmd, ServerFlags& f) {
   cmd->add_option("--token-auth-file", o.token_auth_file,
                   "Bearer tokens: CSV lines token,user,uid,\"group1,group2\"");
   cmd->add_option("--service-cidr", o.service_cidr, "Service IP range")->capture_default_str();
+  cmd->add_option("--event-ttl", o.event_ttl_seconds,
+                  "Seconds an Event is kept after its last update")
+      ->capture_default_str();
   cmd->add_option("--store", o.store.backend, "Store backend: embedded or etcd")
       ->capture_default_str();
   cmd->add_option("--etcd-servers", o.store.etcd_endpoints, "etcd client URLs (--store etcd)")

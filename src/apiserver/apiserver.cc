@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/errors.h"
+#include "api/openapi.h"
 #include "api/schema.h"
 #include "apiserver/authn.h"
 #include "apiserver/discovery.h"
@@ -12,6 +13,7 @@
 #include "apiserver/registry.h"
 #include "apiserver/request_info.h"
 #include "apiserver/strategies.h"
+#include "apiserver/tables.h"
 #include "base/kubeconfig.h"
 #include "base/log.h"
 #include "base/pki.h"
@@ -80,6 +82,7 @@ struct ApiServer::Impl {
   const api::Schema* schema = nullptr;
   std::unique_ptr<Registry> registry;
   std::unique_ptr<Discovery> discovery;
+  std::unique_ptr<api::OpenApi> openapi;
   std::unique_ptr<Authenticator> authenticator;
   std::unique_ptr<HttpServer> server;
   std::string kubeconfig_path;
@@ -105,6 +108,16 @@ struct ApiServer::Impl {
     }
     if (!req.authenticated) {
       responder.respond(api_error(api::ApiError::unauthorized()));
+      return;
+    }
+    if (auto o = openapi->serve(req.method, path, req.param("hash"), req.header("Accept"),
+                                req.header("If-None-Match"))) {
+      Response r;
+      r.status = o->status;
+      r.content_type = std::move(o->content_type);
+      for (auto& [name, value] : o->headers) r.headers.push_back({name, std::move(value)});
+      r.body = std::move(o->body);
+      responder.respond(std::move(r));
       return;
     }
     if (auto d = discovery->serve(path, req.header("Accept"))) {
@@ -195,8 +208,13 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options) {
 
   s.schema = &api::Schema::builtin();
   s.registry = std::make_unique<Registry>(*s.store, *s.schema);
-  install_strategies(*s.registry);
+  StrategyConfig strategy_config;
+  strategy_config.service_cidr = s.options.service_cidr;
+  strategy_config.event_ttl_seconds = s.options.event_ttl_seconds;
+  SKIFF_RETURN_IF_ERROR(install_strategies(*s.registry, strategy_config));
+  install_tables(*s.registry);
   s.discovery = std::make_unique<Discovery>(*s.schema);
+  s.openapi = std::make_unique<api::OpenApi>(*s.schema);
 
   HttpServerOptions http;
   http.bind_address = s.options.bind_address;

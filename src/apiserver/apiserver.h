@@ -25,6 +25,7 @@ struct ApiServerOptions {
   // The store; an empty data_dir here means <data_dir>/db for the embedded backend.
   storage::StoreConfig store;
   int worker_threads = 32;
+  int64_t event_ttl_seconds = 3600;
 };
 
 class ApiServer {

@@ -5,7 +5,9 @@
 #include <optional>
 #include <thread>
 
+#include "api/managed_fields.h"
 #include "api/patch.h"
+#include "api/protobuf.h"
 #include "api/selector.h"
 #include "api/validation.h"
 #include "apiserver/object.h"
@@ -86,6 +88,46 @@ int64_t to_int(std::string_view s, bool* ok) {
   return v;
 }
 
+// The writer of the request being served, for metadata.managedFields. Requests are served
+// synchronously on the calling thread, so handle() sets it for its duration; internal writes
+// (ensure()) have none and record no ownership.
+struct WriteContext {
+  std::string manager;
+  std::string subresource;
+  bool apply = false;  // server-side apply computes managedFields itself
+};
+thread_local WriteContext* tl_writer = nullptr;
+
+class WriteContextScope {
+ public:
+  explicit WriteContextScope(WriteContext* w) : prev_(tl_writer) { tl_writer = w; }
+  ~WriteContextScope() { tl_writer = prev_; }
+  WriteContextScope(const WriteContextScope&) = delete;
+  WriteContextScope& operator=(const WriteContextScope&) = delete;
+
+ private:
+  WriteContext* prev_;
+};
+
+api::WriterInfo writer_info(const api::ResourceInfo& res, const WriteContext& w) {
+  return api::WriterInfo{w.manager, w.subresource, res.group_version(), rfc3339_now(),
+                         res.subresource("status") != nullptr};
+}
+
+// Records the current writer's Update in obj.metadata.managedFields (old is null on create).
+void record_update(const api::ResourceInfo& res, const api::Schema& schema, const json* old,
+                   json& obj) {
+  if (!tl_writer || tl_writer->apply || tl_writer->manager.empty() || !res.type) return;
+  json updated = api::update_managed_fields(old ? *old : json(), obj, writer_info(res, *tl_writer),
+                                            *res.type, schema);
+  json& meta = obj["metadata"];
+  if (updated["metadata"].contains("managedFields")) {
+    meta["managedFields"] = std::move(updated["metadata"]["managedFields"]);
+  } else {
+    meta.erase("managedFields");
+  }
+}
+
 }  // namespace
 
 struct Registry::Ctx {
@@ -111,6 +153,22 @@ Registry::Registry(storage::Store& store, const api::Schema& schema)
 
 Registry::~Registry() {
   shutdown();
+}
+
+Result<int64_t> Registry::lease_for(int64_t ttl_seconds) {
+  constexpr auto kReuse = std::chrono::seconds(60);
+  std::lock_guard lock(lease_mu_);
+  auto now = std::chrono::steady_clock::now();
+  if (lease_id_ != 0 && lease_ttl_ == ttl_seconds && now - lease_granted_ < kReuse) {
+    return lease_id_;
+  }
+  // The lease outlives its last user by the full TTL.
+  auto granted = store_.lease_grant(ttl_seconds + kReuse.count());
+  if (!granted.is_ok()) return granted.status();
+  lease_id_ = *granted;
+  lease_ttl_ = ttl_seconds;
+  lease_granted_ = now;
+  return lease_id_;
 }
 
 void Registry::set_strategy(const std::string& group, const std::string& resource,
@@ -148,6 +206,11 @@ void Registry::handle(const RequestInfo& info, Request& request, Responder& resp
     return;
   }
   Ctx c{info, request, *res, strategy(*res), {}};
+  WriteContext writer{std::string(request.param("fieldManager")), info.subresource};
+  if (writer.manager.empty()) {
+    writer.manager = api::manager_from_user_agent(request.header("User-Agent"));
+  }
+  WriteContextScope writer_scope(&writer);
   // Read options shared by get, list and watch.
   if (info.verb == "get" || info.verb == "list" || info.verb == "watch" ||
       info.verb == "deletecollection") {
@@ -214,10 +277,21 @@ void Registry::handle(const RequestInfo& info, Request& request, Responder& resp
 
 namespace {
 
-json parse_stored(const storage::KeyValue& kv) {
+json parse_stored(const storage::KeyValue& kv, const Strategy* st = nullptr) {
   json obj = json::parse(kv.value, nullptr, /*allow_exceptions=*/false);
-  if (obj.is_object()) obj["metadata"]["resourceVersion"] = std::to_string(kv.mod_revision);
+  if (!obj.is_object()) return obj;
+  if (st && st->from_storage) st->from_storage(obj);
+  obj["metadata"]["resourceVersion"] = std::to_string(kv.mod_revision);
   return obj;
+}
+
+// The bytes a reader gets for a stored value: the stored bytes themselves unless they need
+// conversion.
+std::string read_bytes(const storage::KeyValue& kv, int64_t rv, const Strategy& st) {
+  if (!st.from_storage) return with_resource_version(kv.value, rv);
+  json obj = parse_stored(kv, &st);
+  obj["metadata"]["resourceVersion"] = std::to_string(rv);
+  return obj.dump();
 }
 
 bool matches(const ReadOptions& read, const json& obj) {
@@ -297,10 +371,10 @@ Response Registry::get(Ctx& c) {
     return error_response(api::ApiError::not_found(c.res.qualified_resource(), c.info.name));
   const storage::KeyValue& stored = **kv;
   if (c.info.subresource == "scale") {
-    return json_response(200, to_scale(c.res, parse_stored(stored)).dump());
+    return json_response(200, to_scale(c.res, parse_stored(stored, &c.strategy)).dump());
   }
   if (c.read.table) {
-    json obj = parse_stored(stored);
+    json obj = parse_stored(stored, &c.strategy);
     const auto& columns = table(c.res);
     json t{{"kind", "Table"},
            {"apiVersion", "meta.k8s.io/v1"},
@@ -311,7 +385,7 @@ Response Registry::get(Ctx& c) {
     r.content_type = c.read.table_content_type;
     return r;
   }
-  return json_response(200, with_resource_version(stored.value, stored.mod_revision));
+  return json_response(200, read_bytes(stored, stored.mod_revision, c.strategy));
 }
 
 Response Registry::list(Ctx& c) {
@@ -361,7 +435,7 @@ Response Registry::list(Ctx& c) {
   }
 
   bool filtered = has_filters(c.read);
-  bool parse_all = filtered || c.read.table;
+  bool parse_all = filtered || c.read.table || c.strategy.from_storage;
   const auto& columns = table(c.res);
   std::string items;  // concatenated JSON items
   json rows = json::array();
@@ -392,7 +466,7 @@ Response Registry::list(Ctx& c) {
     for (const storage::KeyValuePtr& kv : result->kvs) {
       ++used;
       if (parse_all) {
-        json obj = parse_stored(*kv);
+        json obj = parse_stored(*kv, &c.strategy);
         if (filtered && !matches(c.read, obj)) continue;
         if (c.read.table) {
           rows.push_back(table_row(columns, obj, c.read.include_object));
@@ -442,10 +516,11 @@ Response Registry::list(Ctx& c) {
 
 class Registry::WatchSession : public std::enable_shared_from_this<WatchSession> {
  public:
-  WatchSession(const api::ResourceInfo& res, ReadOptions read,
+  WatchSession(const api::ResourceInfo& res, const Strategy& st, ReadOptions read,
                const std::vector<TableColumn>& columns, std::shared_ptr<ResponseStream> stream,
                bool bookmarks, std::chrono::steady_clock::time_point deadline)
       : res_(res),
+        st_(st),
         read_(std::move(read)),
         columns_(columns),
         stream_(std::move(stream)),
@@ -477,7 +552,7 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
   }
 
   void send_initial(const storage::KeyValuePtr& kv) {
-    json obj = parse_stored(*kv);
+    json obj = parse_stored(*kv, &st_);
     if (!matches(read_, obj)) return;
     write_event("ADDED", obj, kv->value, kv->mod_revision);
   }
@@ -532,8 +607,8 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
     if (e.type == storage::EventType::kDelete) {
       if (!e.prev_kv) return;
       json prev;
-      if (filtered || read_.table) {
-        prev = parse_stored(*e.prev_kv);
+      if (filtered || read_.table || st_.from_storage) {
+        prev = parse_stored(*e.prev_kv, &st_);
         if (filtered && !matches(read_, prev)) return;
         prev["metadata"]["resourceVersion"] = std::to_string(e.revision);
       }
@@ -542,13 +617,14 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
     }
     if (!filtered) {
       json obj;
-      if (read_.table) obj = parse_stored(*e.kv);
+      if (read_.table || st_.from_storage) obj = parse_stored(*e.kv, &st_);
       write_event(e.kv->version == 1 ? "ADDED" : "MODIFIED", obj, e.kv->value, e.kv->mod_revision);
       return;
     }
-    json obj = parse_stored(*e.kv);
+    json obj = parse_stored(*e.kv, &st_);
     bool now_matches = matches(read_, obj);
-    bool was_matching = e.prev_kv && e.kv->version > 1 && matches(read_, parse_stored(*e.prev_kv));
+    bool was_matching =
+        e.prev_kv && e.kv->version > 1 && matches(read_, parse_stored(*e.prev_kv, &st_));
     if (now_matches) {
       write_event(was_matching ? "MODIFIED" : "ADDED", obj, e.kv->value, e.kv->mod_revision);
     } else if (was_matching) {
@@ -583,6 +659,7 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
   }
 
   const api::ResourceInfo& res_;
+  const Strategy& st_;
   const ReadOptions read_;
   const std::vector<TableColumn>& columns_;
   const std::shared_ptr<ResponseStream> stream_;
@@ -640,7 +717,7 @@ void Registry::watch(Ctx& c, Responder& responder) {
       c.read.table ? c.read.table_content_type : std::string("application/json");
   auto stream = responder.stream(200, content_type);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  auto session = std::make_shared<WatchSession>(c.res, c.read, table(c.res), stream,
+  auto session = std::make_shared<WatchSession>(c.res, c.strategy, c.read, table(c.res), stream,
                                                 req.flag("allowWatchBookmarks"), deadline);
   for (const auto& kv : initial_items) session->send_initial(kv);
   if (req.flag("sendInitialEvents")) session->send_initial_events_end(start - 1);
@@ -713,12 +790,23 @@ std::optional<api::ApiError> decode_body(const Request& req, const api::Resource
                                          const api::Schema& schema, json* out,
                                          std::vector<std::string>* warnings) {
   std::string_view ct = req.header("Content-Type");
-  if (!ct.empty() && ct.find("json") == std::string_view::npos) {
-    return api::ApiError::unsupported_media_type(std::string(ct));
-  }
   std::vector<std::string> duplicates;
   std::string error;
-  auto parsed = parse_json(req.body, &duplicates, &error);
+  std::optional<json> parsed;
+  if (ct.starts_with(api::kProtobufContentType)) {
+    // kubectl 1.32 `create <kind>`. Unknown field numbers are dropped, as upstream does: gogo
+    // writes every non-pointer field, so a newer client's new fields must not fail a create.
+    auto decoded = api::decode_k8s_protobuf(req.body, schema);
+    if (decoded.is_ok()) {
+      parsed = std::move(decoded).value();
+    } else {
+      error = decoded.status().message();
+    }
+  } else if (!ct.empty() && ct.find("json") == std::string_view::npos) {
+    return api::ApiError::unsupported_media_type(std::string(ct));
+  } else {
+    parsed = parse_json(req.body, &duplicates, &error);
+  }
   if (!parsed) return api::ApiError::bad_request("error decoding request body: " + error);
   if (!parsed->is_object()) {
     return api::ApiError::bad_request("the body of the request is not a JSON object");
@@ -807,8 +895,9 @@ api::NameRule name_rule(const Strategy& s) {
   return static_cast<api::NameRule>(s.name_rule);
 }
 
-std::string stored_bytes(json obj) {
+std::string stored_bytes(json obj, const Strategy* st = nullptr) {
   obj["metadata"].erase("resourceVersion");
+  if (st && st->to_storage) st->to_storage(obj);
   return obj.dump();
 }
 
@@ -903,9 +992,19 @@ std::optional<api::ApiError> Registry::create_object(const api::ResourceInfo& re
   }
   meta["uid"] = new_uid();
   meta["creationTimestamp"] = rfc3339_now();
-  meta["generation"] = 1;
+  if (st.tracks_generation) {
+    meta["generation"] = 1;
+  } else {
+    meta.erase("generation");
+  }
   if (has_status(res)) obj.erase("status");
   if (st.prepare_for_create) st.prepare_for_create(obj);
+  record_update(res, schema_, nullptr, obj);
+  bool reserved = false;
+  auto unreserve = [&] {
+    if (reserved && st.settle) st.settle(&obj, nullptr, false);
+    reserved = false;
+  };
   for (int attempt = 0; attempt < 5; ++attempt) {
     if (generated) meta["name"] = generate + random_name_suffix();
     api::FieldErrors errors;
@@ -914,9 +1013,13 @@ std::optional<api::ApiError> Registry::create_object(const api::ResourceInfo& re
     if (!errors.empty()) {
       return api::ApiError::invalid(res.kind, res.group, meta.value("name", ""), errors.take());
     }
+    if (!reserved && !dry_run && st.reserve) {
+      if (auto e = st.reserve(obj, nullptr)) return e;
+      reserved = true;
+    }
     std::string name = meta["name"].get<std::string>();
     std::string key = object_key(res, meta.value("namespace", ""), name);
-    std::string bytes = stored_bytes(obj);
+    std::string bytes = stored_bytes(obj, &st);
     if (dry_run) {
       auto existing = store_.get(key);
       if (existing.is_ok() && *existing) {
@@ -925,18 +1028,32 @@ std::optional<api::ApiError> Registry::create_object(const api::ResourceInfo& re
       }
       return std::nullopt;
     }
+    int64_t lease = 0;
+    if (st.ttl_seconds > 0) {
+      auto l = lease_for(st.ttl_seconds);
+      if (!l.is_ok()) {
+        unreserve();
+        return api::ApiError::from_storage(l.status());
+      }
+      lease = *l;
+    }
     storage::Txn txn;
     txn.compare.push_back(storage::Compare::absent(key));
-    txn.success.push_back(storage::Op::put(key, bytes));
+    txn.success.push_back(storage::Op::put(key, bytes, lease));
     auto result = store_.txn(txn);
-    if (!result.is_ok()) return api::ApiError::from_storage(result.status());
+    if (!result.is_ok()) {
+      unreserve();
+      return api::ApiError::from_storage(result.status());
+    }
     if (!result->succeeded) {
       if (generated) continue;
+      unreserve();
       return api::ApiError::already_exists(res.qualified_resource(), name);
     }
     meta["resourceVersion"] = std::to_string(result->revision);
     return std::nullopt;
   }
+  unreserve();
   api::ApiError e = api::ApiError::already_exists(res.qualified_resource(), meta.value("name", ""));
   e.message += ", the server was not able to generate a unique name for the object";
   return e;
@@ -947,7 +1064,7 @@ std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res
                                                     const storage::KeyValue& old_kv, json next,
                                                     bool dry_run, json* out, bool* conflict) {
   *conflict = false;
-  json old = parse_stored(old_kv);
+  json old = parse_stored(old_kv, &st);
   if (sub == "status") {
     json merged = old;
     if (next.contains("status")) {
@@ -979,9 +1096,12 @@ std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res
   }
   meta.erase("selfLink");
   if (sub.empty() || sub == "scale") {
-    if (spec_changed(next, old)) meta["generation"] = old_meta.value("generation", 0) + 1;
+    if (st.tracks_generation && spec_changed(next, old)) {
+      meta["generation"] = old_meta.value("generation", 0) + 1;
+    }
   }
   if (st.prepare_for_update) st.prepare_for_update(next, old);
+  record_update(res, schema_, &old, next);
   api::FieldErrors errors;
   api::validate_object_meta(meta, res.namespaced, name_rule(st), errors);
   if (st.validate) st.validate(next, errors);
@@ -1006,26 +1126,47 @@ std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res
         return std::nullopt;
       }
       meta["resourceVersion"] = std::to_string(result->revision);
+      if (st.settle) st.settle(nullptr, &old, true);
     }
     *out = std::move(next);
     return std::nullopt;
   }
-  std::string bytes = stored_bytes(next);
+  bool reserved = false;
+  if (!dry_run && st.reserve) {
+    if (auto e = st.reserve(next, &old)) return e;
+    reserved = true;
+  }
+  auto settle = [&](bool committed) {
+    if (reserved && st.settle) st.settle(&next, &old, committed);
+  };
+  std::string bytes = stored_bytes(next, &st);
   if (bytes == old_kv.value) {
+    settle(false);
     *out = std::move(old);  // nothing changed: no write, same resourceVersion
     return std::nullopt;
   }
   if (!dry_run) {
+    int64_t lease = 0;
+    if (st.ttl_seconds > 0) {
+      auto l = lease_for(st.ttl_seconds);
+      if (!l.is_ok()) {
+        settle(false);
+        return api::ApiError::from_storage(l.status());
+      }
+      lease = *l;
+    }
     storage::Txn txn;
     txn.compare.push_back(
         storage::Compare::mod_revision(key, storage::CompareOp::kEqual, old_kv.mod_revision));
-    txn.success.push_back(storage::Op::put(key, bytes));
+    txn.success.push_back(storage::Op::put(key, bytes, lease));
     auto result = store_.txn(txn);
-    if (!result.is_ok()) return api::ApiError::from_storage(result.status());
-    if (!result->succeeded) {
+    if (!result.is_ok() || !result->succeeded) {
+      settle(false);
+      if (!result.is_ok()) return api::ApiError::from_storage(result.status());
       *conflict = true;
       return std::nullopt;
     }
+    settle(true);
     meta["resourceVersion"] = std::to_string(result->revision);
   }
   *out = std::move(next);
@@ -1115,6 +1256,118 @@ Response Registry::patch(Ctx& c) {
   }
   std::string ct(c.req.header("Content-Type"));
   if (auto semi = ct.find(';'); semi != std::string::npos) ct.resize(semi);
+  if (ct == "application/apply-patch+yaml") {
+    // Server-side apply: the merge and field ownership live in api/managed_fields.
+    if (c.req.param("fieldManager").empty()) {
+      return error_response(api::ApiError::invalid(
+          "PatchOptions", "meta.k8s.io", "",
+          {{"FieldValueRequired", "Required value: is required for apply patch", "fieldManager"}}));
+    }
+    if (!c.res.type || !tl_writer ||
+        (!c.info.subresource.empty() && c.info.subresource != "status")) {
+      return error_response(api::ApiError::unsupported_media_type(ct));
+    }
+    auto decoded = api::decode_apply_body(c.req.body, *c.res.type, schema_);
+    if (!decoded.is_ok()) {
+      return error_response(
+          api::ApiError::bad_request("error decoding patch: " + decoded.status().message()));
+    }
+    json applied = std::move(decoded).value();
+    std::string applied_version = applied.value("apiVersion", "");
+    std::string applied_kind = applied.value("kind", "");
+    if (applied_version.empty() || applied_kind.empty()) {
+      return error_response(
+          api::ApiError::bad_request(std::string("error decoding patch: Object '") +
+                                     (applied_kind.empty() ? "Kind" : "apiVersion") +
+                                     "' is missing in '" + applied.dump() + "'"));
+    }
+    if (applied_version != c.res.group_version() || applied_kind != c.res.kind) {
+      return error_response(api::ApiError::bad_request(
+          "the API version and kind in the data (" + applied_version + ", " + applied_kind +
+          ") do not match the expected (" + c.res.group_version() + ", " + c.res.kind + ")"));
+    }
+    if (!applied["metadata"].is_object()) applied["metadata"] = json::object();
+    json& applied_meta = applied["metadata"];
+    std::string applied_name = applied_meta.value("name", "");
+    if (applied_name.empty()) {
+      applied_meta["name"] = c.info.name;
+    } else if (applied_name != c.info.name) {
+      return error_response(api::ApiError::bad_request("the name of the object (" + applied_name +
+                                                       ") does not match the name on the URL (" +
+                                                       c.info.name + ")"));
+    }
+    if (c.res.namespaced) {
+      std::string body_ns = applied_meta.value("namespace", "");
+      if (!body_ns.empty() && body_ns != c.info.ns) {
+        return error_response(api::ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the "
+            "request"));
+      }
+    }
+    std::string precondition = applied_meta.value("resourceVersion", "");
+    applied_meta.erase("resourceVersion");
+    std::vector<std::string> unknown, mistyped;
+    prune_unknown_fields(applied, *c.res.type, schema_, "", &unknown, &mistyped);
+    if (!mistyped.empty()) {
+      return error_response(api::ApiError::bad_request(
+          "error decoding patch: wrong type for field \"" + mistyped.front() + "\""));
+    }
+    if (c.req.param("fieldValidation") == "Strict" && !unknown.empty()) {
+      return error_response(api::ApiError::bad_request("strict decoding error: unknown field \"" +
+                                                       unknown.front() + "\""));
+    }
+    std::string_view force_param = c.req.param("force");
+    bool force = force_param == "true" || force_param == "True" || force_param == "1";
+    tl_writer->apply = true;
+    api::WriterInfo writer = writer_info(c.res, *tl_writer);
+    std::string key = object_key(c.res, c.info.ns, c.info.name);
+    bool dry_run = is_dry_run(c.req);
+    for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
+      auto kv = store_.get(key);
+      if (!kv.is_ok()) return error_response(api::ApiError::from_storage(kv.status()));
+      if (!*kv) {
+        if (!c.info.subresource.empty()) {
+          return error_response(api::ApiError::not_found(c.res.qualified_resource(), c.info.name));
+        }
+        auto r = api::server_side_apply(json(), applied, writer, force, *c.res.type, schema_);
+        if (!r.is_ok()) return error_response(api::ApiError::bad_request(r.status().message()));
+        json obj = std::move(r->object);
+        if (c.res.namespaced) {
+          obj["metadata"]["namespace"] = c.info.ns;
+        } else {
+          obj["metadata"].erase("namespace");
+        }
+        if (auto e = admit_namespace(c.res, c.info.ns)) return error_response(*e);
+        if (auto e = create_object(c.res, c.strategy, obj, dry_run)) {
+          if (e->code == 409 && e->reason == "AlreadyExists") continue;  // raced with a create
+          return error_response(*e);
+        }
+        return json_response(201, obj.dump());
+      }
+      if (!precondition.empty() && precondition != std::to_string((*kv)->mod_revision)) {
+        return error_response(api::ApiError::conflict(
+            c.res.qualified_resource(), c.info.name,
+            "the object has been modified; please apply your changes to the latest version and "
+            "try again"));
+      }
+      auto r =
+          api::server_side_apply(parse_stored(**kv), applied, writer, force, *c.res.type, schema_);
+      if (!r.is_ok()) return error_response(api::ApiError::bad_request(r.status().message()));
+      if (!r->conflicts.empty()) return error_response(api::apply_conflict_error(r->conflicts));
+      json out;
+      bool conflict = false;
+      if (auto e = write_update(c.res, c.strategy, c.info.subresource, **kv, std::move(r->object),
+                                dry_run, &out, &conflict)) {
+        return error_response(*e);
+      }
+      if (conflict) continue;
+      return json_response(200, out.dump());
+    }
+    return error_response(api::ApiError::conflict(
+        c.res.qualified_resource(), c.info.name,
+        "the object has been modified; please apply your changes to the latest version and try "
+        "again"));
+  }
   enum class Kind { kJson, kMerge, kStrategic } kind;
   if (ct == "application/json-patch+json") {
     kind = Kind::kJson;
@@ -1144,7 +1397,8 @@ Response Registry::patch(Ctx& c) {
     if (!kv.is_ok()) return error_response(api::ApiError::from_storage(kv.status()));
     if (!*kv)
       return error_response(api::ApiError::not_found(c.res.qualified_resource(), c.info.name));
-    json current = scale ? to_scale(c.res, parse_stored(**kv)) : parse_stored(**kv);
+    json current =
+        scale ? to_scale(c.res, parse_stored(**kv, &c.strategy)) : parse_stored(**kv, &c.strategy);
     std::string current_rv = std::to_string((*kv)->mod_revision);
     json patched;
     if (kind == Kind::kJson) {
@@ -1272,7 +1526,7 @@ std::optional<api::ApiError> Registry::delete_object(const api::ResourceInfo& re
     auto kv = store_.get(key);
     if (!kv.is_ok()) return api::ApiError::from_storage(kv.status());
     if (!*kv) return api::ApiError::not_found(res.qualified_resource(), name);
-    json obj = parse_stored(**kv);
+    json obj = parse_stored(**kv, &st);
     json& meta = obj["metadata"];
     if (!opts.precondition_uid.empty() && opts.precondition_uid != meta.value("uid", "")) {
       return api::ApiError::conflict(
@@ -1336,7 +1590,7 @@ std::optional<api::ApiError> Registry::delete_object(const api::ResourceInfo& re
         *out = std::move(obj);
         return std::nullopt;
       }
-      txn.success.push_back(storage::Op::put(key, stored_bytes(obj)));
+      txn.success.push_back(storage::Op::put(key, stored_bytes(obj, &st)));
     } else {
       txn.success.push_back(storage::Op::del(KeyRange::single(key)));
     }
@@ -1348,6 +1602,7 @@ std::optional<api::ApiError> Registry::delete_object(const api::ResourceInfo& re
     if (!result.is_ok()) return api::ApiError::from_storage(result.status());
     if (!result->succeeded) continue;
     meta["resourceVersion"] = std::to_string(result->revision);
+    if (!mark_only && st.settle) st.settle(nullptr, &obj, true);
     *out = std::move(obj);
     return std::nullopt;
   }
@@ -1378,7 +1633,7 @@ Response Registry::remove_collection(Ctx& c) {
   if (!listed.is_ok()) return error_response(api::ApiError::from_storage(listed.status()));
   json items = json::array();
   for (const storage::KeyValuePtr& kv : listed->kvs) {
-    json obj = parse_stored(*kv);
+    json obj = parse_stored(*kv, &c.strategy);
     if (!matches(c.read, obj)) continue;
     json out;
     auto e = delete_object(c.res, c.strategy, kv->key, DeleteOptionsRef{&opts}, &out);

@@ -38,12 +38,27 @@ struct Strategy {
       validate_update;
   // Fields usable in field selectors besides metadata.name and metadata.namespace.
   std::vector<std::string> selectable_fields;
+  // Reserves what the object holds beyond its own key (service IPs, node ports) right before it
+  // is written, filling them into `obj`; `old` is null on create. An error aborts the write.
+  std::function<std::optional<api::ApiError>(nlohmann::json& obj, const nlohmann::json* old)>
+      reserve;
+  // After a write attempt. Committed: releases what `old` held that `obj` (null when deleted)
+  // does not. Not committed: releases what reserve() took for `obj` beyond `old`.
+  std::function<void(const nlohmann::json* obj, const nlohmann::json* old, bool committed)> settle;
   // Whether PUT may create a missing object.
   bool allow_create_on_update = false;
   // Pods: deletion with a grace period marks the object and leaves removal to the kubelet.
   bool graceful_delete = false;
   // Namespaces, nodes, ...: the name rule (default: DNS-1123 subdomain).
   int name_rule = 0;
+  // Conversion between the stored form and this resource's (when another resource's storage is
+  // shared, e.g. events.k8s.io/v1 Events stored as core/v1 Events).
+  std::function<void(nlohmann::json& obj)> from_storage;
+  std::function<void(nlohmann::json& obj)> to_storage;
+  // metadata.generation counts spec changes (workload controllers read it).
+  bool tracks_generation = false;
+  // Objects expire this long after their last write (Events, --event-ttl), through store leases.
+  int64_t ttl_seconds = 0;
 };
 
 // One table column: name, type, format, priority and how to compute a cell.
@@ -111,8 +126,16 @@ class Registry {
   const std::vector<TableColumn>& table(const api::ResourceInfo& r) const;
   void ticker_loop();
 
+  // A store lease for objects with a TTL. Leases are shared by writes within a minute of each
+  // other, as upstream's lease manager does, so events do not cost a lease each.
+  Result<int64_t> lease_for(int64_t ttl_seconds);
+
   storage::Store& store_;
   const api::Schema& schema_;
+  std::mutex lease_mu_;
+  int64_t lease_id_ = 0;                                  // guarded by lease_mu_
+  int64_t lease_ttl_ = 0;                                 // guarded by lease_mu_
+  std::chrono::steady_clock::time_point lease_granted_;   // guarded by lease_mu_
   std::unordered_map<std::string, Strategy> strategies_;  // "group/resource"; set before serving
   std::unordered_map<std::string, std::vector<TableColumn>> tables_;
   Strategy default_strategy_;

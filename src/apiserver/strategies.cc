@@ -1,9 +1,12 @@
 #include "apiserver/strategies.h"
 
+#include <arpa/inet.h>
+
 #include <set>
 
 #include "api/validation.h"
 #include "apiserver/object.h"
+#include "apiserver/service_allocator.h"
 
 namespace skiff::apiserver {
 namespace {
@@ -159,6 +162,169 @@ void validate_pod_update(const json& obj, const json& old, api::FieldErrors& err
   }
 }
 
+void default_service(json& obj) {
+  if (!obj.contains("spec") || !obj["spec"].is_object()) obj["spec"] = json::object();
+  json& spec = obj["spec"];
+  set_default(spec, "type", "ClusterIP");
+  set_default(spec, "sessionAffinity", "None");
+  std::string type = spec["type"].is_string() ? spec["type"].get<std::string>() : "";
+  if (type != "ExternalName") set_default(spec, "internalTrafficPolicy", "Cluster");
+  if (type == "NodePort" || type == "LoadBalancer") {
+    set_default(spec, "externalTrafficPolicy", "Cluster");
+  }
+  if (type == "LoadBalancer") set_default(spec, "allocateLoadBalancerNodePorts", true);
+  if (spec.value("sessionAffinity", "") == "ClientIP") {
+    json& cfg = spec["sessionAffinityConfig"];
+    if (!cfg.is_object()) cfg = json::object();
+    if (!cfg.contains("clientIP") || !cfg["clientIP"].is_object()) cfg["clientIP"] = json::object();
+    set_default(cfg["clientIP"], "timeoutSeconds", 10800);
+  }
+  if (spec.contains("ports") && spec["ports"].is_array()) {
+    for (json& p : spec["ports"]) {
+      if (!p.is_object()) continue;
+      set_default(p, "protocol", "TCP");
+      if (p.contains("port")) set_default(p, "targetPort", p["port"]);
+    }
+  }
+}
+
+// An update that leaves out the cluster IP or node ports keeps the allocated ones, as upstream.
+void keep_allocations(json& obj, const json& old) {
+  json& spec = obj["spec"];
+  const json& old_spec = old.contains("spec") ? old["spec"] : json::object();
+  if (field_value(obj, "spec.type") != "ExternalName" && !spec.contains("clusterIP") &&
+      old_spec.contains("clusterIP")) {
+    spec["clusterIP"] = old_spec["clusterIP"];
+    if (old_spec.contains("clusterIPs")) spec["clusterIPs"] = old_spec["clusterIPs"];
+  }
+  if (!spec.contains("ports") || !old_spec.contains("ports")) return;
+  for (json& p : spec["ports"]) {
+    if (!p.is_object() || p.contains("nodePort")) continue;
+    for (const json& o : old_spec["ports"]) {
+      if (o.value("port", -1) == p.value("port", -2) &&
+          o.value("protocol", "TCP") == p.value("protocol", "TCP") && o.contains("nodePort")) {
+        p["nodePort"] = o["nodePort"];
+      }
+    }
+  }
+}
+
+void validate_service(const json& obj, const ServiceAllocator& allocator,
+                      api::FieldErrors& errors) {
+  const json& spec = obj.contains("spec") ? obj["spec"] : json::object();
+  std::string type = spec.value("type", "ClusterIP");
+  if (type != "ClusterIP" && type != "NodePort" && type != "LoadBalancer" &&
+      type != "ExternalName") {
+    errors.not_supported("spec.type", type,
+                         {"ClusterIP", "ExternalName", "LoadBalancer", "NodePort"});
+    return;
+  }
+  std::string ip = spec.value("clusterIP", "");
+  if (type == "ExternalName") {
+    std::string name = spec.value("externalName", "");
+    if (name.empty()) {
+      errors.required("spec.externalName");
+    } else if (std::string msg = api::check_dns1123_subdomain(name); !msg.empty()) {
+      errors.invalid("spec.externalName", name, msg);
+    }
+  } else if (!ip.empty() && ip != "None" && !allocator.ip_in_range(ip)) {
+    in_addr probe{};
+    if (inet_pton(AF_INET, ip.c_str(), &probe) != 1) {
+      errors.invalid("spec.clusterIPs[0]", ip,
+                     "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)");
+    }
+  }
+  bool headless = ip == "None";
+  const json ports = spec.value("ports", json::array());
+  if (!ports.is_array() || (ports.empty() && type != "ExternalName" && !headless)) {
+    errors.required("spec.ports");
+    return;
+  }
+  std::set<std::string> names;
+  std::set<std::string> port_protocols;
+  for (size_t i = 0; i < ports.size(); ++i) {
+    const json& p = ports[i];
+    std::string at = "spec.ports[" + std::to_string(i) + "]";
+    std::string name = p.value("name", "");
+    if (ports.size() > 1 && name.empty()) errors.required(at + ".name");
+    if (!name.empty()) {
+      if (std::string msg = api::check_dns1123_label(name); !msg.empty()) {
+        errors.invalid(at + ".name", name, msg);
+      } else if (!names.insert(name).second) {
+        errors.duplicate(at + ".name", name);
+      }
+    }
+    int port = p.contains("port") && p["port"].is_number_integer() ? p["port"].get<int>() : 0;
+    if (!p.contains("port")) {
+      errors.required(at + ".port");
+    } else if (port < 1 || port > 65535) {
+      errors.invalid(at + ".port", std::to_string(port), "must be between 1 and 65535, inclusive");
+    }
+    std::string proto = p.value("protocol", "TCP");
+    if (proto != "TCP" && proto != "UDP" && proto != "SCTP") {
+      errors.not_supported(at + ".protocol", proto, {"SCTP", "TCP", "UDP"});
+    } else if (!port_protocols.insert(std::to_string(port) + "/" + proto).second) {
+      errors.duplicate(at, "{" + std::to_string(port) + " " + proto + "}");
+    }
+    if (p.contains("targetPort")) {
+      const json& t = p["targetPort"];
+      if (t.is_number_integer() && (t.get<int>() < 1 || t.get<int>() > 65535)) {
+        errors.invalid(at + ".targetPort", std::to_string(t.get<int>()),
+                       "must be between 1 and 65535, inclusive");
+      }
+    }
+    if (p.contains("nodePort") && p["nodePort"].is_number_integer()) {
+      int np = p["nodePort"].get<int>();
+      if (type == "ClusterIP" || type == "ExternalName") {
+        errors.forbidden(at + ".nodePort", "may not be used when `type` is '" + type + "'");
+      } else if (np < allocator.node_port_min() || np > allocator.node_port_max()) {
+        errors.invalid(at + ".nodePort", std::to_string(np),
+                       "provided port is not in the valid range. The range of valid ports is " +
+                           std::to_string(allocator.node_port_min()) + "-" +
+                           std::to_string(allocator.node_port_max()));
+      }
+    }
+  }
+  std::string affinity = spec.value("sessionAffinity", "None");
+  if (affinity != "None" && affinity != "ClientIP") {
+    errors.not_supported("spec.sessionAffinity", affinity, {"ClientIP", "None"});
+  }
+}
+
+// events.k8s.io/v1 Events are stored as core/v1 Events; these convert between the two.
+const std::pair<const char*, const char*> kEventFieldMap[] = {
+    {"involvedObject", "regarding"},
+    {"message", "note"},
+    {"source", "deprecatedSource"},
+    {"firstTimestamp", "deprecatedFirstTimestamp"},
+    {"lastTimestamp", "deprecatedLastTimestamp"},
+    {"count", "deprecatedCount"},
+    {"reportingComponent", "reportingController"},
+};
+
+void rename_fields(json& obj, bool core_to_new) {
+  for (const auto& [core, next] : kEventFieldMap) {
+    const char* from = core_to_new ? core : next;
+    const char* to = core_to_new ? next : core;
+    if (obj.contains(from)) {
+      obj[to] = std::move(obj[from]);
+      obj.erase(from);
+    }
+  }
+}
+
+void event_from_core(json& obj) {
+  rename_fields(obj, true);
+  obj["apiVersion"] = "events.k8s.io/v1";
+  obj["kind"] = "Event";
+}
+
+void event_to_core(json& obj) {
+  rename_fields(obj, false);
+  obj["apiVersion"] = "v1";
+  obj["kind"] = "Event";
+}
+
 }  // namespace
 
 void default_pod_spec(json& spec) {
@@ -196,7 +362,7 @@ void validate_pod_spec(const json& spec, const std::string& path, api::FieldErro
   }
 }
 
-void install_strategies(Registry& registry) {
+Status install_strategies(Registry& registry, const StrategyConfig& config) {
   Strategy namespaces;
   namespaces.name_rule = static_cast<int>(api::NameRule::kDns1123Label);
   namespaces.selectable_fields = {"status.phase"};
@@ -229,6 +395,7 @@ void install_strategies(Registry& registry) {
   registry.set_strategy("", "pods", std::move(pods));
 
   Strategy with_template;
+  with_template.tracks_generation = true;
   with_template.prepare_for_create = [](json& obj) { default_pod_template(obj, "template"); };
   with_template.prepare_for_update = [](json& obj, const json&) {
     default_pod_template(obj, "template");
@@ -241,7 +408,11 @@ void install_strategies(Registry& registry) {
     set_default(spec, "replicas", 1);
     set_default(spec, "revisionHistoryLimit", 10);
     set_default(spec, "progressDeadlineSeconds", 600);
-    set_default(spec, "strategy", json{{"type", "RollingUpdate"}});
+    if (!spec["strategy"].is_object() || !spec["strategy"].contains("type")) {
+      json strategy = spec["strategy"].is_object() ? spec["strategy"] : json::object();
+      strategy["type"] = "RollingUpdate";
+      spec["strategy"] = std::move(strategy);
+    }
     if (spec["strategy"].value("type", "") == "RollingUpdate") {
       json& ru = spec["strategy"]["rollingUpdate"];
       if (!ru.is_object()) ru = json::object();
@@ -304,6 +475,7 @@ void install_strategies(Registry& registry) {
   registry.set_strategy("batch", "jobs", std::move(jobs));
 
   Strategy cronjobs;
+  cronjobs.tracks_generation = true;
   cronjobs.prepare_for_create = [](json& obj) {
     json& spec = obj["spec"];
     set_default(spec, "concurrencyPolicy", "Allow");
@@ -313,18 +485,33 @@ void install_strategies(Registry& registry) {
   };
   registry.set_strategy("batch", "cronjobs", std::move(cronjobs));
 
+  auto created = ServiceAllocator::create(registry.store(), config.service_cidr,
+                                          config.node_port_min, config.node_port_max);
+  if (!created.is_ok()) return created.status();
+  std::shared_ptr<ServiceAllocator> allocator = std::move(created).value();
   Strategy services;
-  services.prepare_for_create = [](json& obj) {
-    json& spec = obj["spec"];
-    set_default(spec, "type", "ClusterIP");
-    set_default(spec, "sessionAffinity", "None");
-    set_default(spec, "internalTrafficPolicy", "Cluster");
-    if (spec.contains("ports") && spec["ports"].is_array()) {
-      for (json& p : spec["ports"]) {
-        set_default(p, "protocol", "TCP");
-        if (p.contains("port")) set_default(p, "targetPort", p["port"]);
-      }
+  services.prepare_for_create = [](json& obj) { default_service(obj); };
+  services.prepare_for_update = [](json& obj, const json& old) {
+    default_service(obj);
+    keep_allocations(obj, old);
+  };
+  services.validate = [allocator](const json& obj, api::FieldErrors& errors) {
+    validate_service(obj, *allocator, errors);
+  };
+  services.validate_update = [](const json& obj, const json& old, api::FieldErrors& errors) {
+    std::string ip = field_value(obj, "spec.clusterIP");
+    std::string was = field_value(old, "spec.clusterIP");
+    bool external = field_value(obj, "spec.type") == "ExternalName" ||
+                    field_value(old, "spec.type") == "ExternalName";
+    if (!external && !was.empty() && ip != was) {
+      errors.invalid("spec.clusterIPs[0]", ip, "field is immutable");
     }
+  };
+  services.reserve = [allocator](json& obj, const json* old) {
+    return allocator->reserve(obj, old);
+  };
+  services.settle = [allocator](const json* obj, const json* old, bool committed) {
+    allocator->settle(obj, old, committed);
   };
   registry.set_strategy("", "services", std::move(services));
 
@@ -344,7 +531,20 @@ void install_strategies(Registry& registry) {
                               "reportingComponent",
                               "source",
                               "type"};
+  events.ttl_seconds = config.event_ttl_seconds;
   registry.set_strategy("", "events", std::move(events));
+  Strategy new_events;
+  new_events.ttl_seconds = config.event_ttl_seconds;
+  new_events.from_storage = event_from_core;
+  new_events.to_storage = event_to_core;
+  new_events.selectable_fields = {"regarding.kind",
+                                  "regarding.namespace",
+                                  "regarding.name",
+                                  "regarding.uid",
+                                  "reason",
+                                  "reportingController",
+                                  "type"};
+  registry.set_strategy("events.k8s.io", "events", std::move(new_events));
 
   Strategy secrets;
   secrets.selectable_fields = {"type"};
@@ -358,6 +558,7 @@ void install_strategies(Registry& registry) {
   Strategy leases;
   leases.allow_create_on_update = false;
   registry.set_strategy("coordination.k8s.io", "leases", std::move(leases));
+  return Status::ok();
 }
 
 }  // namespace skiff::apiserver

@@ -10,7 +10,14 @@
 
 namespace skiff::apiserver {
 
-void install_strategies(Registry& registry);
+struct StrategyConfig {
+  std::string service_cidr = "10.43.0.0/16";
+  int node_port_min = 30000;
+  int node_port_max = 32767;
+  int64_t event_ttl_seconds = 3600;
+};
+
+Status install_strategies(Registry& registry, const StrategyConfig& config);
 
 // Upstream's defaults for a PodSpec (also used inside pod templates).
 void default_pod_spec(nlohmann::json& spec);
