@@ -113,25 +113,27 @@ class Client {
     req.set(http::field::host, "127.0.0.1");
     http::write(*stream_, req, ec);
     if (ec) return false;
-    http::response_parser<http::buffer_body> parser;
+    http::response_parser<http::string_body> parser;
     parser.body_limit(boost::none);
-    http::read_header(*stream_, buffer_, parser, ec);
-    if (ec) return false;
-    char chunk[65536];
     std::string pending;
-    while (!parser.is_done()) {
-      parser.get().body().data = chunk;
-      parser.get().body().size = sizeof(chunk);
-      http::read(*stream_, buffer_, parser, ec);
-      if (ec == http::error::need_buffer) ec = {};
-      if (ec) return false;
-      pending.append(chunk, sizeof(chunk) - parser.get().body().size);
+    bool stop = false;
+    // Each chunk's data arrives here as it is parsed, however the reads split it.
+    auto on_body = [&](std::uint64_t, beast::string_view data, beast::error_code&) -> size_t {
+      pending.append(data.data(), data.size());
       size_t start = 0, nl;
-      while ((nl = pending.find('\n', start)) != std::string::npos) {
-        if (!on_line(std::string_view(pending).substr(start, nl - start))) return true;
+      while (!stop && (nl = pending.find('\n', start)) != std::string::npos) {
+        if (!on_line(std::string_view(pending).substr(start, nl - start))) stop = true;
         start = nl + 1;
       }
       pending.erase(0, start);
+      return data.size();
+    };
+    parser.on_chunk_body(on_body);
+    http::read_header(*stream_, buffer_, parser, ec);
+    if (ec) return false;
+    while (!parser.is_done() && !stop) {
+      http::read_some(*stream_, buffer_, parser, ec);
+      if (ec) return false;
     }
     return true;
   }
@@ -308,6 +310,7 @@ void bench_watch(const char* name, Server& s, int watchers, int events, const st
                        lat[w].push_back(static_cast<double>(t - sent) / 1e6);
                      }
                      ++received;
+                     std::fprintf(stderr, "w%d line %.80s\n", w, std::string(line).c_str());
                      return ++seen < events;
                    });
     });
@@ -322,8 +325,12 @@ void bench_watch(const char* name, Server& s, int watchers, int events, const st
       Client client(s.port, s.kubeconfig);
       int i;
       while ((i = next++) < events) {
-        client.request(http::verb::post, "/api/v1/namespaces/" + ns + "/pods",
-                       pod_json("w-" + std::to_string(i), 0, now_ns()));
+        auto r = client.request(http::verb::post, "/api/v1/namespaces/" + ns + "/pods",
+                                pod_json("w-" + std::to_string(i), 0, now_ns()));
+        if (!r || r->status != 201) {
+          std::fprintf(stderr, "watch bench: create %d failed: %d %s\n", i, r ? r->status : 0,
+                       r ? r->body.substr(0, 200).c_str() : "no answer");
+        }
       }
     });
   }

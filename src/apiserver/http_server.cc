@@ -44,25 +44,33 @@ std::string status_json(int code, const char* reason, const std::string& message
          escaped + "\",\"reason\":\"" + reason + "\",\"code\":" + std::to_string(code) + "}";
 }
 
-// Wakes a coroutine waiting on its strand from any thread. The waiter checks its condition on
-// the strand before waiting, and wake() posts the cancel to the same strand, so no wake is lost.
+// Wakes a coroutine waiting on its strand from any thread. A wake that lands while the coroutine
+// is not waiting (it may be between checking its condition and waiting: co_await can yield to the
+// strand) is remembered, so it is never lost.
 class Waker {
  public:
   explicit Waker(Strand strand) : strand_(strand), timer_(strand) {
     timer_.expires_at(net::steady_timer::time_point::max());
   }
   void wake() {
-    net::post(strand_, [this] { timer_.cancel(); });
+    net::post(strand_, [this] {
+      woken_ = true;
+      timer_.cancel();
+    });
   }
   net::awaitable<void> wait() {
-    boost::system::error_code ec;
-    co_await timer_.async_wait(net::redirect_error(net::use_awaitable, ec));
-    timer_.expires_at(net::steady_timer::time_point::max());
+    if (!woken_) {
+      boost::system::error_code ec;
+      co_await timer_.async_wait(net::redirect_error(net::use_awaitable, ec));
+      timer_.expires_at(net::steady_timer::time_point::max());
+    }
+    woken_ = false;
   }
 
  private:
   Strand strand_;
   net::steady_timer timer_;
+  bool woken_ = false;  // strand only
 };
 
 class StreamImpl final : public ResponseStream, public std::enable_shared_from_this<StreamImpl> {
