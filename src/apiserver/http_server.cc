@@ -320,6 +320,15 @@ struct HttpServer::Impl {
                                    std::to_string(options.max_body_bytes) + " bytes")};
         auto res = to_http(r, 11, false);
         co_await http::async_write(*stream, res, net::redirect_error(net::use_awaitable, ec));
+        // Closing with unread request bytes makes the kernel reset the connection, which can
+        // destroy the 413 before the client reads it: read and drop the rest for a moment first.
+        beast::get_lowest_layer(*stream).expires_after(std::chrono::seconds(2));
+        std::vector<char> sink(64 * 1024);
+        size_t drained = 0;
+        while (!ec && drained < 64 * 1024 * 1024) {
+          drained += co_await stream->async_read_some(net::buffer(sink),
+                                                      net::redirect_error(net::use_awaitable, ec));
+        }
         break;
       }
       if (ec) break;

@@ -443,6 +443,7 @@ Response Registry::list(Ctx& c) {
   int64_t list_rv = 0;
   std::string next_start;
   bool more = false;
+  int64_t remaining = -1;
   while (true) {
     storage::RangeOptions page = opts;
     if (limit > 0)
@@ -484,6 +485,8 @@ Response Registry::list(Ctx& c) {
         if (rest) {
           more = true;
           next_start = kv->key.substr(prefix.size()) + std::string(1, '\0');
+          // Known exactly only when nothing was filtered out, as upstream.
+          if (!filtered) remaining = result->count - static_cast<int64_t>(used);
         }
         break;
       }
@@ -494,6 +497,7 @@ Response Registry::list(Ctx& c) {
 
   json meta{{"resourceVersion", std::to_string(list_rv)}};
   if (more) meta["continue"] = encode_continue(list_rv, next_start);
+  if (remaining > 0) meta["remainingItemCount"] = remaining;
   if (c.read.table) {
     json t{{"kind", "Table"},
            {"apiVersion", "meta.k8s.io/v1"},

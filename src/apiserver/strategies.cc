@@ -4,9 +4,11 @@
 
 #include <set>
 
+#include "api/selector.h"
 #include "api/validation.h"
 #include "apiserver/object.h"
 #include "apiserver/service_allocator.h"
+#include "base/kubeconfig.h"
 
 namespace skiff::apiserver {
 namespace {
@@ -120,6 +122,50 @@ void default_pod_template(json& obj, const char* path_to_template) {
   if (!spec.contains(path_to_template) || !spec[path_to_template].is_object()) return;
   json& tmpl = spec[path_to_template];
   if (tmpl.contains("spec") && tmpl["spec"].is_object()) default_pod_spec(tmpl["spec"]);
+}
+
+// replicas >= 0, a selector that is present and matches the template's labels.
+void validate_workload(const json& obj, bool map_selector, api::FieldErrors& errors) {
+  const json& spec = obj.contains("spec") && obj["spec"].is_object() ? obj["spec"] : json::object();
+  if (spec.contains("replicas") && spec["replicas"].is_number_integer() &&
+      spec["replicas"].get<int64_t>() < 0) {
+    errors.invalid_value("spec.replicas", spec["replicas"], "must be greater than or equal to 0");
+  }
+  json labels = json::object();
+  if (spec.contains("template") && spec["template"].is_object() &&
+      spec["template"].contains("metadata") && spec["template"]["metadata"].is_object()) {
+    labels = spec["template"]["metadata"].value("labels", json::object());
+  }
+  if (map_selector) {
+    // ReplicationControllers: a plain map, defaulted from the template's labels.
+    const json sel = spec.value("selector", json::object());
+    for (auto it = sel.begin(); it != sel.end(); ++it) {
+      if (!labels.contains(it.key()) || labels[it.key()] != it.value()) {
+        errors.invalid_value("spec.template.metadata.labels", labels,
+                             "`selector` does not match template `labels`");
+        return;
+      }
+    }
+    return;
+  }
+  if (!spec.contains("selector") || !spec["selector"].is_object()) {
+    errors.required("spec.selector");
+    return;
+  }
+  auto selector = api::LabelSelector::from_json(spec["selector"]);
+  if (!selector.is_ok()) {
+    errors.invalid("spec.selector", spec["selector"].dump(), selector.status().message());
+    return;
+  }
+  if (selector->empty()) {
+    errors.invalid("spec.selector", spec["selector"].dump(),
+                   "empty selector is invalid for deployment");
+    return;
+  }
+  if (!selector->matches(labels)) {
+    errors.invalid_value("spec.template.metadata.labels", labels,
+                         "`selector` does not match template `labels`");
+  }
 }
 
 void validate_template(const json& obj, api::FieldErrors& errors) {
@@ -401,8 +447,19 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
     default_pod_template(obj, "template");
   };
   with_template.validate = validate_template;
+  auto validate_apps = [](const json& obj, api::FieldErrors& errors) {
+    validate_template(obj, errors);
+    validate_workload(obj, false, errors);
+  };
+  auto selector_immutable = [](const json& obj, const json& old, api::FieldErrors& errors) {
+    json now = obj.contains("spec") ? obj["spec"].value("selector", json()) : json();
+    json was = old.contains("spec") ? old["spec"].value("selector", json()) : json();
+    if (now != was) errors.invalid_value("spec.selector", now, "field is immutable");
+  };
 
   Strategy deployments = with_template;
+  deployments.validate = validate_apps;
+  deployments.validate_update = selector_immutable;
   auto default_deployment = [](json& obj) {
     json& spec = obj["spec"];
     set_default(spec, "replicas", 1);
@@ -430,6 +487,8 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
   for (const char* r : {"replicasets", "statefulsets", "daemonsets"}) {
     Strategy s = with_template;
     s.selectable_fields = {"status.replicas"};
+    s.validate = validate_apps;
+    s.validate_update = selector_immutable;
     if (std::string(r) != "daemonsets") {
       s.prepare_for_create = [](json& obj) {
         set_default(obj["spec"], "replicas", 1);
@@ -441,8 +500,19 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
   Strategy rcs = with_template;
   rcs.selectable_fields = {"status.replicas"};
   rcs.prepare_for_create = [](json& obj) {
-    set_default(obj["spec"], "replicas", 1);
+    json& spec = obj["spec"];
+    set_default(spec, "replicas", 1);
+    // An empty selector is the template's labels, as upstream defaults it.
+    if ((!spec.contains("selector") || !spec["selector"].is_object() || spec["selector"].empty()) &&
+        spec.contains("template") && spec["template"].is_object() &&
+        spec["template"].contains("metadata") && spec["template"]["metadata"].is_object()) {
+      spec["selector"] = spec["template"]["metadata"].value("labels", json::object());
+    }
     default_pod_template(obj, "template");
+  };
+  rcs.validate = [](const json& obj, api::FieldErrors& errors) {
+    validate_template(obj, errors);
+    validate_workload(obj, true, errors);
   };
   registry.set_strategy("", "replicationcontrollers", std::move(rcs));
 
@@ -548,7 +618,27 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
 
   Strategy secrets;
   secrets.selectable_fields = {"type"};
-  secrets.prepare_for_create = [](json& obj) { set_default(obj, "type", "Opaque"); };
+  auto fold_string_data = [](json& obj) {
+    // stringData is write-only: its entries are merged into data, base64-encoded.
+    if (!obj.contains("stringData")) return;
+    if (obj["stringData"].is_object()) {
+      if (!obj.contains("data") || !obj["data"].is_object()) obj["data"] = json::object();
+      for (auto it = obj["stringData"].begin(); it != obj["stringData"].end(); ++it) {
+        if (it.value().is_string()) {
+          obj["data"][it.key()] = base64_encode(it.value().get<std::string>());
+        }
+      }
+    }
+    obj.erase("stringData");
+  };
+  secrets.prepare_for_create = [fold_string_data](json& obj) {
+    set_default(obj, "type", "Opaque");
+    fold_string_data(obj);
+  };
+  secrets.prepare_for_update = [fold_string_data](json& obj, const json& old) {
+    set_default(obj, "type", old.value("type", "Opaque"));
+    fold_string_data(obj);
+  };
   registry.set_strategy("", "secrets", std::move(secrets));
 
   Strategy nodes;
