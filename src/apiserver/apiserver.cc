@@ -223,6 +223,11 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options) {
   http.key_file = tls.paths.server_key;
   http.client_ca_file = tls.paths.ca_cert;
   http.worker_threads = s.options.worker_threads;
+  http.long_running = [](const Request& req) {
+    return req.flag("watch") || req.path.find("/watch/") != std::string::npos ||
+           req.flag("follow") || req.path.ends_with("/exec") || req.path.ends_with("/attach") ||
+           req.path.ends_with("/portforward") || req.path.ends_with("/proxy");
+  };
   Impl* self = impl.get();
   s.server = std::make_unique<HttpServer>(
       http, [self](Request& req, Responder& r) { self->handle(req, r); },

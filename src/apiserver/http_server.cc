@@ -259,6 +259,7 @@ struct HttpServer::Impl {
   std::unique_ptr<net::thread_pool> workers;
   std::vector<std::thread> io_threads;
   std::atomic<bool> stopped{false};
+  std::atomic<int> in_flight{0};
 
   net::awaitable<void> accept_loop() {
     while (true) {
@@ -342,12 +343,26 @@ struct HttpServer::Impl {
             authenticator(tls_handle(*stream), req.header("Authorization"), &req.user);
       }
 
+      bool counted = !(options.long_running && options.long_running(req));
+      if (counted && in_flight.fetch_add(1) >= options.max_in_flight) {
+        in_flight.fetch_sub(1);
+        Response busy{
+            429,
+            "application/json",
+            {{"Retry-After", "1"}},
+            status_json(429, "TooManyRequests", "Too many requests, please try again later.")};
+        auto res = to_http(busy, version, keep_alive && !stopped);
+        co_await http::async_write(*stream, res, net::redirect_error(net::use_awaitable, ec));
+        if (ec || !keep_alive) break;
+        continue;
+      }
       auto exchange = std::make_shared<Exchange>(strand);
       net::post(*workers, [this, exchange, &req] {
         handler(req, *exchange);
         exchange->done();
       });
       while (!exchange->is_done()) co_await exchange->waker().wait();
+      if (counted) in_flight.fetch_sub(1);
 
       std::shared_ptr<StreamImpl> streaming = exchange->stream();
       if (!exchange->response()) {

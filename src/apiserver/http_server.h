@@ -28,6 +28,10 @@ struct HttpServerOptions {
   size_t max_body_bytes = 3 * 1024 * 1024;
   int io_threads = 2;
   int worker_threads = 32;
+  // Requests being served at once, long-running ones (watches, streams) aside; more are answered
+  // 429 with Retry-After, as upstream's --max-requests-inflight.
+  int max_in_flight = 400;
+  std::function<bool(const Request&)> long_running;
 };
 
 // Fills *user from the TLS connection (null over plain HTTP) and the Authorization header value;

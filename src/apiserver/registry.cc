@@ -956,7 +956,9 @@ std::optional<api::ApiError> Registry::admit_namespace(const api::ResourceInfo& 
 }
 
 Response Registry::create(Ctx& c) {
-  if (!c.info.name.empty() && c.info.subresource.empty()) {
+  if (c.res.resource == "pods" && c.info.subresource == "binding") return bind_pod(c);
+  if (c.res.resource == "pods" && c.info.subresource == "eviction") return evict_pod(c);
+  if (!c.info.name.empty()) {
     return error_response(api::ApiError::method_not_allowed(
         "the server does not allow this method on the requested resource"));
   }
@@ -1676,6 +1678,137 @@ void Registry::shutdown() {
   ticker_cv_.notify_all();
   if (ticker_.joinable()) ticker_.join();
   for (const auto& s : sessions) s->stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// pods/binding and pods/eviction
+
+namespace {
+
+Response success_status(int code) {
+  return json_response(code, json{{"kind", "Status"},
+                                  {"apiVersion", "v1"},
+                                  {"metadata", json::object()},
+                                  {"status", "Success"},
+                                  {"code", code}}
+                                 .dump());
+}
+
+// Parses a subresource body of the given kind (Binding, Eviction) from JSON.
+std::optional<api::ApiError> decode_subresource(const Request& req, const std::string& kind,
+                                                json* out) {
+  std::string_view ct = req.header("Content-Type");
+  if (!ct.empty() && ct.find("json") == std::string_view::npos) {
+    return api::ApiError::unsupported_media_type(std::string(ct));
+  }
+  std::string error;
+  auto parsed = parse_json(req.body, nullptr, &error);
+  if (!parsed || !parsed->is_object()) {
+    return api::ApiError::bad_request("error decoding " + kind + ": " +
+                                      (error.empty() ? "not a JSON object" : error));
+  }
+  std::string body_kind = parsed->value("kind", kind);
+  if (body_kind != kind) {
+    return api::ApiError::bad_request("the kind in the data (" + body_kind +
+                                      ") does not match the expected kind (" + kind + ")");
+  }
+  *out = std::move(*parsed);
+  return std::nullopt;
+}
+
+}  // namespace
+
+Response Registry::bind_pod(Ctx& c) {
+  json binding;
+  if (auto e = decode_subresource(c.req, "Binding", &binding)) return error_response(*e);
+  std::string name = binding.contains("metadata") ? binding["metadata"].value("name", "") : "";
+  if (!name.empty() && name != c.info.name) {
+    return error_response(api::ApiError::bad_request(
+        "the name of the binding (" + name + ") does not match the pod (" + c.info.name + ")"));
+  }
+  std::string node = binding.contains("target") ? binding["target"].value("name", "") : "";
+  if (node.empty()) {
+    api::FieldErrors errors;
+    errors.required("target.name");
+    return error_response(api::ApiError::invalid("Binding", "", c.info.name, errors.take()));
+  }
+  std::string key = object_key(c.res, c.info.ns, c.info.name);
+  for (int attempt = 0; attempt < kMaxConflictRetries; ++attempt) {
+    auto kv = store_.get(key);
+    if (!kv.is_ok()) return error_response(api::ApiError::from_storage(kv.status()));
+    if (!*kv)
+      return error_response(api::ApiError::not_found(c.res.qualified_resource(), c.info.name));
+    json pod = parse_stored(**kv, &c.strategy);
+    if (pod["metadata"].contains("deletionTimestamp")) {
+      return error_response(api::ApiError::conflict(
+          c.res.qualified_resource(), c.info.name,
+          "pod " + c.info.name + " is being deleted, cannot be assigned to a host"));
+    }
+    std::string current = field_value(pod, "spec.nodeName");
+    if (!current.empty()) {
+      return error_response(api::ApiError::conflict(
+          c.res.qualified_resource(), c.info.name,
+          "pod " + c.info.name + " is already assigned to node \"" + current + "\""));
+    }
+    pod["spec"]["nodeName"] = node;
+    if (binding.contains("metadata") && binding["metadata"].contains("annotations") &&
+        binding["metadata"]["annotations"].is_object()) {
+      for (auto it = binding["metadata"]["annotations"].begin();
+           it != binding["metadata"]["annotations"].end(); ++it) {
+        pod["metadata"]["annotations"][it.key()] = it.value();
+      }
+    }
+    json& conditions = pod["status"]["conditions"];
+    if (!conditions.is_array()) conditions = json::array();
+    json scheduled{{"type", "PodScheduled"},
+                   {"status", "True"},
+                   {"lastProbeTime", nullptr},
+                   {"lastTransitionTime", rfc3339_now()}};
+    bool replaced = false;
+    for (json& cond : conditions) {
+      if (cond.value("type", "") == "PodScheduled") {
+        cond = scheduled;
+        replaced = true;
+      }
+    }
+    if (!replaced) conditions.push_back(scheduled);
+    storage::Txn txn;
+    txn.compare.push_back(
+        storage::Compare::mod_revision(key, storage::CompareOp::kEqual, (*kv)->mod_revision));
+    txn.success.push_back(storage::Op::put(key, stored_bytes(pod, &c.strategy)));
+    if (is_dry_run(c.req)) return success_status(201);
+    auto result = store_.txn(txn);
+    if (!result.is_ok()) return error_response(api::ApiError::from_storage(result.status()));
+    if (result->succeeded) return success_status(201);
+  }
+  return error_response(api::ApiError::conflict(c.res.qualified_resource(), c.info.name,
+                                                "the object has been modified; please apply your "
+                                                "changes to the latest version and try again"));
+}
+
+Response Registry::evict_pod(Ctx& c) {
+  json eviction;
+  if (auto e = decode_subresource(c.req, "Eviction", &eviction)) return error_response(*e);
+  // No PodDisruptionBudgets are served, so an eviction is a deletion with its options.
+  DeleteOptions opts;
+  if (auto e = parse_delete_options(c.req, &opts)) return error_response(*e);
+  opts.dry_run = opts.dry_run || is_dry_run(c.req);
+  if (eviction.contains("deleteOptions") && eviction["deleteOptions"].is_object()) {
+    const json& d = eviction["deleteOptions"];
+    if (d.contains("gracePeriodSeconds") && d["gracePeriodSeconds"].is_number_integer()) {
+      opts.grace_period = std::max<int64_t>(0, d["gracePeriodSeconds"].get<int64_t>());
+    }
+    if (auto pre = d.find("preconditions"); pre != d.end() && pre->is_object()) {
+      opts.precondition_uid = pre->value("uid", "");
+      opts.precondition_rv = pre->value("resourceVersion", "");
+    }
+  }
+  json out;
+  if (auto e = delete_object(c.res, c.strategy, object_key(c.res, c.info.ns, c.info.name),
+                             DeleteOptionsRef{&opts}, &out)) {
+    return error_response(*e);
+  }
+  return success_status(201);
 }
 
 }  // namespace skiff::apiserver

@@ -121,6 +121,8 @@ class Registry {
   Response patch(Ctx& c);
   Response remove(Ctx& c);
   Response remove_collection(Ctx& c);
+  Response bind_pod(Ctx& c);
+  Response evict_pod(Ctx& c);
 
   const Strategy& strategy(const api::ResourceInfo& r) const;
   const std::vector<TableColumn>& table(const api::ResourceInfo& r) const;

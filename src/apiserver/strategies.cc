@@ -371,6 +371,34 @@ void event_to_core(json& obj) {
   obj["kind"] = "Event";
 }
 
+// What upstream's admission plugins add to a new pod: the default service account, tolerations
+// for not-ready and unreachable nodes (300 s), and the priority of its class (0 without one).
+void admit_pod(json& spec) {
+  if (!spec.contains("serviceAccountName") || spec["serviceAccountName"] == "") {
+    spec["serviceAccountName"] = "default";
+  }
+  spec["serviceAccount"] = spec["serviceAccountName"];
+  json& tolerations = spec["tolerations"];
+  if (!tolerations.is_array()) tolerations = json::array();
+  for (const char* key : {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}) {
+    bool present = false;
+    for (const json& t : tolerations) {
+      if (t.is_object() && t.value("key", "") == key &&
+          (t.value("effect", "") == "NoExecute" || t.value("effect", "") == "")) {
+        present = true;
+      }
+    }
+    if (!present) {
+      tolerations.push_back({{"key", key},
+                             {"operator", "Exists"},
+                             {"effect", "NoExecute"},
+                             {"tolerationSeconds", 300}});
+    }
+  }
+  set_default(spec, "priority", 0);
+  set_default(spec, "preemptionPolicy", "PreemptLowerPriority");
+}
+
 }  // namespace
 
 void default_pod_spec(json& spec) {
@@ -432,6 +460,7 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
   pods.prepare_for_create = [](json& obj) {
     if (!obj.contains("spec") || !obj["spec"].is_object()) obj["spec"] = json::object();
     default_pod_spec(obj["spec"]);
+    admit_pod(obj["spec"]);
     obj["status"] = json{{"phase", "Pending"}, {"qosClass", qos_class(obj["spec"])}};
   };
   pods.validate = [](const json& obj, api::FieldErrors& errors) {

@@ -3,6 +3,7 @@
 Run with /usr/bin/python3: Debian's package imports only there.
 """
 
+import datetime
 import json
 import threading
 import time
@@ -348,6 +349,100 @@ class PythonClient(ServerTestCase):
         self.assertEqual(evs, [])
         self.assertGreaterEqual(elapsed, 1.5)
         self.assertLess(elapsed, 10)
+
+    def test_pod_admission_defaults(self):
+        ns = self.new_ns("adm")
+        p = self.core.create_namespaced_pod(ns, self.pod("p"))
+        self.assertEqual(p.spec.service_account_name, "default")
+        self.assertEqual(p.spec.priority, 0)
+        tolerations = {(t.key, t.effect, t.toleration_seconds) for t in p.spec.tolerations}
+        self.assertIn(("node.kubernetes.io/not-ready", "NoExecute", 300), tolerations)
+        self.assertIn(("node.kubernetes.io/unreachable", "NoExecute", 300), tolerations)
+        self.assertEqual(p.status.phase, "Pending")
+
+    def test_binding(self):
+        ns = self.new_ns("bind")
+        self.core.create_namespaced_pod(ns, self.pod("p"))
+        body = client.V1Binding(metadata=client.V1ObjectMeta(name="p"),
+                                target=client.V1ObjectReference(kind="Node", name="node-a"))
+        # pods/{name}/binding, as the scheduler binds. The answer is a Status, not a Binding.
+        self.core.create_namespaced_pod_binding("p", ns, body, _preload_content=False)
+        p = self.core.read_namespaced_pod("p", ns)
+        self.assertEqual(p.spec.node_name, "node-a")
+        scheduled = [c for c in p.status.conditions if c.type == "PodScheduled"]
+        self.assertEqual([c.status for c in scheduled], ["True"])
+        # A second binding conflicts.
+        with self.assertRaises(ApiException) as ctx:
+            self.core.create_namespaced_pod_binding("p", ns, body, _preload_content=False)
+        self.assertEqual(ctx.exception.status, 409)
+        self.assertIn("already assigned to node", status_of(ctx.exception).get("message", ""))
+        # Binding a missing pod is 404; a binding without a target is 422.
+        with self.assertRaises(ApiException) as ctx:
+            self.core.create_namespaced_pod_binding(
+                "nope", ns, client.V1Binding(metadata=client.V1ObjectMeta(name="nope"),
+                                     target=client.V1ObjectReference(kind="Node", name="n")),
+                _preload_content=False)
+        self.assertEqual(ctx.exception.status, 404)
+
+    def test_eviction(self):
+        ns = self.new_ns("evict")
+        self.core.create_namespaced_pod(ns, self.pod("p"))
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name="p", namespace=ns))
+        self.core.create_namespaced_pod_eviction("p", ns, body, _preload_content=False)
+        with self.assertRaises(ApiException) as ctx:
+            self.core.read_namespaced_pod("p", ns)
+        self.assertEqual(ctx.exception.status, 404)
+        with self.assertRaises(ApiException) as ctx:
+            self.core.create_namespaced_pod_eviction("p", ns, body, _preload_content=False)
+        self.assertEqual(ctx.exception.status, 404)
+
+    def test_service_allocation(self):
+        ns = self.new_ns("svc")
+        spec = client.V1ServiceSpec(type="NodePort", selector={"app": "x"},
+                                    ports=[client.V1ServicePort(port=80, target_port=8080)])
+        a = self.core.create_namespaced_service(
+            ns, client.V1Service(metadata=client.V1ObjectMeta(name="a"), spec=spec))
+        self.assertRegex(a.spec.cluster_ip, r"^10\.43\.")
+        node_port = a.spec.ports[0].node_port
+        self.assertTrue(30000 <= node_port <= 32767)
+        # The same node port or cluster IP cannot be taken twice.
+        taken = client.V1ServiceSpec(type="NodePort", cluster_ip=a.spec.cluster_ip,
+                                     ports=[client.V1ServicePort(port=81)])
+        with self.assertRaises(ApiException) as ctx:
+            self.core.create_namespaced_service(
+                ns, client.V1Service(metadata=client.V1ObjectMeta(name="b"), spec=taken))
+        self.assertEqual(ctx.exception.status, 422)
+        self.assertIn("provided IP is already allocated", status_of(ctx.exception)["message"])
+        # Once deleted, its IP can be asked for again.
+        self.core.delete_namespaced_service("a", ns)
+        again = client.V1ServiceSpec(cluster_ip=a.spec.cluster_ip,
+                                     ports=[client.V1ServicePort(port=80)])
+        c = self.core.create_namespaced_service(
+            ns, client.V1Service(metadata=client.V1ObjectMeta(name="c"), spec=again))
+        self.assertEqual(c.spec.cluster_ip, a.spec.cluster_ip)
+        # clusterIP is immutable.
+        c.spec.cluster_ip = "10.43.200.200"
+        c.spec.cluster_i_ps = ["10.43.200.200"]
+        with self.assertRaises(ApiException) as ctx:
+            self.core.replace_namespaced_service("c", ns, c)
+        self.assertEqual(ctx.exception.status, 422)
+
+    def test_events_views_and_ttl_lease(self):
+        ns = self.new_ns("ev")
+        ev = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name="e1"),
+            involved_object=client.V1ObjectReference(kind="Pod", name="p", namespace=ns),
+            reason="Tested", message="hello", type="Normal",
+            event_time=datetime.datetime.now(datetime.timezone.utc),
+            reporting_component="e2e", reporting_instance="e2e-1")
+        self.core.create_namespaced_event(ns, ev)
+        events = client.EventsV1Api(self.api_client)
+        same = events.read_namespaced_event("e1", ns)
+        self.assertEqual(same.note, "hello")
+        self.assertEqual(same.regarding.name, "p")
+        self.assertEqual(same.reason, "Tested")
+        listed = events.list_namespaced_event(ns, field_selector="regarding.name=p")
+        self.assertEqual([e.metadata.name for e in listed.items], ["e1"])
 
     def test_token_auth(self):
         cfg = client.Configuration()
