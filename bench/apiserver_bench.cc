@@ -310,7 +310,6 @@ void bench_watch(const char* name, Server& s, int watchers, int events, const st
                        lat[w].push_back(static_cast<double>(t - sent) / 1e6);
                      }
                      ++received;
-                     std::fprintf(stderr, "w%d line %.80s\n", w, std::string(line).c_str());
                      return ++seen < events;
                    });
     });
