@@ -56,6 +56,8 @@ class ResponseStream {
   virtual ~ResponseStream() = default;
   // Queues a chunk without blocking; false once the client has gone or the stream finished.
   virtual bool write(std::string chunk) = 0;
+  // The same for bytes shared with other streams (one encoded watch event sent to many).
+  virtual bool write_shared(std::shared_ptr<const std::string> chunk) = 0;
   // Ends the response after the queued chunks.
   virtual void finish() = 0;
   // `cb` runs once, on a server thread, when the client disconnects or the stream finishes.

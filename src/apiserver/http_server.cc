@@ -79,10 +79,15 @@ class StreamImpl final : public ResponseStream, public std::enable_shared_from_t
 
   bool write(std::string chunk) override {
     if (chunk.empty()) return !closed();
+    return write_shared(std::make_shared<const std::string>(std::move(chunk)));
+  }
+
+  bool write_shared(std::shared_ptr<const std::string> chunk) override {
+    if (!chunk || chunk->empty()) return !closed();
     {
       std::lock_guard lock(mu_);
       if (closed_ || finished_) return false;
-      queued_bytes_ += chunk.size();
+      queued_bytes_ += chunk->size();
       if (queued_bytes_ > kMaxQueuedStreamBytes) {
         // The client is not reading: drop it rather than buffer without bound.
         closed_ = true;
@@ -137,7 +142,7 @@ class StreamImpl final : public ResponseStream, public std::enable_shared_from_t
   }
 
   // Takes queued chunks; sets *done when the stream should end after them.
-  void take(std::deque<std::string>* out, bool* done) {
+  void take(std::deque<std::shared_ptr<const std::string>>* out, bool* done) {
     std::lock_guard lock(mu_);
     out->swap(chunks_);
     queued_bytes_ = 0;
@@ -150,12 +155,12 @@ class StreamImpl final : public ResponseStream, public std::enable_shared_from_t
   Strand strand_;
   Waker waker_;
   mutable std::mutex mu_;
-  std::deque<std::string> chunks_;                      // guarded by mu_
-  size_t queued_bytes_ = 0;                             // guarded by mu_
-  bool finished_ = false;                               // guarded by mu_
-  bool closed_ = false;                                 // guarded by mu_
-  bool close_ran_ = false;                              // guarded by mu_
-  std::vector<std::function<void()>> close_callbacks_;  // guarded by mu_
+  std::deque<std::shared_ptr<const std::string>> chunks_;  // guarded by mu_
+  size_t queued_bytes_ = 0;                                // guarded by mu_
+  bool finished_ = false;                                  // guarded by mu_
+  bool closed_ = false;                                    // guarded by mu_
+  bool close_ran_ = false;                                 // guarded by mu_
+  std::vector<std::function<void()>> close_callbacks_;     // guarded by mu_
 };
 
 // One request handed to the worker pool, and what the handler answered.
@@ -409,14 +414,17 @@ struct HttpServer::Impl {
           s->mark_closed();
         },
         net::detached);
-    std::deque<std::string> chunks;
+    std::deque<std::shared_ptr<const std::string>> chunks;
+    std::vector<net::const_buffer> buffers;
     while (true) {
       bool done = false;
       s->take(&chunks, &done);
-      for (std::string& chunk : chunks) {
-        co_await net::async_write(*stream, http::make_chunk(net::buffer(chunk)),
+      if (!chunks.empty()) {
+        // Everything queued goes out as one HTTP chunk: one write, full TLS records.
+        buffers.clear();
+        for (const auto& chunk : chunks) buffers.push_back(net::buffer(*chunk));
+        co_await net::async_write(*stream, http::make_chunk(buffers),
                                   net::redirect_error(net::use_awaitable, ec));
-        if (ec) break;
       }
       chunks.clear();
       if (ec) break;

@@ -142,17 +142,13 @@ struct Registry::Ctx {
 // Construction and dispatch
 
 Registry::Registry(storage::Store& store, const api::Schema& schema)
-    : store_(store), schema_(schema) {
+    : store_(store), schema_(schema), line_cache_(std::make_unique<EventLineCache>()) {
   default_table_.push_back({"Name", "string", "name", 0,
                             [](const json& o) -> json { return field_value(o, "metadata.name"); }});
   default_table_.push_back({"Created At", "date", "", 0, [](const json& o) -> json {
                               return field_value(o, "metadata.creationTimestamp");
                             }});
   ticker_ = std::thread([this] { ticker_loop(); });
-}
-
-Registry::~Registry() {
-  shutdown();
 }
 
 Result<int64_t> Registry::lease_for(int64_t ttl_seconds) {
@@ -518,12 +514,45 @@ Response Registry::list(Ctx& c) {
 // ---------------------------------------------------------------------------------------------
 // watch
 
+// Watch event lines encoded once and shared by every watcher that sends the same bytes. The
+// stores hand one KeyValue to all watchers of an event, so (value, type, revision) names a line;
+// holding the KeyValue in the slot keeps its address from being reused while cached.
+class Registry::EventLineCache {
+ public:
+  template <class Build>
+  std::shared_ptr<const std::string> get(const storage::KeyValuePtr& kv, char type, int64_t rv,
+                                         Build&& build) {
+    size_t h = std::hash<const void*>()(kv.get()) ^ static_cast<size_t>(rv * 31 + type);
+    Slot& slot = slots_[h % kSlots];
+    std::lock_guard lock(slot.mu);
+    if (slot.kv == kv && slot.type == type && slot.rv == rv) return slot.line;
+    slot.line = std::make_shared<const std::string>(build());
+    slot.kv = kv;
+    slot.type = type;
+    slot.rv = rv;
+    return slot.line;
+  }
+
+ private:
+  static constexpr size_t kSlots = 4096;
+  struct Slot {
+    std::mutex mu;
+    storage::KeyValuePtr kv;                  // guarded by mu
+    char type = 0;                            // guarded by mu
+    int64_t rv = 0;                           // guarded by mu
+    std::shared_ptr<const std::string> line;  // guarded by mu
+  };
+  std::array<Slot, kSlots> slots_;
+};
+
 class Registry::WatchSession : public std::enable_shared_from_this<WatchSession> {
  public:
-  WatchSession(const api::ResourceInfo& res, const Strategy& st, ReadOptions read,
-               const std::vector<TableColumn>& columns, std::shared_ptr<ResponseStream> stream,
-               bool bookmarks, std::chrono::steady_clock::time_point deadline)
-      : res_(res),
+  WatchSession(EventLineCache& cache, const api::ResourceInfo& res, const Strategy& st,
+               ReadOptions read, const std::vector<TableColumn>& columns,
+               std::shared_ptr<ResponseStream> stream, bool bookmarks,
+               std::chrono::steady_clock::time_point deadline)
+      : cache_(cache),
+        res_(res),
         st_(st),
         read_(std::move(read)),
         columns_(columns),
@@ -616,13 +645,14 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
         if (filtered && !matches(read_, prev)) return;
         prev["metadata"]["resourceVersion"] = std::to_string(e.revision);
       }
-      write_event("DELETED", prev, e.prev_kv->value, e.revision);
+      write_event("DELETED", prev, e.prev_kv->value, e.revision, &e.prev_kv);
       return;
     }
     if (!filtered) {
       json obj;
       if (read_.table || st_.from_storage) obj = parse_stored(*e.kv, &st_);
-      write_event(e.kv->version == 1 ? "ADDED" : "MODIFIED", obj, e.kv->value, e.kv->mod_revision);
+      write_event(e.kv->version == 1 ? "ADDED" : "MODIFIED", obj, e.kv->value, e.kv->mod_revision,
+                  &e.kv);
       return;
     }
     json obj = parse_stored(*e.kv, &st_);
@@ -637,7 +667,17 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
   }
 
   // `obj` is the parsed object when filters or tables needed it; else the stored bytes are used.
-  void write_event(const char* type, const json& obj, const std::string& stored, int64_t rv) {
+  // `source`, when given, is the stored value the line is made from; unconverted lines made
+  // from it are the same for every watcher and are shared through the cache.
+  void write_event(const char* type, const json& obj, const std::string& stored, int64_t rv,
+                   const storage::KeyValuePtr* source = nullptr) {
+    if (source && !read_.table && obj.is_null()) {
+      stream_->write_shared(cache_.get(*source, type[0], rv, [&] {
+        return std::string("{\"type\":\"") + type +
+               "\",\"object\":" + with_resource_version(stored, rv) + "}\n";
+      }));
+      return;
+    }
     std::string line = "{\"type\":\"";
     line += type;
     line += "\",\"object\":";
@@ -662,6 +702,7 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
     stream_->write("{\"type\":\"ERROR\",\"object\":" + e.to_json() + "}\n");
   }
 
+  EventLineCache& cache_;
   const api::ResourceInfo& res_;
   const Strategy& st_;
   const ReadOptions read_;
@@ -721,8 +762,9 @@ void Registry::watch(Ctx& c, Responder& responder) {
       c.read.table ? c.read.table_content_type : std::string("application/json");
   auto stream = responder.stream(200, content_type);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  auto session = std::make_shared<WatchSession>(c.res, c.strategy, c.read, table(c.res), stream,
-                                                req.flag("allowWatchBookmarks"), deadline);
+  auto session =
+      std::make_shared<WatchSession>(*line_cache_, c.res, c.strategy, c.read, table(c.res), stream,
+                                     req.flag("allowWatchBookmarks"), deadline);
   for (const auto& kv : initial_items) session->send_initial(kv);
   if (req.flag("sendInitialEvents")) session->send_initial_events_end(start - 1);
 
@@ -1809,6 +1851,10 @@ Response Registry::evict_pod(Ctx& c) {
     return error_response(*e);
   }
   return success_status(201);
+}
+
+Registry::~Registry() {
+  shutdown();
 }
 
 }  // namespace skiff::apiserver

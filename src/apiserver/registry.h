@@ -92,6 +92,7 @@ class Registry {
 
  private:
   class WatchSession;
+  class EventLineCache;
   struct Ctx;
   // Opaque pointer to the parsed DeleteOptions (defined in registry.cc).
   struct DeleteOptionsRef {
@@ -143,6 +144,7 @@ class Registry {
   Strategy default_strategy_;
   std::vector<TableColumn> default_table_;
 
+  std::unique_ptr<EventLineCache> line_cache_;
   std::mutex sessions_mu_;
   std::unordered_set<std::shared_ptr<WatchSession>> sessions_;  // guarded by sessions_mu_
   bool stopping_ = false;                                       // guarded by sessions_mu_
