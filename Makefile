@@ -4,7 +4,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 DATA_DIR ?= /var/lib/skiff
 
-.PHONY: all deps build test run bench bench-store format clean
+.PHONY: all deps build test run bench bench-store bench-apiserver format clean
 
 all: build
 
@@ -28,11 +28,15 @@ run: build
 	@scripts/install-deps.sh run
 	$(BUILD_DIR)/skiff server --data-dir $(DATA_DIR)
 
-bench: bench-store
+bench: bench-store bench-apiserver
 
 bench-store: build
 	@scripts/install-deps.sh test
 	$(BUILD_DIR)/bench/store_bench
+
+bench-apiserver: build
+	@scripts/install-deps.sh test
+	$(BUILD_DIR)/bench/apiserver_bench --skiff $(BUILD_DIR)/skiff
 
 format:
 	find cmd src tests bench -name '*.h' -o -name '*.cc' | xargs clang-format -i
