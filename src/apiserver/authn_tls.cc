@@ -6,22 +6,13 @@
 
 #include <cstring>
 
+#include "base/pki.h"
+
 namespace skiff::apiserver {
 namespace {
 
-std::string openssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "no OpenSSL error detail" : out;
-}
-
 Status tls_error(const std::string& what) {
-  return error(StatusCode::kInvalidArgument, what + ": " + openssl_errors());
+  return error(StatusCode::kInvalidArgument, what + ": " + pki::openssl_errors());
 }
 
 int select_http11(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,

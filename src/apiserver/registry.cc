@@ -899,6 +899,32 @@ std::optional<api::ApiError> decode_body(const Request& req, const api::Resource
   return std::nullopt;
 }
 
+// How a body's metadata.name relates to the URL.
+enum class UrlName { kNone, kMustMatch, kFillOrMatch };
+
+// The body's name and namespace must agree with the URL's (upstream's messages).
+std::optional<api::ApiError> match_url(json& meta, const RequestInfo& info,
+                                       const api::ResourceInfo& res, UrlName name_rule) {
+  if (name_rule != UrlName::kNone) {
+    std::string name = meta.value("name", "");
+    if (name.empty() && name_rule == UrlName::kFillOrMatch) {
+      meta["name"] = info.name;
+    } else if (name != info.name) {
+      return api::ApiError::bad_request("the name of the object (" + name +
+                                        ") does not match the name on the URL (" + info.name + ")");
+    }
+  }
+  if (res.namespaced) {
+    std::string ns = meta.value("namespace", "");
+    if (!ns.empty() && ns != info.ns) {
+      return api::ApiError::bad_request(
+          "the namespace of the provided object does not match the namespace sent on the "
+          "request");
+    }
+  }
+  return std::nullopt;
+}
+
 void add_warnings(Response& r, const std::vector<std::string>& warnings) {
   for (const std::string& w : warnings) {
     std::string escaped;
@@ -1009,13 +1035,8 @@ Response Registry::create(Ctx& c) {
   if (auto e = decode_body(c.req, c.res, schema_, &obj, &warnings)) return error_response(*e);
   json& meta = obj["metadata"];
   std::string ns = c.res.namespaced ? c.info.ns : "";
+  if (auto e = match_url(meta, c.info, c.res, UrlName::kNone)) return error_response(*e);
   if (c.res.namespaced) {
-    std::string body_ns = meta.value("namespace", "");
-    if (!body_ns.empty() && body_ns != ns) {
-      return error_response(api::ApiError::bad_request(
-          "the namespace of the provided object does not match the namespace sent on the "
-          "request"));
-    }
     meta["namespace"] = ns;
   } else {
     meta.erase("namespace");
@@ -1239,21 +1260,8 @@ Response Registry::update(Ctx& c) {
   }
   if (auto e = decode_body(c.req, *body_res, schema_, &body, &warnings)) return error_response(*e);
   json& meta = body["metadata"];
-  std::string body_name = meta.value("name", "");
-  if (body_name != c.info.name) {
-    return error_response(api::ApiError::bad_request("the name of the object (" + body_name +
-                                                     ") does not match the name on the URL (" +
-                                                     c.info.name + ")"));
-  }
-  if (c.res.namespaced) {
-    std::string body_ns = meta.value("namespace", "");
-    if (!body_ns.empty() && body_ns != c.info.ns) {
-      return error_response(api::ApiError::bad_request(
-          "the namespace of the provided object does not match the namespace sent on the "
-          "request"));
-    }
-    meta["namespace"] = c.info.ns;
-  }
+  if (auto e = match_url(meta, c.info, c.res, UrlName::kMustMatch)) return error_response(*e);
+  if (c.res.namespaced) meta["namespace"] = c.info.ns;
   std::string precondition = meta.value("resourceVersion", "");
   std::string key = object_key(c.res, c.info.ns, c.info.name);
   bool dry_run = is_dry_run(c.req);
@@ -1336,21 +1344,8 @@ Response Registry::patch(Ctx& c) {
     }
     if (!applied["metadata"].is_object()) applied["metadata"] = json::object();
     json& applied_meta = applied["metadata"];
-    std::string applied_name = applied_meta.value("name", "");
-    if (applied_name.empty()) {
-      applied_meta["name"] = c.info.name;
-    } else if (applied_name != c.info.name) {
-      return error_response(api::ApiError::bad_request("the name of the object (" + applied_name +
-                                                       ") does not match the name on the URL (" +
-                                                       c.info.name + ")"));
-    }
-    if (c.res.namespaced) {
-      std::string body_ns = applied_meta.value("namespace", "");
-      if (!body_ns.empty() && body_ns != c.info.ns) {
-        return error_response(api::ApiError::bad_request(
-            "the namespace of the provided object does not match the namespace sent on the "
-            "request"));
-      }
+    if (auto e = match_url(applied_meta, c.info, c.res, UrlName::kFillOrMatch)) {
+      return error_response(*e);
     }
     std::string precondition = applied_meta.value("resourceVersion", "");
     applied_meta.erase("resourceVersion");

@@ -48,18 +48,6 @@ using BioPtr = std::unique_ptr<BIO, BioFree>;
 using X509Ptr = std::unique_ptr<X509, X509Free>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
-// Drains OpenSSL's thread-local error queue into one line.
-std::string openssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "no OpenSSL error detail" : out;
-}
-
 Status ssl_error(StatusCode code, const std::string& what) {
   return error(code, what + ": " + openssl_errors());
 }
@@ -780,6 +768,18 @@ Result<PkiState> ensure_pki(const std::string& dir, const PkiOptions& options) {
 
   return PkiState{std::move(paths), std::move(*ca), std::move(sans),
                   ca_created,       server_issued,  admin_issued};
+}
+
+// Drains OpenSSL's thread-local error queue into one line.
+std::string openssl_errors() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? "no OpenSSL error detail" : out;
 }
 
 }  // namespace skiff::pki

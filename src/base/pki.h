@@ -154,6 +154,9 @@ Result<PkiState> ensure_pki(const std::string& dir, const PkiOptions& options);
 // Writes `data` to `path` atomically (temp file created with open(O_CREAT|O_EXCL, mode), fsync,
 // rename), so key files never exist with a wider mode.
 Status write_file_atomic(const std::string& path, const std::string& data, unsigned mode);
+// Drains OpenSSL's thread-local error queue into one line.
+std::string openssl_errors();
+
 // Reads a whole file; kNotFound when it does not exist.
 Result<std::string> read_file(const std::string& path);
 
