@@ -43,8 +43,8 @@ class WatchQueue {
 
   const size_t capacity_;
   const std::function<void()> notify_;
-  std::mutex notify_mu_;   // held while notify_ runs
-  bool closed_ = false;    // guarded by notify_mu_
+  std::mutex notify_mu_;  // held while notify_ runs
+  bool closed_ = false;   // guarded by notify_mu_
   mutable std::mutex mu_;
   std::vector<Event> events_;      // guarded by mu_
   bool ended_ = false;             // guarded by mu_

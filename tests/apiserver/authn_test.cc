@@ -18,21 +18,11 @@
 namespace skiff::apiserver {
 namespace {
 
+using tlstest::load_pem;
 using tlstest::ScratchDir;
 using tlstest::spit;
+using tlstest::X509Ptr;
 using Outcome = AuthnResult::Outcome;
-
-struct X509Deleter {
-  void operator()(X509* p) const { X509_free(p); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
-
-X509Ptr load_pem(const std::string& pem) {
-  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
-  BIO_free(bio);
-  return X509Ptr(cert);
-}
 
 std::vector<std::string> with_authenticated(std::vector<std::string> groups) {
   groups.push_back(kAuthenticatedGroup);

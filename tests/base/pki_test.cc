@@ -17,21 +17,11 @@
 namespace skiff::pki {
 namespace {
 
+using tlstest::load_pem;
 using tlstest::ScratchDir;
 using tlstest::slurp;
 using tlstest::spit;
-
-struct X509Deleter {
-  void operator()(X509* p) const { X509_free(p); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Deleter>;
-
-X509Ptr load_pem(const std::string& pem) {
-  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
-  BIO_free(bio);
-  return X509Ptr(cert);
-}
+using tlstest::X509Ptr;
 
 // Verifies `leaf_pem` against `ca_pem` with OpenSSL's own chain builder for `purpose`
 // (X509_PURPOSE_SSL_SERVER / X509_PURPOSE_SSL_CLIENT). Returns the X509_V_* result.
