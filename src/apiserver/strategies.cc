@@ -571,6 +571,21 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
     json& pod = spec["template"]["spec"];
     if (pod.value("restartPolicy", "Always") == "Always") pod["restartPolicy"] = "Never";
   };
+  jobs.validate_update = [](const json& obj, const json& old, api::FieldErrors& errors) {
+    const json now = obj.value("spec", json::object());
+    const json was = old.value("spec", json::object());
+    for (const char* field : {"selector", "completions", "completionMode"}) {
+      json a = now.value(field, json());
+      json b = was.value(field, json());
+      if (a != b) errors.invalid_value(std::string("spec.") + field, a, "field is immutable");
+    }
+    // The pod template may change only while the job is suspended, as upstream allows for
+    // scheduling directives.
+    if (!was.value("suspend", false) &&
+        now.value("template", json()) != was.value("template", json())) {
+      errors.invalid_value("spec.template", now.value("template", json()), "field is immutable");
+    }
+  };
   registry.set_strategy("batch", "jobs", std::move(jobs));
 
   Strategy cronjobs;

@@ -444,6 +444,34 @@ class PythonClient(ServerTestCase):
         listed = events.list_namespaced_event(ns, field_selector="regarding.name=p")
         self.assertEqual([e.metadata.name for e in listed.items], ["e1"])
 
+    def test_job_immutable_fields(self):
+        ns = self.new_ns("job")
+        batch = client.BatchV1Api(self.api_client)
+        job = client.V1Job(
+            metadata=client.V1ObjectMeta(name="j"),
+            spec=client.V1JobSpec(template=client.V1PodTemplateSpec(spec=client.V1PodSpec(
+                restart_policy="Never",
+                containers=[client.V1Container(name="c", image="busybox:1.36")]))))
+        created = batch.create_namespaced_job(ns, job)
+        # Defaults as upstream: completions, parallelism, backoffLimit, a selector on the uid.
+        self.assertEqual((created.spec.completions, created.spec.parallelism,
+                          created.spec.backoff_limit), (1, 1, 6))
+        uid = created.metadata.uid
+        self.assertEqual(created.spec.selector.match_labels,
+                         {"batch.kubernetes.io/controller-uid": uid})
+        with self.assertRaises(ApiException) as ctx:
+            batch.patch_namespaced_job("j", ns, {"spec": {"completions": 3}})
+        self.assertEqual(ctx.exception.status, 422)
+        self.assertIn("spec.completions", status_of(ctx.exception)["message"])
+        with self.assertRaises(ApiException) as ctx:
+            batch.patch_namespaced_job("j", ns, {"spec": {"template": {"spec": {
+                "containers": [{"name": "c", "image": "busybox:1.35"}]}}}})
+        self.assertEqual(ctx.exception.status, 422)
+        self.assertIn("field is immutable", status_of(ctx.exception)["message"])
+        # Parallelism may change.
+        patched = batch.patch_namespaced_job("j", ns, {"spec": {"parallelism": 2}})
+        self.assertEqual(patched.spec.parallelism, 2)
+
     def test_token_auth(self):
         cfg = client.Configuration()
         cfg.host = "https://127.0.0.1:%d" % self.server.port
