@@ -18,23 +18,31 @@ std::mt19937_64& rng() {
 
 }  // namespace
 
-std::string with_resource_version(std::string_view stored, int64_t resource_version) {
+void append_with_resource_version(std::string& out, std::string_view stored,
+                                  int64_t resource_version) {
   static constexpr std::string_view kMeta = "\"metadata\":{";
-  std::string rv = "\"resourceVersion\":\"" + std::to_string(resource_version) + "\"";
+  char rv[48];
+  int n = std::snprintf(rv, sizeof(rv), "\"resourceVersion\":\"%lld\"",
+                        static_cast<long long>(resource_version));
+  std::string_view rv_field(rv, static_cast<size_t>(n));
   size_t at = stored.find(kMeta);
-  std::string out;
-  out.reserve(stored.size() + rv.size() + 16);
   if (at == std::string_view::npos) {
     // No metadata object: add one at the front.
-    out.append("{\"metadata\":{").append(rv).append("}");
+    out.append("{\"metadata\":{").append(rv_field).append("}");
     if (stored.size() > 2) out.push_back(',');
     out.append(stored.substr(1));
-    return out;
+    return;
   }
   size_t insert = at + kMeta.size();
-  out.append(stored.substr(0, insert)).append(rv);
+  out.append(stored.substr(0, insert)).append(rv_field);
   if (insert < stored.size() && stored[insert] != '}') out.push_back(',');
   out.append(stored.substr(insert));
+}
+
+std::string with_resource_version(std::string_view stored, int64_t resource_version) {
+  std::string out;
+  out.reserve(stored.size() + 48);
+  append_with_resource_version(out, stored, resource_version);
   return out;
 }
 

@@ -12,6 +12,9 @@ namespace skiff::apiserver {
 // on the way out so reads and watch events reuse the stored bytes without parsing them.
 // `stored` must be a JSON object serialized with "metadata" as an object.
 std::string with_resource_version(std::string_view stored, int64_t resource_version);
+// The same, appended to `out` (lists build one body without per-item copies).
+void append_with_resource_version(std::string& out, std::string_view stored,
+                                  int64_t resource_version);
 
 // RFC 3339 UTC with second precision ("2026-11-27T13:12:00Z"), as metav1.Time marshals.
 std::string rfc3339_now();

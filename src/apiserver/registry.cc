@@ -433,7 +433,11 @@ Response Registry::list(Ctx& c) {
   bool filtered = has_filters(c.read);
   bool parse_all = filtered || c.read.table || c.strategy.from_storage;
   const auto& columns = table(c.res);
-  std::string items;  // concatenated JSON items
+  // The body is built in one buffer: items first, then the list metadata (known only at the
+  // end; JSON member order does not matter to clients), so no item is copied twice.
+  std::string body = "{\"kind\":\"" + list_kind(c.res) + "\",\"apiVersion\":\"" +
+                     c.res.group_version() + "\",\"items\":[";
+  const size_t items_start = body.size();
   json rows = json::array();
   int64_t collected = 0;
   int64_t list_rv = 0;
@@ -459,6 +463,11 @@ Response Registry::list(Ctx& c) {
     }
     if (opts.revision == 0) opts.revision = result->revision;
     list_rv = opts.revision;
+    if (!parse_all) {
+      size_t bytes = 0;
+      for (const storage::KeyValuePtr& kv : result->kvs) bytes += kv->value.size() + 48;
+      body.reserve(body.size() + bytes + 256);
+    }
     size_t used = 0;
     for (const storage::KeyValuePtr& kv : result->kvs) {
       ++used;
@@ -468,12 +477,12 @@ Response Registry::list(Ctx& c) {
         if (c.read.table) {
           rows.push_back(table_row(columns, obj, c.read.include_object));
         } else {
-          if (!items.empty()) items.push_back(',');
-          items += obj.dump();
+          if (body.size() > items_start) body.push_back(',');
+          body += obj.dump();
         }
       } else {
-        if (!items.empty()) items.push_back(',');
-        items += with_resource_version(kv->value, kv->mod_revision);
+        if (body.size() > items_start) body.push_back(',');
+        append_with_resource_version(body, kv->value, kv->mod_revision);
       }
       ++collected;
       if (limit > 0 && collected >= limit) {
@@ -504,10 +513,9 @@ Response Registry::list(Ctx& c) {
     r.content_type = c.read.table_content_type;
     return r;
   }
-  std::string body = "{\"kind\":\"" + list_kind(c.res) + "\",\"apiVersion\":\"" +
-                     c.res.group_version() + "\",\"metadata\":" + meta.dump() + ",\"items\":[";
-  body += items;
-  body += "]}";
+  body += "],\"metadata\":";
+  body += meta.dump();
+  body += "}";
   return json_response(200, std::move(body));
 }
 
