@@ -159,6 +159,37 @@ class Client {
   beast::flat_buffer buffer_;
 };
 
+struct LoadResult {
+  std::vector<double> latencies_ms;
+  double per_second = 0;
+};
+
+// Runs `op(worker, i)` (true on success) in `workers` threads for `seconds`; collects the
+// latency of each successful op.
+template <class Op>
+LoadResult run_load(int workers, double seconds, Op op) {
+  std::atomic<bool> stop{false};
+  std::vector<std::vector<double>> lat(workers);
+  std::vector<std::thread> threads;
+  auto t0 = Clock::now();
+  for (int w = 0; w < workers; ++w) {
+    threads.emplace_back([&, w] {
+      for (int i = 0; !stop; ++i) {
+        auto start = Clock::now();
+        if (op(w, i)) lat[w].push_back(ms_since(start));
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  LoadResult r;
+  for (auto& l : lat) r.latencies_ms.insert(r.latencies_ms.end(), l.begin(), l.end());
+  r.per_second = static_cast<double>(r.latencies_ms.size()) / elapsed;
+  return r;
+}
+
 std::string pod_json(const std::string& name, size_t pad, int64_t stamp) {
   std::string p(pad, 'x');
   return "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"" + name +
@@ -204,36 +235,20 @@ bool start_server(const std::string& skiff, const std::string& dir,
 
 void bench_creates(const char* name, Server& s, int clients, double seconds, size_t pad,
                    const std::string& ns) {
-  std::atomic<bool> stop{false};
-  std::vector<std::vector<double>> lat(clients);
   std::atomic<int64_t> errors{0};
-  std::vector<std::thread> threads;
-  auto t0 = Clock::now();
-  for (int c = 0; c < clients; ++c) {
-    threads.emplace_back([&, c] {
-      Client client(s.port, s.kubeconfig);
-      for (int i = 0; !stop; ++i) {
-        auto start = Clock::now();
-        auto r = client.request(
-            http::verb::post, "/api/v1/namespaces/" + ns + "/pods",
-            pod_json("p-" + std::to_string(c) + "-" + std::to_string(i), pad, now_ns()));
-        if (!r || r->status != 201) {
-          ++errors;
-          continue;
-        }
-        lat[c].push_back(ms_since(start));
-      }
-    });
-  }
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  stop = true;
-  for (auto& t : threads) t.join();
-  double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::vector<double> all;
-  for (auto& l : lat) all.insert(all.end(), l.begin(), l.end());
-  std::printf("| %s | %d | %zu | %.0f | %.2f | %.2f | %ld |\n", name, clients, all.size(),
-              static_cast<double>(all.size()) / elapsed, percentile(all, 0.5),
-              percentile(all, 0.99), static_cast<long>(errors.load()));
+  std::vector<std::unique_ptr<Client>> conns;
+  for (int c = 0; c < clients; ++c) conns.push_back(std::make_unique<Client>(s.port, s.kubeconfig));
+  LoadResult r = run_load(clients, seconds, [&](int c, int i) {
+    auto reply = conns[c]->request(
+        http::verb::post, "/api/v1/namespaces/" + ns + "/pods",
+        pod_json("p-" + std::to_string(c) + "-" + std::to_string(i), pad, now_ns()));
+    if (reply && reply->status == 201) return true;
+    ++errors;
+    return false;
+  });
+  std::printf("| %s | %d | %zu | %.0f | %.2f | %.2f | %ld |\n", name, clients,
+              r.latencies_ms.size(), r.per_second, percentile(r.latencies_ms, 0.5),
+              percentile(r.latencies_ms, 0.99), static_cast<long>(errors.load()));
   std::fflush(stdout);
 }
 
@@ -351,32 +366,15 @@ void bench_raw_etcd(const std::vector<std::string>& endpoints, int writers, doub
   o.compaction_window = std::chrono::milliseconds(0);
   auto store = skiff::storage::open_etcd_store(o);
   if (!store.is_ok()) return;
-  std::atomic<bool> stop{false};
-  std::vector<std::vector<double>> lat(writers);
-  std::vector<std::thread> threads;
   std::string value(1024, 'x');
-  auto t0 = Clock::now();
-  for (int w = 0; w < writers; ++w) {
-    threads.emplace_back([&, w] {
-      for (int i = 0; !stop; ++i) {
-        auto start = Clock::now();
-        if ((*store)
-                ->put("/raw/" + std::to_string(w) + "/" + std::to_string(i % 1000), value)
-                .is_ok()) {
-          lat[w].push_back(ms_since(start));
-        }
-      }
-    });
-  }
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  stop = true;
-  for (auto& t : threads) t.join();
-  double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::vector<double> all;
-  for (auto& l : lat) all.insert(all.end(), l.begin(), l.end());
+  LoadResult r = run_load(writers, seconds, [&](int w, int i) {
+    return (*store)
+        ->put("/raw/" + std::to_string(w) + "/" + std::to_string(i % 1000), value)
+        .is_ok();
+  });
   std::printf("| raw etcd puts (anchor) | %d | %zu | %.0f | %.2f | %.2f | 0 |\n", writers,
-              all.size(), static_cast<double>(all.size()) / elapsed, percentile(all, 0.5),
-              percentile(all, 0.99));
+              r.latencies_ms.size(), r.per_second, percentile(r.latencies_ms, 0.5),
+              percentile(r.latencies_ms, 0.99));
 }
 
 }  // namespace

@@ -933,6 +933,24 @@ std::optional<api::ApiError> match_url(json& meta, const RequestInfo& info,
   return std::nullopt;
 }
 
+// Prunes fields the schema does not know from a patched or applied object. A value of the wrong
+// type is a 400; unknown fields are a 400 only under fieldValidation=Strict.
+std::optional<api::ApiError> prune_patched(json& obj, const api::TypeInfo* type,
+                                           const api::Schema& schema, const Request& req,
+                                           const char* what) {
+  std::vector<std::string> unknown, mistyped;
+  if (type) prune_unknown_fields(obj, *type, schema, "", &unknown, &mistyped);
+  if (!mistyped.empty()) {
+    return api::ApiError::bad_request(std::string("error decoding ") + what +
+                                      ": wrong type for field \"" + mistyped.front() + "\"");
+  }
+  if (req.param("fieldValidation") == "Strict" && !unknown.empty()) {
+    return api::ApiError::bad_request("strict decoding error: unknown field \"" + unknown.front() +
+                                      "\"");
+  }
+  return std::nullopt;
+}
+
 void add_warnings(Response& r, const std::vector<std::string>& warnings) {
   for (const std::string& w : warnings) {
     std::string escaped;
@@ -1357,15 +1375,8 @@ Response Registry::patch(Ctx& c) {
     }
     std::string precondition = applied_meta.value("resourceVersion", "");
     applied_meta.erase("resourceVersion");
-    std::vector<std::string> unknown, mistyped;
-    prune_unknown_fields(applied, *c.res.type, schema_, "", &unknown, &mistyped);
-    if (!mistyped.empty()) {
-      return error_response(api::ApiError::bad_request(
-          "error decoding patch: wrong type for field \"" + mistyped.front() + "\""));
-    }
-    if (c.req.param("fieldValidation") == "Strict" && !unknown.empty()) {
-      return error_response(api::ApiError::bad_request("strict decoding error: unknown field \"" +
-                                                       unknown.front() + "\""));
+    if (auto e = prune_patched(applied, c.res.type, schema_, c.req, "patch")) {
+      return error_response(*e);
     }
     std::string_view force_param = c.req.param("force");
     bool force = force_param == "true" || force_param == "True" || force_param == "1";
@@ -1471,15 +1482,8 @@ Response Registry::patch(Ctx& c) {
     if (!patched.is_object()) {
       return error_response(api::ApiError::bad_request("the patched object is not an object"));
     }
-    std::vector<std::string> unknown, mistyped;
-    if (type) prune_unknown_fields(patched, *type, schema_, "", &unknown, &mistyped);
-    if (!mistyped.empty()) {
-      return error_response(api::ApiError::bad_request(
-          "error decoding patched object: wrong type for field \"" + mistyped.front() + "\""));
-    }
-    if (c.req.param("fieldValidation") == "Strict" && !unknown.empty()) {
-      return error_response(api::ApiError::bad_request("strict decoding error: unknown field \"" +
-                                                       unknown.front() + "\""));
+    if (auto e = prune_patched(patched, type, schema_, c.req, "patched object")) {
+      return error_response(*e);
     }
     if (!patched["metadata"].is_object()) patched["metadata"] = json::object();
     std::string precondition = patched["metadata"].value("resourceVersion", "");
