@@ -46,48 +46,6 @@ std::string with_resource_version(std::string_view stored, int64_t resource_vers
   return out;
 }
 
-std::string rfc3339(int64_t unix_seconds) {
-  time_t t = static_cast<time_t>(unix_seconds);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-std::string rfc3339_now() {
-  return rfc3339(std::chrono::duration_cast<std::chrono::seconds>(
-                     std::chrono::system_clock::now().time_since_epoch())
-                     .count());
-}
-
-int64_t parse_rfc3339(std::string_view text) {
-  struct tm tm = {};
-  int consumed = 0;
-  std::string s(text);
-  if (std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6) {
-    return -1;
-  }
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  int64_t t = timegm(&tm);
-  std::string_view rest = text.substr(static_cast<size_t>(consumed));
-  if (!rest.empty() && rest[0] == '.') {
-    size_t i = 1;
-    while (i < rest.size() && std::isdigit(static_cast<unsigned char>(rest[i]))) ++i;
-    rest = rest.substr(i);
-  }
-  if (rest == "Z" || rest == "z") return t;
-  int hh = 0, mm = 0;
-  if (rest.size() == 6 && (rest[0] == '+' || rest[0] == '-') &&
-      std::sscanf(std::string(rest.substr(1)).c_str(), "%2d:%2d", &hh, &mm) == 2) {
-    int64_t offset = hh * 3600 + mm * 60;
-    return rest[0] == '+' ? t - offset : t + offset;
-  }
-  return -1;
-}
-
 std::string new_uid() {
   uint64_t a = rng()();
   uint64_t b = rng()();

@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/time.h"
+
 namespace skiff::apiserver {
 
 // Objects are stored without metadata.resourceVersion: it is the key's mod revision, spliced in
@@ -15,12 +17,6 @@ std::string with_resource_version(std::string_view stored, int64_t resource_vers
 // The same, appended to `out` (lists build one body without per-item copies).
 void append_with_resource_version(std::string& out, std::string_view stored,
                                   int64_t resource_version);
-
-// RFC 3339 UTC with second precision ("2026-11-27T13:12:00Z"), as metav1.Time marshals.
-std::string rfc3339_now();
-std::string rfc3339(int64_t unix_seconds);
-// Parses what rfc3339() writes (and fractional seconds / offsets); -1 on error.
-int64_t parse_rfc3339(std::string_view text);
 
 // A random version 4 UUID.
 std::string new_uid();
