@@ -1,0 +1,87 @@
+#pragma once
+
+// Helpers the workload controllers share: expectations, owner references, pods from templates,
+// pod state predicates, and adoption/release of pods by selector (client-go's
+// ControllerRefManager).
+//
+// Thread-safety: Expectations is safe from any thread; the free functions are pure or use only
+// the ApiClient (itself thread-safe).
+
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "api/selector.h"
+#include "controllers/controller.h"
+
+namespace skiff::controllers {
+
+// How many creations and deletions a controller has asked for and not yet seen in its cache,
+// per controller key, so it does not act twice on a stale cache. Records expire after 5 minutes
+// (a watch event that never arrives must not wedge the controller).
+class Expectations {
+ public:
+  explicit Expectations(const Clock& clock = SystemClock::instance()) : clock_(clock) {}
+  void expect(const std::string& key, int creations, int deletions);
+  void creation_observed(const std::string& key);
+  void deletion_observed(const std::string& key);
+  // Lowers what is expected (a create or delete request failed, so no event will come).
+  void lower(const std::string& key, int creations, int deletions);
+  // True when nothing is pending (or the record expired): the cache can be trusted.
+  bool satisfied(const std::string& key) const;
+  void forget(const std::string& key);
+
+ private:
+  struct Record {
+    int creations = 0;
+    int deletions = 0;
+    std::chrono::system_clock::time_point at;
+  };
+  const Clock& clock_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Record> records_;  // guarded by mu_
+};
+
+// An ownerReference to `owner` marking it as the controller (controller and
+// blockOwnerDeletion true).
+Json controller_ref(const Json& owner, std::string_view kind, std::string_view api_version);
+// True when `obj` has a controller reference with `uid`.
+bool is_controlled_by(const Json& obj, std::string_view uid);
+
+// A pod for `owner` from a pod template (metadata labels/annotations/finalizers + spec), named
+// "<generate_name_prefix>-<random>" by the API server.
+Json pod_from_template(const Json& pod_template, const Json& owner, std::string_view kind,
+                       std::string_view api_version, std::string_view generate_name_prefix);
+
+// Phase is neither Succeeded nor Failed and the pod is not being deleted.
+bool is_pod_active(const Json& pod);
+bool is_pod_terminating(const Json& pod);
+// The Ready condition is True.
+bool is_pod_ready(const Json& pod);
+// Ready for at least min_ready_seconds (by the Ready condition's lastTransitionTime).
+bool is_pod_available(const Json& pod, int64_t min_ready_seconds, int64_t now_seconds);
+std::string pod_phase(const Json& pod);
+
+// The selector of a workload (spec.selector as a LabelSelector object); an absent or
+// unparsable selector matches nothing.
+api::LabelSelector selector_of(const Json& workload);
+bool labels_match(const api::LabelSelector& selector, const Json& obj);
+
+// Adoption and release, as upstream's ControllerRefManager: of the pods in the owner's
+// namespace, those controlled by the owner that still match stay; those controlled by the owner
+// that no longer match are released (their ownerReference removed); orphans that match are
+// adopted (an ownerReference added) unless the owner is being deleted. Returns the pods the
+// owner controls afterwards. Adoption and release are patches conditioned on the pod's uid.
+Result<std::vector<ObjectPtr>> claim_pods(client::ApiClient& api, const Json& owner,
+                                          std::string_view kind, std::string_view api_version,
+                                          const api::LabelSelector& selector,
+                                          const std::vector<ObjectPtr>& pods_in_namespace);
+
+// Merges `conditions` (list of {type,status,reason,message,...}) by type: replaces the entry of
+// the same type, keeping lastTransitionTime when status is unchanged.
+void set_condition(Json& status, Json condition, const std::string& now);
+const Json* find_condition(const Json& status, std::string_view type);
+
+}  // namespace skiff::controllers
