@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstdio>
 #include <ctime>
+#include <string>
 
 namespace skiff {
 
@@ -63,6 +64,48 @@ std::string rfc3339_micro(std::chrono::system_clock::time_point t) {
   std::snprintf(buf, sizeof(buf), ".%06lld", static_cast<long long>(frac));
   s.insert(s.size() - 1, buf);
   return s;
+}
+
+Result<std::chrono::milliseconds> parse_duration(std::string_view text) {
+  auto bad = [&] {
+    return error(StatusCode::kInvalidArgument, "invalid duration \"" + std::string(text) +
+                                                   "\" (examples: 500ms, 40s, 5m, 1h30m)");
+  };
+  if (text.empty()) return bad();
+  if (text == "0") return std::chrono::milliseconds(0);
+  double total_ms = 0;
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t start = i;
+    while (i < text.size() &&
+           (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) {
+      ++i;
+    }
+    if (i == start) return bad();
+    double value = 0;
+    try {
+      value = std::stod(std::string(text.substr(start, i - start)));
+    } catch (...) {
+      return bad();
+    }
+    size_t unit_start = i;
+    while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
+    std::string_view unit = text.substr(unit_start, i - unit_start);
+    double scale = 0;
+    if (unit == "ms") {
+      scale = 1;
+    } else if (unit == "s") {
+      scale = 1000;
+    } else if (unit == "m") {
+      scale = 60000;
+    } else if (unit == "h") {
+      scale = 3600000;
+    } else {
+      return bad();
+    }
+    total_ms += value * scale;
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(total_ms + 0.5));
 }
 
 SystemClock& SystemClock::instance() {

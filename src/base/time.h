@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/status.h"
+
 namespace skiff {
 
 // "2026-11-27T13:12:00Z"
@@ -21,6 +23,9 @@ std::string rfc3339_now();
 std::string rfc3339_micro(std::chrono::system_clock::time_point t);
 // Seconds since the epoch from RFC 3339 (fractional seconds and offsets accepted); -1 on error.
 int64_t parse_rfc3339(std::string_view text);
+
+// A Go-style duration ("300ms", "40s", "5m", "1h30m", "1.5s"); kInvalidArgument otherwise.
+Result<std::chrono::milliseconds> parse_duration(std::string_view text);
 
 // Wall-clock time, injectable so tests of time-driven logic (grace periods, back-off, cron) need
 // not sleep.
