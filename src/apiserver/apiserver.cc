@@ -213,6 +213,8 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options) {
   strategy_config.event_ttl_seconds = s.options.event_ttl_seconds;
   SKIFF_RETURN_IF_ERROR(install_strategies(*s.registry, strategy_config));
   install_tables(*s.registry);
+  // Before the bootstrap writes, so every write since the start is in the caches' windows.
+  s.registry->start_watch_caches();
   s.discovery = std::make_unique<Discovery>(*s.schema);
   s.openapi = std::make_unique<api::OpenApi>(*s.schema);
 

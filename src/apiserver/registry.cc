@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -384,6 +385,128 @@ Response Registry::get(Ctx& c) {
   return json_response(200, read_bytes(stored, stored.mod_revision, c.strategy));
 }
 
+namespace {
+
+bool matches_attrs(const ReadOptions& read, const ObjectAttrs& attrs, const storage::KeyValue& kv) {
+  if (!read.labels.empty() && !read.labels.matches(attrs.labels)) return false;
+  if (read.fields.empty()) return true;
+  std::optional<json> parsed;  // only for a path the cache did not precompute
+  return read.fields.matches([&](const std::string& f) {
+    if (const std::string* v = attrs.field(f)) return *v;
+    if (!parsed) parsed = parse_stored(kv);
+    return field_value(*parsed, f);
+  });
+}
+
+// Whether a cached object passes the request's selectors: from its cached attributes unless the
+// resource converts its stored form (the selectors then apply to the converted object).
+bool matches_cached(const ReadOptions& read, const Strategy& st, const WatchCache& cache,
+                    const CachedObject& obj) {
+  if (!has_filters(read)) return true;
+  if (st.from_storage) return matches(read, parse_stored(obj.kv(), &st));
+  return matches_attrs(read, obj.attrs(cache.field_paths()), obj.kv());
+}
+
+// A list response built from stored values one at a time, in one buffer: items first, then the
+// list metadata (known only at the end; JSON member order does not matter to clients), so no
+// item is copied twice.
+class ListBuilder {
+ public:
+  ListBuilder(const api::ResourceInfo& res, const Strategy& st, const ReadOptions& read,
+              const std::vector<TableColumn>& columns)
+      : st_(st),
+        read_(read),
+        columns_(columns),
+        filtered_(has_filters(read)),
+        parse_all_(filtered_ || read.table || st.from_storage) {
+    body_ = "{\"kind\":\"" + list_kind(res) + "\",\"apiVersion\":\"" + res.group_version() +
+            "\",\"items\":[";
+    items_start_ = body_.size();
+  }
+
+  bool filtered() const { return filtered_; }
+
+  void reserve(const std::vector<storage::KeyValuePtr>& kvs) {
+    if (parse_all_) return;
+    size_t bytes = 0;
+    for (const storage::KeyValuePtr& kv : kvs) bytes += kv->value.size() + 48;
+    body_.reserve(body_.size() + bytes + 256);
+  }
+  void reserve(const std::vector<CachedObjectPtr>& objects) {
+    if (parse_all_ && !(filtered_ && !read_.table && !st_.from_storage)) return;
+    size_t bytes = 0;
+    for (const CachedObjectPtr& o : objects) bytes += o->kv().value.size() + 48;
+    body_.reserve(body_.size() + bytes + 256);
+  }
+
+  // Adds a stored value unless the selectors drop it; returns whether it was added.
+  bool add(const storage::KeyValue& kv) {
+    if (!parse_all_) {
+      append(kv);
+      return true;
+    }
+    json obj = parse_stored(kv, &st_);
+    if (filtered_ && !matches(read_, obj)) return false;
+    add_parsed(obj);
+    return true;
+  }
+
+  // The same for a cached object, whose selector attributes are parsed once for all readers.
+  bool add(const CachedObject& cached, const WatchCache& cache) {
+    if (!filtered_ || st_.from_storage) return add(cached.kv());
+    if (!matches_attrs(read_, cached.attrs(cache.field_paths()), cached.kv())) return false;
+    if (read_.table) {
+      add_parsed(parse_stored(cached.kv(), &st_));
+    } else {
+      append(cached.kv());
+    }
+    return true;
+  }
+
+  Response finish(json meta) {
+    if (read_.table) {
+      json t{{"kind", "Table"},
+             {"apiVersion", "meta.k8s.io/v1"},
+             {"metadata", std::move(meta)},
+             {"columnDefinitions", table_columns(columns_)},
+             {"rows", std::move(rows_)}};
+      Response r = json_response(200, t.dump());
+      r.content_type = read_.table_content_type;
+      return r;
+    }
+    body_ += "],\"metadata\":";
+    body_ += meta.dump();
+    body_ += "}";
+    return json_response(200, std::move(body_));
+  }
+
+ private:
+  void append(const storage::KeyValue& kv) {
+    if (body_.size() > items_start_) body_.push_back(',');
+    append_with_resource_version(body_, kv.value, kv.mod_revision);
+  }
+
+  void add_parsed(const json& obj) {
+    if (read_.table) {
+      rows_.push_back(table_row(columns_, obj, read_.include_object));
+      return;
+    }
+    if (body_.size() > items_start_) body_.push_back(',');
+    body_ += obj.dump();
+  }
+
+  const Strategy& st_;
+  const ReadOptions& read_;
+  const std::vector<TableColumn>& columns_;
+  const bool filtered_;
+  const bool parse_all_;
+  std::string body_;
+  size_t items_start_ = 0;
+  json rows_ = json::array();
+};
+
+}  // namespace
+
 Response Registry::list(Ctx& c) {
   const Request& req = c.req;
   std::string prefix = object_prefix(c.res, c.info.ns);
@@ -397,17 +520,20 @@ Response Registry::list(Ctx& c) {
   }
   std::string_view rv_param = req.param("resourceVersion");
   std::string_view rv_match = req.param("resourceVersionMatch");
+  bool has_continue = false;
+  std::string continue_start;
+  int64_t not_older_than = 0;
   if (auto cont = req.param("continue"); !cont.empty()) {
     int64_t rv;
-    std::string start;
     if (!rv_param.empty() && rv_param != "0") {
       return error_response(api::ApiError::bad_request(
           "specifying resource version is not allowed when using continue"));
     }
-    if (!decode_continue(cont, &rv, &start)) {
+    if (!decode_continue(cont, &rv, &continue_start)) {
       return error_response(api::ApiError::bad_request("continue key is not valid"));
     }
-    range.key = prefix + start;
+    has_continue = true;
+    range.key = prefix + continue_start;
     opts.revision = rv;
   } else if (!rv_param.empty() && rv_param != "0") {
     int64_t rv = to_int(rv_param, &ok);
@@ -418,39 +544,81 @@ Response Registry::list(Ctx& c) {
     if (rv_match == "Exact") {
       opts.revision = rv;
     } else {
-      auto current = store_.current_revision();
-      if (current.is_ok() && rv > *current) {
-        return error_response(api::ApiError::from_storage(Status(
-            StatusCode::kFutureRevision, "Too large resource version: " + std::to_string(rv) +
-                                             ", current: " + std::to_string(*current))));
-      }
+      not_older_than = rv;
     }
   } else if (!rv_match.empty() && rv_match != "NotOlderThan") {
     return error_response(api::ApiError::bad_request(
         "resourceVersionMatch is forbidden unless resourceVersion is provided"));
   }
 
-  bool filtered = has_filters(c.read);
-  bool parse_all = filtered || c.read.table || c.strategy.from_storage;
-  const auto& columns = table(c.res);
-  // The body is built in one buffer: items first, then the list metadata (known only at the
-  // end; JSON member order does not matter to clients), so no item is copied twice.
-  std::string body = "{\"kind\":\"" + list_kind(c.res) + "\",\"apiVersion\":\"" +
-                     c.res.group_version() + "\",\"items\":[";
-  const size_t items_start = body.size();
-  json rows = json::array();
+  // Upstream's rule for what the watch cache serves (see registry.h).
+  std::optional<WatchCache::Snapshot> snapshot;
+  WatchCache* cache = cache_for(c.res);
+  if (cache) {
+    Result<WatchCache::Snapshot> cached = Status(StatusCode::kUnavailable, "not from the cache");
+    if (has_continue) {
+      cached = cache->list(prefix, range.key, 0, /*exact_revision=*/opts.revision);
+    } else if (opts.revision > 0) {
+      // resourceVersionMatch=Exact: the store.
+    } else if (rv_param == "0") {
+      cached = cache->list(prefix);
+    } else if (limit > 0) {
+      // Pages at a given or the current revision: the store.
+    } else if (not_older_than > 0) {
+      // A revision the store has not reached fails at once (below) rather than after a wait.
+      bool future = false;
+      if (cache->revision() < not_older_than) {
+        auto current = store_.current_revision();
+        future = current.is_ok() && not_older_than > *current;
+      }
+      if (!future) cached = cache->list(prefix, {}, not_older_than);
+    } else {
+      auto current = store_.current_revision();
+      if (current.is_ok()) cached = cache->list(prefix, {}, *current);
+    }
+    if (cached.is_ok()) snapshot = std::move(cached).value();
+  }
+  if (!snapshot && not_older_than > 0) {
+    auto current = store_.current_revision();
+    if (current.is_ok() && not_older_than > *current) {
+      return error_response(api::ApiError::from_storage(
+          Status(StatusCode::kFutureRevision,
+                 "Too large resource version: " + std::to_string(not_older_than) +
+                     ", current: " + std::to_string(*current))));
+    }
+  }
+
+  ListBuilder out(c.res, c.strategy, c.read, table(c.res));
+  const bool filtered = out.filtered();
   int64_t collected = 0;
   int64_t list_rv = 0;
   std::string next_start;
   bool more = false;
   int64_t remaining = -1;
-  while (true) {
+  if (snapshot) {
+    const std::vector<CachedObjectPtr>& objects = snapshot->objects;
+    list_rv = snapshot->revision;
+    out.reserve(objects);
+    for (size_t i = 0; i < objects.size(); ++i) {
+      if (!out.add(*objects[i], *cache)) continue;
+      ++collected;
+      if (limit > 0 && collected >= limit) {
+        if (i + 1 < objects.size()) {
+          more = true;
+          next_start = objects[i]->kv().key.substr(prefix.size()) + std::string(1, '\0');
+          if (!filtered) remaining = static_cast<int64_t>(objects.size() - i - 1);
+        }
+        break;
+      }
+    }
+  }
+  while (!snapshot) {
     storage::RangeOptions page = opts;
     if (limit > 0)
       page.limit = filtered ? std::max<int64_t>(limit - collected, 100) : limit - collected;
     auto result = store_.range(range, page);
     if (!result.is_ok()) {
-      if (result.status().code() == StatusCode::kCompacted && req.has_param("continue")) {
+      if (result.status().code() == StatusCode::kCompacted && has_continue) {
         return error_response(api::ApiError::gone(
             "The provided continue parameter is too old to display a consistent list result. "
             "You can start a new list without the continue parameter, or use the continue token "
@@ -463,27 +631,11 @@ Response Registry::list(Ctx& c) {
     }
     if (opts.revision == 0) opts.revision = result->revision;
     list_rv = opts.revision;
-    if (!parse_all) {
-      size_t bytes = 0;
-      for (const storage::KeyValuePtr& kv : result->kvs) bytes += kv->value.size() + 48;
-      body.reserve(body.size() + bytes + 256);
-    }
+    out.reserve(result->kvs);
     size_t used = 0;
     for (const storage::KeyValuePtr& kv : result->kvs) {
       ++used;
-      if (parse_all) {
-        json obj = parse_stored(*kv, &c.strategy);
-        if (filtered && !matches(c.read, obj)) continue;
-        if (c.read.table) {
-          rows.push_back(table_row(columns, obj, c.read.include_object));
-        } else {
-          if (body.size() > items_start) body.push_back(',');
-          body += obj.dump();
-        }
-      } else {
-        if (body.size() > items_start) body.push_back(',');
-        append_with_resource_version(body, kv->value, kv->mod_revision);
-      }
+      if (!out.add(*kv)) continue;
       ++collected;
       if (limit > 0 && collected >= limit) {
         bool rest = used < result->kvs.size() || result->more;
@@ -503,20 +655,7 @@ Response Registry::list(Ctx& c) {
   json meta{{"resourceVersion", std::to_string(list_rv)}};
   if (more) meta["continue"] = encode_continue(list_rv, next_start);
   if (remaining > 0) meta["remainingItemCount"] = remaining;
-  if (c.read.table) {
-    json t{{"kind", "Table"},
-           {"apiVersion", "meta.k8s.io/v1"},
-           {"metadata", std::move(meta)},
-           {"columnDefinitions", table_columns(columns)},
-           {"rows", std::move(rows)}};
-    Response r = json_response(200, t.dump());
-    r.content_type = c.read.table_content_type;
-    return r;
-  }
-  body += "],\"metadata\":";
-  body += meta.dump();
-  body += "}";
-  return json_response(200, std::move(body));
+  return out.finish(std::move(meta));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -568,25 +707,42 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
         bookmarks_(bookmarks),
         deadline_(deadline) {}
 
+  // The session's source: a store watch, or a watcher of a watch cache (which outlives it).
   void attach(std::unique_ptr<storage::Watch> watch) {
     std::lock_guard lock(mu_);
     watch_ = std::move(watch);
+  }
+  void attach(std::unique_ptr<CacheWatcher> watcher, const WatchCache& source) {
+    std::lock_guard lock(mu_);
+    cache_watch_ = std::move(watcher);
+    source_ = &source;
   }
 
   // Runs on the stream's executor.
   void pump() {
     std::vector<storage::Event> events;
+    std::vector<CacheEventPtr> cached;
     Status status;
     {
       std::lock_guard lock(mu_);
-      if (!watch_ || done_) return;
-      status = watch_->poll(&events);
+      if (done_) return;
+      if (watch_) {
+        status = watch_->poll(&events);
+      } else if (cache_watch_) {
+        status = cache_watch_->poll(&cached);
+      } else {
+        return;
+      }
     }
     for (const storage::Event& e : events) emit(e);
+    for (const CacheEventPtr& e : cached) emit(*e);
     if (!status.is_ok()) {
       if (status.code() == StatusCode::kCompacted ||
           status.code() == StatusCode::kResourceExhausted) {
-        write_error(api::ApiError::gone("too old resource version: " + status.message()));
+        const std::string& msg = status.message();
+        write_error(api::ApiError::gone(msg.starts_with("too old resource version")
+                                            ? msg
+                                            : "too old resource version: " + msg));
       }
       stop();
     }
@@ -596,6 +752,12 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
     json obj = parse_stored(*kv, &st_);
     if (!matches(read_, obj)) return;
     write_event("ADDED", obj, kv->value, kv->mod_revision);
+  }
+
+  void send_initial(const CachedObject& obj, const WatchCache& source) {
+    if (!matches_cached(read_, st_, source, obj)) return;
+    const storage::KeyValue& kv = obj.kv();
+    write_event("ADDED", parsed_if_needed(kv), kv.value, kv.mod_revision, &obj.kv_ptr());
   }
 
   void send_initial_events_end(int64_t rv) {
@@ -616,18 +778,22 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
       last_bookmark_ = now;
       std::lock_guard lock(mu_);
       if (watch_) watch_->request_progress();
+      if (cache_watch_) cache_watch_->request_bookmark();
     }
   }
 
   void stop() {
     std::unique_ptr<storage::Watch> w;
+    std::unique_ptr<CacheWatcher> cw;
     {
       std::lock_guard lock(mu_);
       if (done_) return;
       done_ = true;
       w = std::move(watch_);
+      cw = std::move(cache_watch_);
     }
     w.reset();
+    cw.reset();
     stream_->finish();
   }
 
@@ -637,11 +803,7 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
  private:
   void emit(const storage::Event& e) {
     if (e.type == storage::EventType::kProgress) {
-      if (!bookmarks_) return;
-      json b{{"kind", res_.kind},
-             {"apiVersion", res_.group_version()},
-             {"metadata", {{"resourceVersion", std::to_string(e.revision)}}}};
-      stream_->write(json{{"type", "BOOKMARK"}, {"object", b}}.dump() + "\n");
+      write_bookmark(e.revision);
       return;
     }
     bool filtered = has_filters(read_);
@@ -672,6 +834,54 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
     } else if (was_matching) {
       write_event("DELETED", obj, e.kv->value, e.kv->mod_revision);
     }
+  }
+
+  // The same for an event of a watch cache: selectors read the objects' cached attributes, and
+  // lines without conversion are shared between watchers.
+  void emit(const CacheEvent& e) {
+    if (e.type == storage::EventType::kProgress) {
+      write_bookmark(e.revision);
+      return;
+    }
+    if (e.type == storage::EventType::kDelete) {
+      const CachedObject& prev = *e.prev;
+      if (!matches_cached(read_, st_, *source_, prev)) return;
+      json obj = parsed_if_needed(prev.kv());
+      if (!obj.is_null()) obj["metadata"]["resourceVersion"] = std::to_string(e.revision);
+      write_event("DELETED", obj, prev.kv().value, e.revision, &prev.kv_ptr());
+      return;
+    }
+    const CachedObject& now = *e.object;
+    const storage::KeyValue& kv = now.kv();
+    const char* type;
+    if (!has_filters(read_)) {
+      type = kv.version == 1 ? "ADDED" : "MODIFIED";
+    } else {
+      bool now_matches = matches_cached(read_, st_, *source_, now);
+      bool was_matching = e.prev && matches_cached(read_, st_, *source_, *e.prev);
+      if (now_matches) {
+        type = was_matching ? "MODIFIED" : "ADDED";
+      } else if (was_matching) {
+        type = "DELETED";
+      } else {
+        return;
+      }
+    }
+    write_event(type, parsed_if_needed(kv), kv.value, kv.mod_revision, &now.kv_ptr());
+  }
+
+  // The parsed object when tables or conversion need it; null when the stored bytes will do.
+  json parsed_if_needed(const storage::KeyValue& kv) const {
+    if (!read_.table && !st_.from_storage) return json();
+    return parse_stored(kv, &st_);
+  }
+
+  void write_bookmark(int64_t rv) {
+    if (!bookmarks_) return;
+    json b{{"kind", res_.kind},
+           {"apiVersion", res_.group_version()},
+           {"metadata", {{"resourceVersion", std::to_string(rv)}}}};
+    stream_->write(json{{"type", "BOOKMARK"}, {"object", b}}.dump() + "\n");
   }
 
   // `obj` is the parsed object when filters or tables needed it; else the stored bytes are used.
@@ -711,6 +921,7 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
   }
 
   EventLineCache& cache_;
+  const WatchCache* source_ = nullptr;  // with cache_watch_
   const api::ResourceInfo& res_;
   const Strategy& st_;
   const ReadOptions read_;
@@ -721,25 +932,26 @@ class Registry::WatchSession : public std::enable_shared_from_this<WatchSession>
   std::chrono::steady_clock::time_point last_bookmark_ = std::chrono::steady_clock::now();
   bool first_ = true;  // stream executor only
   std::mutex mu_;
-  std::unique_ptr<storage::Watch> watch_;  // guarded by mu_
-  bool done_ = false;                      // guarded by mu_
+  std::unique_ptr<storage::Watch> watch_;      // guarded by mu_
+  std::unique_ptr<CacheWatcher> cache_watch_;  // guarded by mu_
+  bool done_ = false;                          // guarded by mu_
 };
 
 void Registry::watch(Ctx& c, Responder& responder) {
   const Request& req = c.req;
   bool ok = true;
-  int64_t start = 0;  // store revision to watch from
   std::string_view rv_param = req.param("resourceVersion");
   bool initial = rv_param.empty() || rv_param == "0";
   if (req.has_param("sendInitialEvents")) initial = req.flag("sendInitialEvents");
-  if (!rv_param.empty() && rv_param != "0") {
-    int64_t rv = to_int(rv_param, &ok);
+  const bool has_rv = !rv_param.empty() && rv_param != "0";
+  int64_t rv = 0;
+  if (has_rv) {
+    rv = to_int(rv_param, &ok);
     if (!ok) {
       responder.respond(error_response(api::ApiError::bad_request("invalid resource version \"" +
                                                                   std::string(rv_param) + "\"")));
       return;
     }
-    if (!initial) start = rv + 1;
   }
   int64_t timeout_s = 1800;
   if (auto t = req.param("timeoutSeconds"); !t.empty()) {
@@ -756,44 +968,88 @@ void Registry::watch(Ctx& c, Responder& responder) {
     if (parsed.is_ok()) c.read.fields = std::move(parsed).value();
   }
   std::string prefix = object_prefix(c.res, c.info.ns);
-  std::vector<storage::KeyValuePtr> initial_items;
-  if (initial) {
-    auto listed = store_.range(KeyRange::prefix(prefix));
-    if (!listed.is_ok()) {
-      responder.respond(error_response(api::ApiError::from_storage(listed.status())));
-      return;
-    }
-    start = listed->revision + 1;
-    initial_items = std::move(listed->kvs);
-  }
   std::string content_type =
       c.read.table ? c.read.table_content_type : std::string("application/json");
+
+  // From the watch cache when it can serve the watch (see registry.h), else from the store.
+  std::optional<WatchCache::WatchStart> cached;
+  WatchCache* cache = cache_for(c.res);
+  if (cache) {
+    WatchCache::WatchRequest wr;
+    wr.key_prefix = prefix;
+    wr.initial = initial;
+    bool usable = true;
+    if (!initial) {
+      wr.after_revision = has_rv ? rv : -1;
+    } else if (has_rv) {
+      wr.min_revision = rv;
+    } else if (rv_param.empty()) {
+      // Initial events of a consistent read: at least the store's current revision.
+      auto current = store_.current_revision();
+      usable = current.is_ok();
+      if (usable) wr.min_revision = *current;
+    }
+    if (usable) {
+      auto started = cache->watch(wr);
+      if (started.is_ok()) {
+        cached = std::move(started).value();
+      } else if (started.status().code() == StatusCode::kCompacted) {
+        auto stream = responder.stream(200, content_type);
+        stream->write("{\"type\":\"ERROR\",\"object\":" +
+                      api::ApiError::gone(started.status().message()).to_json() + "}\n");
+        stream->finish();
+        return;
+      }
+    }
+  }
+
+  int64_t start = 0;  // store revision to watch from
+  std::vector<storage::KeyValuePtr> initial_items;
+  if (!cached) {
+    if (has_rv && !initial) start = rv + 1;
+    if (initial) {
+      auto listed = store_.range(KeyRange::prefix(prefix));
+      if (!listed.is_ok()) {
+        responder.respond(error_response(api::ApiError::from_storage(listed.status())));
+        return;
+      }
+      start = listed->revision + 1;
+      initial_items = std::move(listed->kvs);
+    }
+  }
   auto stream = responder.stream(200, content_type);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   auto session =
       std::make_shared<WatchSession>(*line_cache_, c.res, c.strategy, c.read, table(c.res), stream,
                                      req.flag("allowWatchBookmarks"), deadline);
-  for (const auto& kv : initial_items) session->send_initial(kv);
-  if (req.flag("sendInitialEvents")) session->send_initial_events_end(start - 1);
-
-  storage::WatchOptions wo;
-  wo.range = KeyRange::prefix(prefix);
-  wo.start_revision = start;
-  wo.prev_kv = true;
   std::weak_ptr<WatchSession> weak = session;
-  wo.notify = [weak, stream] {
+  auto notify = [weak, stream] {
     stream->post([weak] {
       if (auto s = weak.lock()) s->pump();
     });
   };
-  auto w = store_.watch(std::move(wo));
-  if (!w.is_ok()) {
-    stream->write("{\"type\":\"ERROR\",\"object\":" +
-                  api::ApiError::from_storage(w.status()).to_json() + "}\n");
-    stream->finish();
-    return;
+  if (cached) {
+    for (const CachedObjectPtr& obj : cached->initial) session->send_initial(*obj, *cache);
+    if (req.flag("sendInitialEvents")) session->send_initial_events_end(cached->revision);
+    cached->watcher->set_notify(notify);
+    session->attach(std::move(cached->watcher), *cache);
+  } else {
+    for (const auto& kv : initial_items) session->send_initial(kv);
+    if (req.flag("sendInitialEvents")) session->send_initial_events_end(start - 1);
+    storage::WatchOptions wo;
+    wo.range = KeyRange::prefix(prefix);
+    wo.start_revision = start;
+    wo.prev_kv = true;
+    wo.notify = notify;
+    auto w = store_.watch(std::move(wo));
+    if (!w.is_ok()) {
+      stream->write("{\"type\":\"ERROR\",\"object\":" +
+                    api::ApiError::from_storage(w.status()).to_json() + "}\n");
+      stream->finish();
+      return;
+    }
+    session->attach(std::move(w).value());
   }
-  session->attach(std::move(w).value());
   {
     std::lock_guard lock(sessions_mu_);
     if (stopping_) {
@@ -1727,6 +1983,48 @@ void Registry::shutdown() {
   ticker_cv_.notify_all();
   if (ticker_.joinable()) ticker_.join();
   for (const auto& s : sessions) s->stop();
+  for (auto& [prefix, cache] : caches_) cache->stop();
+}
+
+void Registry::start_watch_caches(WatchCacheOptions options, std::chrono::milliseconds wait) {
+  // The field paths selectors read, per prefix. Resources that convert their stored form match
+  // selectors on the converted object instead, so theirs are not precomputed.
+  std::map<std::string, std::vector<std::string>> prefixes;
+  for (const api::ResourceInfo& r : schema_.resources()) {
+    std::vector<std::string>& paths = prefixes["/registry/" + r.resource + "/"];
+    if (paths.empty()) paths = {"metadata.name", "metadata.namespace"};
+    const Strategy& st = strategy(r);
+    if (st.from_storage) continue;
+    for (const std::string& f : st.selectable_fields) {
+      if (std::find(paths.begin(), paths.end(), f) == paths.end()) paths.push_back(f);
+    }
+  }
+  for (auto& [prefix, paths] : prefixes) {
+    if (caches_.count(prefix)) continue;
+    caches_.emplace(prefix,
+                    std::make_unique<WatchCache>(store_, prefix, std::move(paths), options));
+  }
+  // Every cache lists its prefix on its own thread; wait for them together.
+  for (auto& [prefix, cache] : caches_) cache->start();
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  for (auto& [prefix, cache] : caches_) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (!cache->wait_ready(std::max(left, std::chrono::milliseconds(0)))) {
+      SKIFF_LOG_WARN("watch cache {} is not ready yet; its requests go to the store meanwhile",
+                     prefix);
+    }
+  }
+}
+
+WatchCache* Registry::watch_cache(const std::string& resource) const {
+  auto it = caches_.find("/registry/" + resource + "/");
+  return it == caches_.end() ? nullptr : it->second.get();
+}
+
+WatchCache* Registry::cache_for(const api::ResourceInfo& r) const {
+  if (caches_.empty()) return nullptr;
+  return watch_cache(r.resource);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,6 +4,21 @@
 // resource with a Strategy (defaulting, validation, status rules), as upstream's
 // genericregistry.Store is. No resource hand-writes its CRUD.
 //
+// With watch caches started (start_watch_caches), lists and watches are served from one
+// WatchCache per resource prefix where upstream's cacher serves them, and from the store
+// otherwise:
+// - list, resourceVersion="0": the cache as it is (even with limit: pages carry continue
+//   tokens at the cache's revision).
+// - list, resourceVersion="" (consistent): the cache once it has caught up with the store's
+//   current revision, which it is asked for; the store if that takes longer than the cache's
+//   fresh_timeout.
+// - list, resourceVersion=N (NotOlderThan): the cache once it is at N or later; else the store.
+// - the store: resourceVersionMatch=Exact, limit with resourceVersion other than "0", and
+//   continue tokens, except those at exactly the cache's current revision.
+// - watch from N: the cache's event window, or 410 (ERROR event) when N is older than it;
+//   initial events from the cache's objects ("" waits for the store's current revision first).
+// A cache that is not ready, or cannot get fresh in time, hands the request to the store.
+//
 // Thread-safety: every method may be called concurrently.
 
 #include <chrono>
@@ -22,6 +37,7 @@
 #include "api/schema.h"
 #include "apiserver/http.h"
 #include "apiserver/request_info.h"
+#include "apiserver/watch_cache.h"
 #include "storage/store.h"
 
 namespace skiff::apiserver {
@@ -85,7 +101,14 @@ class Registry {
   // For bootstrap and internal writers: creates the object (JSON) unless it exists.
   Status ensure(const api::ResourceInfo& resource, nlohmann::json object);
 
-  // Stops watch sessions (server shutdown).
+  // Starts one watch cache per resource prefix of the schema (after the strategies are set,
+  // before serving); waits up to `wait` for them to load.
+  void start_watch_caches(WatchCacheOptions options = {},
+                          std::chrono::milliseconds wait = std::chrono::seconds(10));
+  // The cache for /registry/<resource>/, or nullptr.
+  WatchCache* watch_cache(const std::string& resource) const;
+
+  // Stops watch sessions and watch caches (server shutdown).
   void shutdown();
 
   storage::Store& store() { return store_; }
@@ -117,6 +140,7 @@ class Registry {
   Response get(Ctx& c);
   Response list(Ctx& c);
   void watch(Ctx& c, Responder& responder);
+  WatchCache* cache_for(const api::ResourceInfo& r) const;
   Response create(Ctx& c);
   Response update(Ctx& c);
   Response patch(Ctx& c);
@@ -144,6 +168,8 @@ class Registry {
   Strategy default_strategy_;
   std::vector<TableColumn> default_table_;
 
+  // By prefix ("/registry/pods/"); set before serving.
+  std::unordered_map<std::string, std::unique_ptr<WatchCache>> caches_;
   std::unique_ptr<EventLineCache> line_cache_;
   std::mutex sessions_mu_;
   std::unordered_set<std::shared_ptr<WatchSession>> sessions_;  // guarded by sessions_mu_
