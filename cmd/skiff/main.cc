@@ -3,11 +3,16 @@
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
+#include <functional>
 #include <semaphore>
+#include <stop_token>
+#include <thread>
 
 #include "apiserver/apiserver.h"
 #include "base/log.h"
+#include "base/time.h"
 #include "base/version.h"
+#include "controllers/manager/controller_manager.h"
 
 namespace {
 
@@ -41,6 +46,80 @@ void add_server_flags(CLI::App* cmd, ServerFlags& f) {
       ->capture_default_str();
   cmd->add_option("--etcd-servers", o.store.etcd_endpoints, "etcd client URLs (--store etcd)")
       ->delimiter(',');
+}
+
+// Runs a component on its own thread until SIGINT/SIGTERM, or until it returns by itself (an
+// error at start, such as an unreadable kubeconfig).
+int run_component(const char* name, std::function<skiff::Status(std::stop_token)> component) {
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::stop_source stop;
+  skiff::Status result;
+  std::thread t([&] {
+    result = component(stop.get_token());
+    g_stop.release();
+  });
+  g_stop.acquire();
+  stop.request_stop();
+  t.join();
+  if (!result.is_ok()) {
+    std::fprintf(stderr, "skiff %s: %s\n", name, result.message().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+// A Go-style duration flag ("40s", "5m") stored as milliseconds.
+void add_duration_option(CLI::App* cmd, const std::string& name,
+                         std::chrono::milliseconds& target, const std::string& help) {
+  cmd->add_option_function<std::string>(
+         name,
+         [&target, name](const std::string& text) {
+           auto d = skiff::parse_duration(text);
+           if (!d.is_ok()) throw CLI::ValidationError(name, d.status().message());
+           target = d.value();
+         },
+         help)
+      ->default_str(std::to_string(target.count()) + "ms");
+}
+
+struct ControllerManagerFlags {
+  skiff::controllers::ControllerManagerOptions o;
+};
+
+void add_controller_manager_flags(CLI::App* cmd, ControllerManagerFlags& f) {
+  auto& o = f.o;
+  cmd->add_option("--kubeconfig", o.kubeconfig, "Kubeconfig of the API server")->required();
+  cmd->add_option("--controllers", o.controllers,
+                  "Controllers to run: * for the defaults, -name to disable one")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--leader-elect", o.leader_elect, "Elect a leader through a Lease")
+      ->capture_default_str();
+  add_duration_option(cmd, "--leader-elect-lease-duration", o.lease_duration,
+                      "How long a lease holds without renewal");
+  add_duration_option(cmd, "--leader-elect-renew-deadline", o.renew_deadline,
+                      "How long the leader retries renewing before it stops leading");
+  add_duration_option(cmd, "--leader-elect-retry-period", o.retry_period,
+                      "Pause between lease acquisition and renewal attempts");
+  add_duration_option(cmd, "--node-monitor-period", o.controller.node_monitor_period,
+                      "How often node health is checked");
+  add_duration_option(cmd, "--node-monitor-grace-period", o.controller.node_monitor_grace_period,
+                      "How long a node may go without renewing before it is marked unhealthy");
+  add_duration_option(cmd, "--pod-eviction-timeout", o.controller.pod_eviction_timeout,
+                      "Default grace before pods leave an unhealthy node");
+  cmd->add_option("--concurrent-workers", o.controller.workers, "Workers per controller")
+      ->capture_default_str();
+  cmd->add_option("--allocate-node-cidrs", o.allocate_node_cidrs,
+                  "Give every node a pod CIDR from --cluster-cidr")
+      ->capture_default_str();
+  cmd->add_option("--cluster-cidr", o.node_ipam.cluster_cidr, "Pod address range")
+      ->capture_default_str();
+  cmd->add_option("--node-cidr-mask-size", o.node_ipam.node_mask_size,
+                  "Prefix length of each node's pod CIDR")
+      ->capture_default_str();
+  cmd->add_option("--root-ca-file", o.root_ca_file,
+                  "CA certificate published as kube-root-ca.crt in every namespace");
 }
 
 int run_apiserver(ServerFlags& flags) {
@@ -81,6 +160,11 @@ int main(int argc, char** argv) {
   auto* apiserver = app.add_subcommand("apiserver", "Run the API server alone");
   add_server_flags(apiserver, apiserver_flags);
 
+  ControllerManagerFlags cm_flags;
+  auto* controller_manager =
+      app.add_subcommand("controller-manager", "Run the controllers against an API server");
+  add_controller_manager_flags(controller_manager, cm_flags);
+
   CLI11_PARSE(app, argc, argv);
   if (!skiff::set_log_level(log_level)) {
     std::fprintf(stderr, "skiff: unknown log level \"%s\"\n", log_level.c_str());
@@ -94,5 +178,10 @@ int main(int argc, char** argv) {
   }
   if (*server) return run_apiserver(server_flags);
   if (*apiserver) return run_apiserver(apiserver_flags);
+  if (*controller_manager) {
+    return run_component("controller-manager", [&](std::stop_token stop) {
+      return skiff::controllers::run_controller_manager(cm_flags.o, stop);
+    });
+  }
   return 0;
 }

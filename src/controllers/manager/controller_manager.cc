@@ -1,0 +1,166 @@
+#include "controllers/manager/controller_manager.h"
+
+#include <unistd.h>
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "base/log.h"
+#include "base/pki.h"
+#include "client/http_client.h"
+#include "client/leader_election.h"
+
+namespace skiff::controllers {
+namespace {
+
+struct Entry {
+  std::string name;
+  bool on_by_default;
+  std::function<std::unique_ptr<Controller>(ControllerContext&, const ControllerManagerOptions&,
+                                            const std::string& ca_pem)>
+      make;
+};
+
+const std::vector<Entry>& registry() {
+  static const std::vector<Entry> kEntries = {
+      {"nodeipam", true,
+       [](ControllerContext& ctx, const ControllerManagerOptions& o, const std::string&) {
+         return o.allocate_node_cidrs ? new_nodeipam_controller(ctx, o.node_ipam) : nullptr;
+       }},
+  };
+  return kEntries;
+}
+
+// The controllers of one leadership term: their informers, context and workers.
+class Term {
+ public:
+  Term(client::ApiClient& api, const ControllerManagerOptions& options,
+       const std::vector<std::string>& names, const std::string& ca_pem)
+      : informers_(api),
+        ctx_{api, informers_, SystemClock::instance(), options.controller,
+             [&api](const std::string& component) {
+               return std::make_unique<client::EventRecorder>(api, component);
+             }} {
+    for (const auto& name : names) {
+      for (const auto& e : registry()) {
+        if (e.name != name) continue;
+        auto c = e.make(ctx_, options, ca_pem);
+        if (c) controllers_.push_back(std::move(c));
+      }
+    }
+    // Handlers are registered (constructors) before informers start, so no event is missed.
+    for (auto& c : controllers_) c->start();
+    informers_.start();
+    SKIFF_LOG_INFO("controller manager: started {} controllers", controllers_.size());
+  }
+
+  ~Term() {
+    for (auto& c : controllers_) c->stop();
+    informers_.stop();
+  }
+
+ private:
+  client::InformerFactory informers_;
+  ControllerContext ctx_;
+  std::vector<std::unique_ptr<Controller>> controllers_;
+};
+
+}  // namespace
+
+std::vector<std::string> known_controllers() {
+  std::vector<std::string> names;
+  for (const auto& e : registry()) names.push_back(e.name);
+  return names;
+}
+
+Result<std::vector<std::string>> enabled_controllers(const ControllerManagerOptions& options) {
+  std::set<std::string> known;
+  for (const auto& e : registry()) known.insert(e.name);
+  bool star = false;
+  std::set<std::string> on, off;
+  for (const auto& item : options.controllers) {
+    if (item == "*") {
+      star = true;
+      continue;
+    }
+    bool disable = !item.empty() && item[0] == '-';
+    std::string name = disable ? item.substr(1) : item;
+    if (!known.count(name)) {
+      return error(StatusCode::kInvalidArgument, "unknown controller \"" + name + "\"");
+    }
+    (disable ? off : on).insert(name);
+  }
+  std::vector<std::string> out;
+  for (const auto& e : registry()) {
+    bool enabled = on.count(e.name) || (star && e.on_by_default && !off.count(e.name));
+    if (enabled) out.push_back(e.name);
+  }
+  return out;
+}
+
+Status run_controller_manager(const ControllerManagerOptions& options, std::stop_token stop) {
+  SKIFF_ASSIGN_OR_RETURN(auto names, enabled_controllers(options));
+  if (options.allocate_node_cidrs) {
+    SKIFF_RETURN_IF_ERROR(
+        CidrSet::create(options.node_ipam.cluster_cidr, options.node_ipam.node_mask_size).status());
+  }
+  std::string ca_pem;
+  if (!options.root_ca_file.empty()) {
+    SKIFF_ASSIGN_OR_RETURN(ca_pem, pki::read_file(options.root_ca_file));
+  }
+  client::HttpClientOptions http;
+  http.user_agent = "skiff-controller-manager";
+  http.field_manager = "skiff-controller-manager";
+  SKIFF_ASSIGN_OR_RETURN(auto api,
+                         client::HttpApiClient::from_kubeconfig_file(options.kubeconfig, http));
+
+  std::mutex mu;
+  std::condition_variable_any cv;
+  std::unique_ptr<Term> term;  // guarded by mu
+  auto lead = [&] {
+    std::lock_guard lock(mu);
+    term = std::make_unique<Term>(*api, options, names, ca_pem);
+  };
+  auto lose = [&] {
+    std::unique_ptr<Term> ending;
+    {
+      std::lock_guard lock(mu);
+      ending = std::move(term);
+    }
+    ending.reset();
+    SKIFF_LOG_INFO("controller manager: controllers stopped");
+  };
+
+  std::unique_ptr<client::LeaderElector> elector;
+  if (options.leader_elect) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    client::LeaderElectionConfig le;
+    le.lease_namespace = options.leader_elect_namespace;
+    le.lease_name = options.leader_elect_name;
+    le.identity = std::string(host) + "_" + std::to_string(getpid()) + "_" +
+                  std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+    le.lease_duration = options.lease_duration;
+    le.renew_deadline = options.renew_deadline;
+    le.retry_period = options.retry_period;
+    elector = std::make_unique<client::LeaderElector>(*api, le, lead, lose);
+    elector->start();
+  } else {
+    lead();
+  }
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, stop, [] { return false; });
+  }
+  if (elector) {
+    elector->stop();
+  } else {
+    lose();
+  }
+  return Status::ok();
+}
+
+}  // namespace skiff::controllers
