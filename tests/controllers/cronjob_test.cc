@@ -286,7 +286,10 @@ TEST_F(CronJobTest, StartingDeadlineSkipsTimesMissedByTooMuch) {
   // The controller was down at 00:05 and comes back 45 s late.
   clock_.set(tp("2024-05-01T00:05:45Z"));
   start();
-  std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(eventually([&] {
+    return has_event("MissSchedule",
+                     "Missed scheduled time to start a job: Wed, 01 May 2024 00:05:00 +0000");
+  }));
   EXPECT_TRUE(job_names().empty());
   EXPECT_FALSE(cronjob_status("strict").contains("lastScheduleTime"));
   // Within the deadline of the next time: it runs.

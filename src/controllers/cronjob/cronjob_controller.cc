@@ -434,10 +434,21 @@ class CronJobController final : public Controller {
                        ".spec.startingDeadlineSeconds or check clock skew");
     }
     out.requeue = requeue_delay(cj, now, schedule);
-    if (!times.value().most_recent) return out;  // nothing due yet
+    auto deadline = starting_deadline(cj);
+    if (!times.value().most_recent) {
+      // Nothing due within the starting deadline; a time passed before it was missed.
+      if (deadline) {
+        auto unbounded = most_recent_schedule_time(cj, now, schedule, false);
+        if (unbounded.is_ok() && unbounded.value().most_recent) {
+          recorder_->event(
+              cj, "Warning", "MissSchedule",
+              "Missed scheduled time to start a job: " + rfc1123z(*unbounded.value().most_recent));
+        }
+      }
+      return out;
+    }
     const int64_t scheduled = *times.value().most_recent;
-
-    if (auto deadline = starting_deadline(cj); deadline && scheduled + *deadline < now) {
+    if (deadline && scheduled + *deadline < now) {
       recorder_->event(cj, "Warning", "MissSchedule",
                        "Missed scheduled time to start a job: " + rfc1123z(scheduled));
       return out;
