@@ -12,6 +12,11 @@
 #include "base/pki.h"
 #include "client/http_client.h"
 #include "client/leader_election.h"
+#include "controllers/cronjob/cronjob_controller.h"
+#include "controllers/deployment/deployment_controller.h"
+#include "controllers/job/job_controller.h"
+#include "controllers/job/ttlafterfinished_controller.h"
+#include "controllers/replicaset/replicaset_controller.h"
 
 namespace skiff::controllers {
 namespace {
@@ -25,7 +30,18 @@ struct Entry {
 };
 
 const std::vector<Entry>& registry() {
+  auto simple = [](std::unique_ptr<Controller> (*factory)(ControllerContext&)) {
+    return [factory](ControllerContext& ctx, const ControllerManagerOptions&, const std::string&) {
+      return factory(ctx);
+    };
+  };
   static const std::vector<Entry> kEntries = {
+      {"replicaset", true, simple(new_replicaset_controller)},
+      {"replicationcontroller", true, simple(new_replicationcontroller_controller)},
+      {"deployment", true, simple(new_deployment_controller)},
+      {"job", true, simple(new_job_controller)},
+      {"cronjob", true, simple(new_cronjob_controller)},
+      {"ttl-after-finished", true, simple(new_ttlafterfinished_controller)},
       {"nodeipam", true,
        [](ControllerContext& ctx, const ControllerManagerOptions& o, const std::string&) {
          return o.allocate_node_cidrs ? new_nodeipam_controller(ctx, o.node_ipam) : nullptr;
