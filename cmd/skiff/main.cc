@@ -1,18 +1,23 @@
 // skiff: one binary, one subcommand per component.
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <functional>
 #include <semaphore>
 #include <stop_token>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include "apiserver/apiserver.h"
 #include "base/log.h"
 #include "base/time.h"
 #include "base/version.h"
+#include "client/http_client.h"
 #include "controllers/manager/controller_manager.h"
+#include "hollow/hollow_node.h"
 
 namespace {
 
@@ -139,6 +144,128 @@ int run_apiserver(ServerFlags& flags) {
   return 0;
 }
 
+// ---- hollow-node ------------------------------------------------------------------------------
+
+struct HollowNodeFlags {
+  std::string kubeconfig;
+  skiff::hollow::HollowNodeOptions options;
+  std::vector<std::string> node_labels;
+  std::string lease_duration = "40s";
+  std::string lease_renew_interval = "10s";
+  std::string status_report_frequency = "1m";
+  double qps = 0;
+  int burst = 100;
+};
+
+CLI::App* add_hollow_node_command(CLI::App& app, HollowNodeFlags& f) {
+  auto* cmd = app.add_subcommand(
+      "hollow-node",
+      "Run simulated nodes (no containers) for testing and measuring the control plane");
+  auto& o = f.options;
+  cmd->add_option("--kubeconfig", f.kubeconfig, "Kubeconfig of the API server")->required();
+  cmd->add_option("--count", o.count, "Nodes to run in this process")->capture_default_str();
+  cmd->add_option("--name-prefix", o.name_prefix, "Node i is named PREFIX<i>")
+      ->capture_default_str();
+  cmd->add_option("--first-index", o.first_index,
+                  "Index of the first node (its name, pod CIDR block and address); lets "
+                  "several processes share one cluster")
+      ->capture_default_str();
+  cmd->add_option("--cpu", o.cpu, "CPU capacity of each node")->capture_default_str();
+  cmd->add_option("--memory", o.memory, "Memory capacity of each node")->capture_default_str();
+  cmd->add_option("--pods", o.pods, "Pod capacity of each node")->capture_default_str();
+  cmd->add_option("--ephemeral-storage", o.ephemeral_storage, "Ephemeral storage of each node")
+      ->capture_default_str();
+  cmd->add_option("--node-labels", f.node_labels, "Extra node labels, key=value")->delimiter(',');
+  cmd->add_option("--pod-cidr", o.pod_cidr, "Range the nodes' pod CIDRs are cut from")
+      ->capture_default_str();
+  cmd->add_option("--node-cidr-mask-size", o.node_cidr_mask_size,
+                  "Prefix length of each node's pod CIDR")
+      ->capture_default_str();
+  cmd->add_option("--node-ip-range", o.node_ip_range,
+                  "Range of the nodes' made-up InternalIPs (never used for traffic)")
+      ->capture_default_str();
+  cmd->add_option("--node-lease-duration", f.lease_duration, "leaseDurationSeconds of the Leases")
+      ->capture_default_str();
+  cmd->add_option("--node-lease-renew-interval", f.lease_renew_interval,
+                  "How often each node renews its Lease")
+      ->capture_default_str();
+  cmd->add_option("--node-status-report-frequency", f.status_report_frequency,
+                  "How often each node posts its status")
+      ->capture_default_str();
+  cmd->add_option("--node-workers", o.node_workers, "Threads registering nodes and renewing leases")
+      ->capture_default_str();
+  cmd->add_option("--pod-workers", o.pod_workers, "Threads playing the kubelet for pods")
+      ->capture_default_str();
+  cmd->add_option("--kube-api-qps", f.qps, "Requests per second to the API server (0: no limit)")
+      ->capture_default_str();
+  cmd->add_option("--kube-api-burst", f.burst, "Request burst with --kube-api-qps")
+      ->capture_default_str();
+  cmd->add_flag("--delete-nodes-on-exit", o.delete_nodes_on_exit,
+                "Delete the Nodes and their Leases on exit (by default they stay, as a stopped "
+                "kubelet leaves them)");
+  return cmd;
+}
+
+int run_hollow_node(HollowNodeFlags& f) {
+  auto& o = f.options;
+  for (auto [flag, text, target] :
+       {std::tuple{"--node-lease-duration", &f.lease_duration, &o.lease_duration},
+        std::tuple{"--node-lease-renew-interval", &f.lease_renew_interval, &o.lease_renew_interval},
+        std::tuple{"--node-status-report-frequency", &f.status_report_frequency,
+                   &o.status_report_interval}}) {
+    auto d = skiff::parse_duration(*text);
+    if (!d.is_ok() || d->count() <= 0) {
+      std::fprintf(stderr, "skiff hollow-node: %s: invalid duration \"%s\"\n", flag, text->c_str());
+      return 2;
+    }
+    *target = d.value();
+  }
+  for (const std::string& label : f.node_labels) {
+    size_t eq = label.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::fprintf(stderr, "skiff hollow-node: --node-labels: want key=value, got \"%s\"\n",
+                   label.c_str());
+      return 2;
+    }
+    o.labels[label.substr(0, eq)] = label.substr(eq + 1);
+  }
+  if (auto s = skiff::hollow::validate(o); !s.is_ok()) {
+    std::fprintf(stderr, "skiff hollow-node: %s\n", s.message().c_str());
+    return 2;
+  }
+  skiff::client::HttpClientOptions http;
+  http.user_agent = "skiff-hollow-node";
+  http.field_manager = "skiff-hollow-node";
+  http.qps = f.qps;
+  http.burst = f.burst;
+  http.max_idle_connections = o.node_workers + o.pod_workers + 2;
+  auto client = skiff::client::HttpApiClient::from_kubeconfig_file(f.kubeconfig, http);
+  if (!client.is_ok()) {
+    std::fprintf(stderr, "skiff hollow-node: %s\n", client.status().message().c_str());
+    return 1;
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::stop_source stop;
+  std::atomic<bool> done{false};
+  std::thread waiter([&] {
+    while (!done.load()) {
+      if (g_stop.try_acquire_for(std::chrono::milliseconds(100))) {
+        stop.request_stop();
+        return;
+      }
+    }
+  });
+  skiff::Status s = skiff::hollow::run(*client.value(), o, stop.get_token());
+  done = true;
+  waiter.join();
+  if (!s.is_ok()) {
+    std::fprintf(stderr, "skiff hollow-node: %s\n", s.message().c_str());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -165,6 +292,9 @@ int main(int argc, char** argv) {
       app.add_subcommand("controller-manager", "Run the controllers against an API server");
   add_controller_manager_flags(controller_manager, cm_flags);
 
+  HollowNodeFlags hollow_flags;
+  auto* hollow_node = add_hollow_node_command(app, hollow_flags);
+
   CLI11_PARSE(app, argc, argv);
   if (!skiff::set_log_level(log_level)) {
     std::fprintf(stderr, "skiff: unknown log level \"%s\"\n", log_level.c_str());
@@ -183,5 +313,6 @@ int main(int argc, char** argv) {
       return skiff::controllers::run_controller_manager(cm_flags.o, stop);
     });
   }
+  if (*hollow_node) return run_hollow_node(hollow_flags);
   return 0;
 }

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "base/time.h"
+
 namespace skiff::hollow {
 namespace {
 
@@ -192,52 +194,6 @@ std::optional<milliseconds> parse_sleep_argument(std::string_view text) {
   return milliseconds(static_cast<int64_t>(std::llround(value * factor)));
 }
 
-std::optional<milliseconds> parse_go_duration(std::string_view text) {
-  if (text.empty()) return std::nullopt;
-  if (text.front() == '+') text.remove_prefix(1);
-  if (text == "0") return milliseconds(0);
-  if (text.empty() || text.front() == '-') return std::nullopt;
-  double total_ns = 0;
-  while (!text.empty()) {
-    size_t n = 0;
-    while (n < text.size() &&
-           (std::isdigit(static_cast<unsigned char>(text[n])) || text[n] == '.')) {
-      ++n;
-    }
-    if (n == 0) return std::nullopt;
-    double value = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + n, value, std::chars_format::fixed);
-    if (ec != std::errc() || end != text.data() + n) return std::nullopt;
-    text.remove_prefix(n);
-    size_t u = 0;
-    while (u < text.size() && !std::isdigit(static_cast<unsigned char>(text[u])) &&
-           text[u] != '.') {
-      ++u;
-    }
-    std::string_view unit = text.substr(0, u);
-    text.remove_prefix(u);
-    double scale = 0;
-    if (unit == "ns") {
-      scale = 1;
-    } else if (unit == "us" || unit == "\xC2\xB5s" || unit == "\xCE\xBCs") {
-      scale = 1e3;
-    } else if (unit == "ms") {
-      scale = 1e6;
-    } else if (unit == "s") {
-      scale = 1e9;
-    } else if (unit == "m") {
-      scale = 60e9;
-    } else if (unit == "h") {
-      scale = 3600e9;
-    } else {
-      return std::nullopt;
-    }
-    total_ns += value * scale;
-  }
-  if (!std::isfinite(total_ns)) return std::nullopt;
-  return milliseconds(static_cast<int64_t>(std::llround(total_ns / 1e6)));
-}
-
 ExitPlan exit_plan_for_command(const Json& container) {
   std::vector<std::string> argv;
   for (const char* field : {"command", "args"}) {
@@ -273,8 +229,9 @@ ExitPlan exit_plan_for_container(const Json& pod, size_t index) {
   if (after_it != annotations->end()) {
     // A malformed duration leaves the command's plan in force rather than exiting at once.
     if (!after_it->is_string()) return plan;
-    after = parse_go_duration(after_it->get<std::string>());
-    if (!after) return plan;
+    auto parsed = parse_duration(after_it->get<std::string>());
+    if (!parsed.is_ok()) return plan;
+    after = parsed.value();
   }
   std::optional<int> code;
   if (code_it != annotations->end() && code_it->is_string()) {

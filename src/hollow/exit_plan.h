@@ -14,7 +14,7 @@
 // Anything else runs until the pod is deleted.
 //
 // Annotations (applied to the pod's first container, overriding its command):
-//   skiff.dev/hollow-exit-after: a Go duration ("5s", "500ms", "1m30s")
+//   skiff.dev/hollow-exit-after: a duration ("5s", "500ms", "1m30s"; base/time.h parse_duration)
 //   skiff.dev/hollow-exit-code:  the exit code (default 0); alone, the container exits at once
 //
 // Thread-safety: pure functions.
@@ -41,9 +41,6 @@ ExitPlan exit_plan_for_command(const nlohmann::json& container);
 // The plan for container `index` of `pod`: the annotations for index 0, else the command.
 ExitPlan exit_plan_for_container(const nlohmann::json& pod, size_t index);
 
-// Go's time.ParseDuration ("300ms", "1.5h", "2h45m"; units ns, us, µs, ms, s, m, h), rounded
-// to milliseconds; nullopt for malformed or negative input.
-std::optional<std::chrono::milliseconds> parse_go_duration(std::string_view text);
 // One argument of sleep(1): a number with an optional suffix s, m, h or d; nullopt when
 // malformed. "infinity" is handled by the caller.
 std::optional<std::chrono::milliseconds> parse_sleep_argument(std::string_view text);

@@ -71,19 +71,6 @@ TEST(ExitPlan, AnnotationsOverrideTheFirstContainersCommand) {
   EXPECT_EQ(exit_plan_for_container(pod, 0), exits(5s, 0));
 }
 
-TEST(Durations, GoSyntax) {
-  EXPECT_EQ(parse_go_duration("5s"), 5s);
-  EXPECT_EQ(parse_go_duration("500ms"), 500ms);
-  EXPECT_EQ(parse_go_duration("1m"), 60s);
-  EXPECT_EQ(parse_go_duration("1h2m3.5s"), 3723500ms);
-  EXPECT_EQ(parse_go_duration("1.5h"), 5400s);
-  EXPECT_EQ(parse_go_duration("2000us"), 2ms);
-  EXPECT_EQ(parse_go_duration("0"), 0ms);
-  for (const char* bad : {"", "5", "-5s", "5x", "s", "1h-2m", "1..5s"}) {
-    EXPECT_FALSE(parse_go_duration(bad).has_value()) << bad;
-  }
-}
-
 TEST(Durations, SleepSyntax) {
   EXPECT_EQ(parse_sleep_argument("5"), 5s);
   EXPECT_EQ(parse_sleep_argument("0.25"), 250ms);
