@@ -549,8 +549,12 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
   jobs.selectable_fields = {"status.successful"};
   jobs.prepare_for_create = [](json& obj) {
     json& spec = obj["spec"];
+    // As upstream: completions defaults to 1 only when parallelism is unset too; a Job with
+    // parallelism and no completions is a work queue.
+    bool no_completions = !spec.contains("completions") || spec["completions"].is_null();
+    bool no_parallelism = !spec.contains("parallelism") || spec["parallelism"].is_null();
+    if (no_completions && no_parallelism) spec["completions"] = 1;
     set_default(spec, "parallelism", 1);
-    set_default(spec, "completions", 1);
     set_default(spec, "backoffLimit", 6);
     set_default(spec, "completionMode", "NonIndexed");
     set_default(spec, "suspend", false);

@@ -1,5 +1,7 @@
 #include "client/event_recorder.h"
 
+#include <atomic>
+
 #include "base/log.h"
 
 namespace skiff::client {
@@ -90,11 +92,15 @@ void EventRecorder::write(const Pending& p) {
     if (r.is_ok()) return;
     // The Event expired or was deleted: write a new one.
   }
+  // Named "<object>.<unix nanoseconds in hex>" as upstream, from the real clock (an injected
+  // clock may stand still), made unique within the process by a sequence number.
+  static std::atomic<uint64_t> sequence{0};
+  uint64_t nanos = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count()) +
+                   sequence.fetch_add(1);
   char suffix[32];
-  std::snprintf(
-      suffix, sizeof(suffix), ".%llx",
-      static_cast<unsigned long long>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count()));
+  std::snprintf(suffix, sizeof(suffix), ".%llx", static_cast<unsigned long long>(nanos));
   std::string name = p.involved_ref.value("name", "event") + suffix;
   Json source = {{"component", component_}};
   if (!host_.empty()) source["host"] = host_;

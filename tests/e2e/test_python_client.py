@@ -456,6 +456,11 @@ class PythonClient(ServerTestCase):
         # Defaults as upstream: completions, parallelism, backoffLimit, a selector on the uid.
         self.assertEqual((created.spec.completions, created.spec.parallelism,
                           created.spec.backoff_limit), (1, 1, 6))
+        # With parallelism alone the Job is a work queue: completions stays unset.
+        queue = batch.create_namespaced_job(ns, client.V1Job(
+            metadata=client.V1ObjectMeta(name="queue"),
+            spec=client.V1JobSpec(parallelism=2, template=job.spec.template)))
+        self.assertEqual((queue.spec.completions, queue.spec.parallelism), (None, 2))
         uid = created.metadata.uid
         self.assertEqual(created.spec.selector.match_labels,
                          {"batch.kubernetes.io/controller-uid": uid})
