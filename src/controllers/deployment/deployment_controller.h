@@ -18,6 +18,8 @@
 // Thread-safety: start()/stop() are called from one thread. Informer handlers only enqueue
 // keys. reconcile() runs on the worker threads (never for one key on two threads at once);
 // tests may call it directly while no workers run.
+// The handlers stay registered with the shared informers (they cannot be removed), so the
+// informers must be stopped before the controller is destroyed.
 
 #include <memory>
 #include <string>

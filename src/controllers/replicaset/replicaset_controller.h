@@ -15,6 +15,8 @@
 // Thread-safety: start()/stop() are called from one thread. Informer handlers run on informer
 // threads and only enqueue keys and observe expectations. reconcile() runs on the worker threads
 // (never for one key on two threads at once); tests may call it directly while no workers run.
+// The handlers stay registered with the shared informers (they cannot be removed), so the
+// informers must be stopped before the controller is destroyed.
 
 #include <functional>
 #include <memory>
