@@ -30,6 +30,9 @@ void on_signal(int) {
 struct ServerFlags {
   skiff::apiserver::ApiServerOptions api;
   bool disable_agent = false;
+  // skiff server only: the in-process controller manager.
+  bool disable_controller_manager = false;
+  skiff::controllers::ControllerManagerOptions cm;
 };
 
 void add_server_flags(CLI::App* cmd, ServerFlags& f) {
@@ -75,8 +78,8 @@ int run_component(const char* name, std::function<skiff::Status(std::stop_token)
 }
 
 // A Go-style duration flag ("40s", "5m") stored as milliseconds.
-void add_duration_option(CLI::App* cmd, const std::string& name,
-                         std::chrono::milliseconds& target, const std::string& help) {
+void add_duration_option(CLI::App* cmd, const std::string& name, std::chrono::milliseconds& target,
+                         const std::string& help) {
   cmd->add_option_function<std::string>(
          name,
          [&target, name](const std::string& text) {
@@ -127,19 +130,42 @@ void add_controller_manager_flags(CLI::App* cmd, ControllerManagerFlags& f) {
                   "CA certificate published as kube-root-ca.crt in every namespace");
 }
 
-int run_apiserver(ServerFlags& flags) {
+// The API server alone (`skiff apiserver`), or with the control-plane components in the same
+// process (`skiff server`). The components reach the API server over HTTPS like any client.
+int run_apiserver(ServerFlags& flags, bool with_components) {
   auto server = skiff::apiserver::ApiServer::start(flags.api);
   if (!server.is_ok()) {
     std::fprintf(stderr, "skiff: %s\n", server.status().message().c_str());
     return 1;
   }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  std::stop_source stop;
+  std::vector<std::thread> components;
+  auto start_component = [&](const char* name,
+                             std::function<skiff::Status(std::stop_token)> component) {
+    components.emplace_back([name, component, token = stop.get_token()] {
+      skiff::Status s = component(token);
+      if (!s.is_ok()) {
+        std::fprintf(stderr, "skiff: %s: %s\n", name, s.message().c_str());
+        g_stop.release();
+      }
+    });
+  };
+  if (with_components && !flags.disable_controller_manager) {
+    flags.cm.kubeconfig = server.value()->admin_kubeconfig();
+    if (flags.cm.root_ca_file.empty()) flags.cm.root_ca_file = flags.api.data_dir + "/tls/ca.crt";
+    start_component("controller-manager", [&flags](std::stop_token token) {
+      return skiff::controllers::run_controller_manager(flags.cm, token);
+    });
+  }
   std::printf("skiff is ready. To use kubectl:\n  export KUBECONFIG=%s\n",
               server.value()->admin_kubeconfig().c_str());
   std::fflush(stdout);
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
   g_stop.acquire();
   SKIFF_LOG_INFO("shutting down");
+  stop.request_stop();
+  for (auto& t : components) t.join();
   server.value()->stop();
   return 0;
 }
@@ -282,6 +308,16 @@ int main(int argc, char** argv) {
   add_server_flags(server, server_flags);
   server->add_flag("--disable-agent", server_flags.disable_agent,
                    "Do not run a node agent in this process");
+  server->add_flag("--disable-controller-manager", server_flags.disable_controller_manager,
+                   "Do not run the controllers in this process");
+  server->add_option("--cluster-cidr", server_flags.cm.node_ipam.cluster_cidr, "Pod address range")
+      ->capture_default_str();
+  add_duration_option(server, "--node-monitor-grace-period",
+                      server_flags.cm.controller.node_monitor_grace_period,
+                      "How long a node may go without renewing before it is marked unhealthy");
+  add_duration_option(server, "--node-monitor-period",
+                      server_flags.cm.controller.node_monitor_period,
+                      "How often node health is checked");
 
   ServerFlags apiserver_flags;
   auto* apiserver = app.add_subcommand("apiserver", "Run the API server alone");
@@ -306,8 +342,8 @@ int main(int argc, char** argv) {
                 skiff::kGitCommit, skiff::kKubernetesMajor, skiff::kKubernetesMinor);
     return 0;
   }
-  if (*server) return run_apiserver(server_flags);
-  if (*apiserver) return run_apiserver(apiserver_flags);
+  if (*server) return run_apiserver(server_flags, true);
+  if (*apiserver) return run_apiserver(apiserver_flags, false);
   if (*controller_manager) {
     return run_component("controller-manager", [&](std::stop_token stop) {
       return skiff::controllers::run_controller_manager(cm_flags.o, stop);
