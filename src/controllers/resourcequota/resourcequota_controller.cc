@@ -1,0 +1,238 @@
+#include "controllers/resourcequota/resourcequota_controller.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "controllers/resourcequota/quota_usage.h"
+
+namespace skiff::controllers {
+namespace {
+
+using namespace client::resources;
+using quota::Evaluator;
+using quota::EvaluatorKind;
+using quota::ResourceList;
+
+const Json& field(const Json& obj, const char* name) {
+  static const Json kNull;
+  if (!obj.is_object()) return kNull;
+  auto it = obj.find(name);
+  return it == obj.end() ? kNull : *it;
+}
+
+// Whether an update of an object can change what it uses (creations and deletions always do).
+bool usage_may_change(EvaluatorKind kind, const Json& old_obj, const Json& new_obj) {
+  switch (kind) {
+    case EvaluatorKind::kPods:
+      return field(old_obj, "spec") != field(new_obj, "spec") ||
+             field(field(old_obj, "status"), "phase") != field(field(new_obj, "status"), "phase") ||
+             field(field(old_obj, "metadata"), "deletionTimestamp") !=
+                 field(field(new_obj, "metadata"), "deletionTimestamp");
+    case EvaluatorKind::kServices:
+      return field(old_obj, "spec") != field(new_obj, "spec");
+    case EvaluatorKind::kPersistentVolumeClaims:
+      return field(old_obj, "spec") != field(new_obj, "spec") ||
+             field(field(old_obj, "status"), "allocatedResources") !=
+                 field(field(new_obj, "status"), "allocatedResources") ||
+             field(field(old_obj, "metadata"), "annotations") !=
+                 field(field(new_obj, "metadata"), "annotations");
+    case EvaluatorKind::kObjectCount:
+      return false;
+  }
+  return false;
+}
+
+class ResourceQuotaController : public Controller {
+ public:
+  explicit ResourceQuotaController(ControllerContext& ctx)
+      : ctx_(ctx),
+        quotas_(ctx.informers.informer(kResourceQuotas)),
+        workers_(
+            "resourcequota", queue_, [this](const std::string& key) { return sync(key); },
+            [this] { return synced(); }) {
+    for (const auto& r : quota_monitored_resources()) {
+      const Evaluator* e = quota::evaluator_for(r);
+      if (!e) continue;  // not served
+      client::Informer& informer = ctx.informers.informer(r);
+      monitored_[r.display_name()] = &informer;
+      informer.add_handlers(
+          {[this, e](const ObjectPtr& obj) { replenish(*e, client::namespace_of(*obj)); },
+           [this, e](const ObjectPtr& old_obj, const ObjectPtr& obj) {
+             if (usage_may_change(e->kind, *old_obj, *obj)) {
+               replenish(*e, client::namespace_of(*obj));
+             }
+           },
+           [this, e](const ObjectPtr& obj) { replenish(*e, client::namespace_of(*obj)); }});
+    }
+    // A quota's own changes: a new quota, or new limits, need a calculation.
+    quotas_.add_handlers({[this](const ObjectPtr& q) { queue_.add(client::key_of(*q)); },
+                          [this](const ObjectPtr& old_q, const ObjectPtr& q) {
+                            const Json& old_spec = field(*old_q, "spec");
+                            const Json& spec = field(*q, "spec");
+                            if (!quota::equal(quota::parse_list(field(old_spec, "hard")),
+                                              quota::parse_list(field(spec, "hard"))) ||
+                                field(old_spec, "scopes") != field(spec, "scopes") ||
+                                field(old_spec, "scopeSelector") != field(spec, "scopeSelector")) {
+                              queue_.add(client::key_of(*q));
+                            }
+                          },
+                          nullptr});
+  }
+
+  ~ResourceQuotaController() override { stop(); }
+
+  std::string_view name() const override { return "resourcequota"; }
+
+  void start() override {
+    workers_.start(std::max(1, ctx_.options.workers));
+    std::lock_guard lock(timer_mu_);
+    stopping_ = false;
+    timer_ = std::thread([this] { resync_loop(); });
+  }
+
+  void stop() override {
+    {
+      std::lock_guard lock(timer_mu_);
+      stopping_ = true;
+    }
+    timer_cv_.notify_all();
+    if (timer_.joinable()) timer_.join();
+    workers_.stop();
+  }
+
+ private:
+  bool synced() const {
+    if (!quotas_.has_synced()) return false;
+    return std::all_of(monitored_.begin(), monitored_.end(),
+                       [](const auto& m) { return m.second->has_synced(); });
+  }
+
+  // A full recalculation of every quota each period: usage that no watched event announces
+  // (unwatched resources, pods outliving their grace period) is caught up.
+  void resync_loop() {
+    std::unique_lock lock(timer_mu_);
+    while (!timer_cv_.wait_for(lock, ctx_.options.resource_quota_sync_period,
+                               [this] { return stopping_; })) {
+      lock.unlock();
+      for (const auto& q : quotas_.list()) queue_.add(client::key_of(*q));
+      lock.lock();
+    }
+  }
+
+  // Something `e` counts changed in `ns`: recalculate the quotas there that track it.
+  void replenish(const Evaluator& e, const std::string& ns) {
+    for (const auto& q : quotas_.list(ns)) {
+      const Json& hard = field(field(*q, "spec"), "hard");
+      if (!hard.is_object()) continue;
+      for (const auto& [name, value] : hard.items()) {
+        if (e.matches(name)) {
+          queue_.add(client::key_of(*q));
+          break;
+        }
+      }
+    }
+  }
+
+  // The objects of `r` in `ns`: from the informer when watched, else listed live.
+  Result<std::vector<ObjectPtr>> objects(const client::Resource& r, const std::string& ns) {
+    if (auto it = monitored_.find(r.display_name()); it != monitored_.end()) {
+      return it->second->list(ns);
+    }
+    SKIFF_ASSIGN_OR_RETURN(Json listed, ctx_.api.list(r, ns));
+    std::vector<ObjectPtr> out;
+    if (auto items = listed.find("items"); items != listed.end() && items->is_array()) {
+      for (auto& item : *items) out.push_back(std::make_shared<const Json>(std::move(item)));
+    }
+    return out;
+  }
+
+  Status sync(const std::string& key) {
+    ObjectPtr cached = quotas_.get(key);
+    if (!cached) return Status::ok();
+    const Json& q = *cached;
+    const std::string ns = client::namespace_of(q);
+    const Json& status = field(q, "status");
+
+    ResourceList hard = quota::parse_list(field(field(q, "spec"), "hard"));
+    ResourceList old_hard = quota::parse_list(field(status, "hard"));
+    ResourceList old_used = quota::parse_list(field(status, "used"));
+    bool dirty = !field(status, "hard").is_object() || !field(status, "used").is_object() ||
+                 !quota::equal(hard, old_hard);
+
+    // Usage the evaluators cannot compute keeps its last value; the rest is recomputed.
+    ResourceList used = old_used;
+    std::vector<quota::ScopeRequirement> scopes = quota::scopes_of(q);
+    int64_t now = ctx_.clock.now_seconds();
+    std::vector<std::string> errors;
+    for (const Evaluator& e : quota::evaluators()) {
+      ResourceList stats;
+      for (const auto& [name, limit] : hard) {
+        if (e.matches(name)) stats[name] = api::Quantity();
+      }
+      if (stats.empty()) continue;
+      auto items = objects(e.resource, ns);
+      if (!items.is_ok()) {
+        errors.push_back(e.resource.display_name() + ": " + items.status().message());
+        continue;
+      }
+      for (const auto& item : items.value()) {
+        if (!quota::matches_scopes(e, *item, scopes)) continue;
+        for (const auto& [name, amount] : quota::usage_of(e, *item, now)) {
+          if (auto it = stats.find(name); it != stats.end()) it->second += amount;
+        }
+      }
+      for (auto& [name, amount] : stats) used[name] = std::move(amount);
+    }
+    // Only what the quota limits is reported.
+    for (auto it = used.begin(); it != used.end();) {
+      it = hard.count(it->first) ? std::next(it) : used.erase(it);
+    }
+    dirty = dirty || !quota::equal(used, old_used);
+
+    if (dirty) {
+      Json next = q;
+      next["status"] = {{"hard", quota::to_json(hard)}, {"used", quota::to_json(used)}};
+      auto written = ctx_.api.update(kResourceQuotas, ns, next, {}, "status");
+      if (!written.is_ok() && written.status().code() != StatusCode::kNotFound) {
+        return written.status();
+      }
+    }
+    if (!errors.empty()) {
+      std::string msg = "failed to compute usage of";
+      for (const auto& e : errors) msg += " " + e + ";";
+      return error(StatusCode::kUnavailable, msg);
+    }
+    return Status::ok();
+  }
+
+  ControllerContext& ctx_;
+  client::Informer& quotas_;
+  // display name → informer; fixed after construction.
+  std::unordered_map<std::string, client::Informer*> monitored_;
+  client::WorkQueue queue_;
+  QueueWorkers workers_;
+
+  std::mutex timer_mu_;
+  std::condition_variable timer_cv_;
+  bool stopping_ = false;  // guarded by timer_mu_
+  std::thread timer_;
+};
+
+}  // namespace
+
+std::vector<client::Resource> quota_monitored_resources() {
+  return {kPods,           kServices,       kPersistentVolumeClaims,
+          kConfigMaps,     kSecrets,        kReplicationControllers,
+          kResourceQuotas, kDeployments,    kReplicaSets,
+          kStatefulSets,   kDaemonSets,     kJobs,
+          kCronJobs,       kServiceAccounts};
+}
+
+std::unique_ptr<Controller> new_resourcequota_controller(ControllerContext& ctx) {
+  return std::make_unique<ResourceQuotaController>(ctx);
+}
+
+}  // namespace skiff::controllers
