@@ -1,0 +1,351 @@
+#pragma once
+
+// The scheduling framework: one small interface per extension point (PreFilter, Filter,
+// PostFilter, PreScore, Score with an optional NormalizeScore, Reserve/Unreserve, Permit, PreBind,
+// Bind, PostBind, plus EnqueueExtensions for the cluster events a plugin cares about), a Registry
+// that builds plugins by name, and a Framework that runs a profile's plugins at each point.
+// Plugins report outcomes as PluginStatus codes (Success, Unschedulable,
+// UnschedulableAndUnresolvable, Error, Skip, Wait) with reasons, never by throwing. Per-cycle data
+// travels in a CycleState.
+//
+// Thread-safety: a Framework and its plugins are immutable after create(). PreFilter, Filter,
+// PreScore and Score (and NormalizeScore) must be safe to call concurrently for different cycles
+// and nodes; they keep per-cycle data in the CycleState only. Reserve, Permit and the bind points
+// may be called from a binding thread while another cycle runs; plugins that keep state there
+// synchronise it themselves. A CycleState belongs to one cycle and is not shared while written.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+#include "scheduler/events.h"
+#include "scheduler/node_info.h"
+#include "scheduler/types.h"
+
+namespace skiff::scheduler {
+
+inline constexpr int64_t kMaxNodeScore = 100;
+inline constexpr int64_t kMinNodeScore = 0;
+
+enum class Code : uint8_t {
+  kSuccess,
+  kError,
+  kUnschedulable,                 // the node may fit after preemption or cluster changes
+  kUnschedulableAndUnresolvable,  // preemption cannot help on this node
+  kWait,                          // Permit only
+  kSkip,                          // PreFilter / PreScore: skip this plugin's Filter / Score
+};
+std::string_view code_name(Code code);
+
+class PluginStatus {
+ public:
+  PluginStatus() = default;  // success
+  PluginStatus(Code code, std::string reason)
+      : code_(code),
+        reasons_(std::make_shared<const std::vector<std::string>>(1, std::move(reason))) {}
+  PluginStatus(Code code, std::vector<std::string> reasons)
+      : code_(code),
+        reasons_(std::make_shared<const std::vector<std::string>>(std::move(reasons))) {}
+
+  // A status whose reasons live for the whole program (a plugin's constants): building it
+  // allocates nothing, which matters when thousands of nodes fail a filter in one cycle.
+  static PluginStatus fixed(Code code, const std::vector<std::string>& static_reasons) {
+    PluginStatus s;
+    s.code_ = code;
+    s.reasons_ = std::shared_ptr<const std::vector<std::string>>(
+        std::shared_ptr<const std::vector<std::string>>(), &static_reasons);
+    return s;
+  }
+  static PluginStatus skip() { return fixed(Code::kSkip, no_reasons()); }
+  static PluginStatus error(std::string message) { return {Code::kError, std::move(message)}; }
+
+  Code code() const { return code_; }
+  bool is_success() const { return code_ == Code::kSuccess; }
+  bool is_skip() const { return code_ == Code::kSkip; }
+  bool is_rejected() const {
+    return code_ == Code::kUnschedulable || code_ == Code::kUnschedulableAndUnresolvable;
+  }
+  const std::vector<std::string>& reasons() const { return reasons_ ? *reasons_ : no_reasons(); }
+  // The reasons joined with ", ".
+  std::string message() const;
+  // The plugin that produced the status (set by the framework on failures).
+  std::string_view plugin() const { return plugin_; }
+  void set_plugin(std::string_view plugin) { plugin_ = plugin; }
+
+ private:
+  static const std::vector<std::string>& no_reasons() {
+    static const std::vector<std::string> kNone;
+    return kNone;
+  }
+
+  Code code_ = Code::kSuccess;
+  // Shared and immutable: copying a status copies a pointer.
+  std::shared_ptr<const std::vector<std::string>> reasons_;
+  std::string_view plugin_;
+};
+
+// ---- Per-cycle state ----
+
+class StateData {
+ public:
+  virtual ~StateData() = default;
+};
+
+// A CycleState slot is identified by the address of a plugin's static StateKey.
+struct StateKey {
+  const char* name;
+};
+
+class CycleState {
+ public:
+  void write(const StateKey& key, std::unique_ptr<StateData> data);
+  StateData* read(const StateKey& key) const;
+  // The caller knows the type it wrote under `key`.
+  template <typename T>
+  T* get(const StateKey& key) const {
+    return static_cast<T*>(read(key));
+  }
+
+  // Set by the framework from PreFilter / PreScore kSkip answers, by plugin position.
+  bool skip_filter(size_t index) const { return (skip_filter_ >> index) & 1u; }
+  bool skip_score(size_t index) const { return (skip_score_ >> index) & 1u; }
+
+ private:
+  friend class Framework;
+  std::vector<std::pair<const StateKey*, std::unique_ptr<StateData>>> slots_;
+  uint64_t skip_filter_ = 0;
+  uint64_t skip_score_ = 0;
+};
+
+// ---- What plugins see of the cluster ----
+
+// A consistent view of all nodes for one cycle (the Snapshot implements it).
+class NodeLister : public NamespaceLabels {
+ public:
+  // Every node, spread across zones the way upstream's node tree orders them.
+  virtual const std::vector<const NodeInfo*>& list() const = 0;
+  // Nodes hosting at least one pod with pod affinity or anti-affinity.
+  virtual const std::vector<const NodeInfo*>& have_pods_with_affinity() const = 0;
+  // Nodes hosting at least one pod with required anti-affinity.
+  virtual const std::vector<const NodeInfo*>& have_pods_with_required_anti_affinity() const = 0;
+  virtual const NodeInfo* get(std::string_view name) const = 0;
+
+  // Change tracking, for plugins that keep aggregates over all nodes across cycles and update
+  // them from the nodes that changed instead of recomputing them.
+  // The epoch changes (to a value never used before, by any lister) whenever the set or order of
+  // nodes, or the namespace labels, change: aggregates from another epoch must be rebuilt.
+  virtual uint64_t epoch() const = 0;
+  // The latest NodeInfo generation the lister reflects.
+  virtual uint64_t generation() const = 0;
+  // The nodes changed after `generation` within the current epoch, each once; false when the
+  // lister no longer remembers that far back.
+  virtual bool changed_since(uint64_t generation, std::vector<const NodeInfo*>& out) const = 0;
+  // The node's position in list().
+  virtual size_t index_of(const NodeInfo& node) const = 0;
+};
+
+struct PreFilterResult {
+  bool all_nodes = true;
+  std::vector<std::string> node_names;  // sorted, unique; meaningful when !all_nodes
+
+  // Intersection with `other`.
+  void merge(const PreFilterResult& other);
+};
+
+struct NodeScore {
+  const NodeInfo* node = nullptr;
+  int64_t score = 0;
+};
+
+// Failed nodes with the status that rejected each.
+using NodeToStatus = std::vector<std::pair<std::string, PluginStatus>>;
+
+// ---- Extension points ----
+
+class Plugin {
+ public:
+  virtual ~Plugin() = default;
+  virtual std::string_view name() const = 0;
+};
+
+class PreFilterPlugin : public virtual Plugin {
+ public:
+  // Computes per-cycle data for Filter. May narrow the candidate nodes (result.all_nodes =
+  // false), reject the pod outright, or return kSkip so this plugin's Filter does not run.
+  virtual PluginStatus pre_filter(CycleState& state, const PodInfo& pod, const NodeLister& nodes,
+                                  PreFilterResult& result) const = 0;
+};
+
+class FilterPlugin : public virtual Plugin {
+ public:
+  virtual PluginStatus filter(const CycleState& state, const PodInfo& pod,
+                              const NodeInfo& node) const = 0;
+};
+
+class PostFilterPlugin : public virtual Plugin {
+ public:
+  // Runs when no node fits. May free room (preemption) and name a node for the pod. Success
+  // means the pod may fit later on `nominated_node`.
+  virtual PluginStatus post_filter(CycleState& state, const PodInfo& pod,
+                                   const NodeToStatus& failed_nodes,
+                                   std::string& nominated_node) const = 0;
+};
+
+class PreScorePlugin : public virtual Plugin {
+ public:
+  // `feasible` are the nodes that passed filtering. kSkip: this plugin's Score does not run.
+  virtual PluginStatus pre_score(CycleState& state, const PodInfo& pod,
+                                 std::span<const NodeInfo* const> feasible,
+                                 const NodeLister& nodes) const = 0;
+};
+
+class ScorePlugin : public virtual Plugin {
+ public:
+  virtual PluginStatus score(const CycleState& state, const PodInfo& pod, const NodeInfo& node,
+                             int64_t& score) const = 0;
+  // NormalizeScore: plugins whose raw scores are not in [0, kMaxNodeScore] rescale them here.
+  virtual bool has_normalize() const { return false; }
+  virtual PluginStatus normalize(const CycleState& state, const PodInfo& pod,
+                                 std::span<NodeScore> scores) const {
+    return {};
+  }
+};
+
+class ReservePlugin : public virtual Plugin {
+ public:
+  virtual PluginStatus reserve(CycleState& state, const PodInfo& pod, const std::string& node) = 0;
+  // Undoes reserve(); must be idempotent and may be called without a prior reserve().
+  virtual void unreserve(CycleState& state, const PodInfo& pod, const std::string& node) = 0;
+};
+
+class PermitPlugin : public virtual Plugin {
+ public:
+  // kSuccess, a rejection, or kError. (kWait is not supported and is treated as an error.)
+  virtual PluginStatus permit(CycleState& state, const PodInfo& pod, const std::string& node) = 0;
+};
+
+class PreBindPlugin : public virtual Plugin {
+ public:
+  virtual PluginStatus pre_bind(CycleState& state, const PodInfo& pod, const std::string& node) = 0;
+};
+
+class BindPlugin : public virtual Plugin {
+ public:
+  // kSkip passes the pod to the next bind plugin.
+  virtual PluginStatus bind(CycleState& state, const PodInfo& pod, const std::string& node) = 0;
+};
+
+class PostBindPlugin : public virtual Plugin {
+ public:
+  virtual void post_bind(CycleState& state, const PodInfo& pod, const std::string& node) = 0;
+};
+
+class EnqueueExtensions : public virtual Plugin {
+ public:
+  // Events that may make a pod this plugin rejected schedulable.
+  virtual std::vector<ClusterEventWithHint> events_to_register() const = 0;
+};
+
+// ---- Registry and profiles ----
+
+// Builds a plugin from its args (the pluginConfig args of a KubeSchedulerConfiguration, as
+// JSON; null when none were given).
+using PluginFactory = std::function<Result<std::unique_ptr<Plugin>>(const nlohmann::json& args)>;
+
+class Registry {
+ public:
+  Status add(std::string name, PluginFactory factory);  // kAlreadyExists for a duplicate
+  const PluginFactory* find(std::string_view name) const;
+  std::vector<std::string> names() const;
+
+ private:
+  std::map<std::string, PluginFactory, std::less<>> factories_;
+};
+
+struct PluginSpec {
+  std::string name;
+  int32_t weight = 0;  // Score weight; 0 means 1
+  nlohmann::json args;
+};
+
+struct Profile {
+  std::string scheduler_name = "default-scheduler";
+  // Each plugin runs at every extension point it implements, in this order.
+  std::vector<PluginSpec> plugins;
+};
+
+class Framework {
+ public:
+  // kInvalidArgument for an unknown plugin, a duplicate, or more than 64 plugins at one point.
+  static Result<std::unique_ptr<Framework>> create(const Registry& registry,
+                                                   const Profile& profile);
+
+  const std::string& scheduler_name() const { return scheduler_name_; }
+  const Plugin* plugin(std::string_view name) const;
+  bool has_filter_plugins() const { return !filter_.empty(); }
+  bool has_score_plugins() const { return !score_.empty(); }
+
+  // Runs every PreFilter plugin. On success `result` holds the intersection of the plugins'
+  // node restrictions and `narrowing` the plugins that restricted nodes. A rejection carries the
+  // plugin's name.
+  PluginStatus run_pre_filter(CycleState& state, const PodInfo& pod, const NodeLister& nodes,
+                              PreFilterResult& result, std::set<std::string>& narrowing) const;
+  // The first failing Filter's status (with its plugin name), or success.
+  PluginStatus run_filter(const CycleState& state, const PodInfo& pod, const NodeInfo& node) const;
+  PluginStatus run_post_filter(CycleState& state, const PodInfo& pod,
+                               const NodeToStatus& failed_nodes, std::string& nominated) const;
+  PluginStatus run_pre_score(CycleState& state, const PodInfo& pod,
+                             std::span<const NodeInfo* const> feasible,
+                             const NodeLister& nodes) const;
+  // totals[i]: the weighted sum of every Score plugin's (normalized) score for nodes[i].
+  PluginStatus run_score(const CycleState& state, const PodInfo& pod,
+                         std::span<const NodeInfo* const> nodes,
+                         std::vector<int64_t>& totals) const;
+  PluginStatus run_reserve(CycleState& state, const PodInfo& pod, const std::string& node) const;
+  // Unreserve runs in the reverse order of Reserve.
+  void run_unreserve(CycleState& state, const PodInfo& pod, const std::string& node) const;
+  PluginStatus run_permit(CycleState& state, const PodInfo& pod, const std::string& node) const;
+  PluginStatus run_pre_bind(CycleState& state, const PodInfo& pod, const std::string& node) const;
+  // kError "no bind plugin" when no plugin accepted the pod.
+  PluginStatus run_bind(CycleState& state, const PodInfo& pod, const std::string& node) const;
+  void run_post_bind(CycleState& state, const PodInfo& pod, const std::string& node) const;
+
+  // Plugin name → the events it registered.
+  std::map<std::string, std::vector<ClusterEventWithHint>> events_to_register() const;
+
+ private:
+  Framework() = default;
+
+  std::string scheduler_name_;
+  std::vector<std::unique_ptr<Plugin>> plugins_;
+  std::vector<PreFilterPlugin*> pre_filter_;
+  std::vector<FilterPlugin*> filter_;
+  // For each PreFilter plugin, the position of the same plugin among filter_ (or -1).
+  std::vector<int> pre_filter_to_filter_;
+  std::vector<PostFilterPlugin*> post_filter_;
+  std::vector<PreScorePlugin*> pre_score_;
+  std::vector<int> pre_score_to_score_;
+  std::vector<ScorePlugin*> score_;
+  std::vector<int64_t> score_weights_;
+  std::vector<ReservePlugin*> reserve_;
+  std::vector<PermitPlugin*> permit_;
+  std::vector<PreBindPlugin*> pre_bind_;
+  std::vector<BindPlugin*> bind_;
+  std::vector<PostBindPlugin*> post_bind_;
+  std::vector<EnqueueExtensions*> enqueue_;
+};
+
+// Upstream's DefaultNormalizeScore: scales scores so the highest becomes `max_priority`
+// (reversed: the highest becomes 0); all-zero scores stay 0 (reversed: all become max).
+void default_normalize_score(int64_t max_priority, bool reverse, std::span<NodeScore> scores);
+
+}  // namespace skiff::scheduler
