@@ -18,6 +18,7 @@
 #include "client/http_client.h"
 #include "controllers/manager/controller_manager.h"
 #include "hollow/hollow_node.h"
+#include "scheduler/scheduler_server.h"
 
 namespace {
 
@@ -33,6 +34,8 @@ struct ServerFlags {
   // skiff server only: the in-process controller manager.
   bool disable_controller_manager = false;
   skiff::controllers::ControllerManagerOptions cm;
+  bool disable_scheduler = false;
+  skiff::scheduler::SchedulerServerOptions scheduler;
 };
 
 void add_server_flags(CLI::App* cmd, ServerFlags& f) {
@@ -157,6 +160,12 @@ int run_apiserver(ServerFlags& flags, bool with_components) {
     if (flags.cm.root_ca_file.empty()) flags.cm.root_ca_file = flags.api.data_dir + "/tls/ca.crt";
     start_component("controller-manager", [&flags](std::stop_token token) {
       return skiff::controllers::run_controller_manager(flags.cm, token);
+    });
+  }
+  if (with_components && !flags.disable_scheduler) {
+    flags.scheduler.kubeconfig = server.value()->admin_kubeconfig();
+    start_component("scheduler", [&flags](std::stop_token token) {
+      return skiff::scheduler::run_scheduler(flags.scheduler, token);
     });
   }
   std::printf("skiff is ready. To use kubectl:\n  export KUBECONFIG=%s\n",
@@ -310,6 +319,8 @@ int main(int argc, char** argv) {
                    "Do not run a node agent in this process");
   server->add_flag("--disable-controller-manager", server_flags.disable_controller_manager,
                    "Do not run the controllers in this process");
+  server->add_flag("--disable-scheduler", server_flags.disable_scheduler,
+                   "Do not run the scheduler in this process");
   server->add_option("--cluster-cidr", server_flags.cm.node_ipam.cluster_cidr, "Pod address range")
       ->capture_default_str();
   add_duration_option(server, "--node-monitor-grace-period",
@@ -331,6 +342,30 @@ int main(int argc, char** argv) {
   HollowNodeFlags hollow_flags;
   auto* hollow_node = add_hollow_node_command(app, hollow_flags);
 
+  skiff::scheduler::SchedulerServerOptions scheduler_options;
+  auto* scheduler = app.add_subcommand("scheduler", "Run the scheduler against an API server");
+  scheduler
+      ->add_option("--kubeconfig", scheduler_options.kubeconfig, "Kubeconfig of the API server")
+      ->required();
+  scheduler
+      ->add_option("--leader-elect", scheduler_options.leader_elect,
+                   "Elect a leader through a Lease")
+      ->capture_default_str();
+  add_duration_option(scheduler, "--leader-elect-lease-duration", scheduler_options.lease_duration,
+                      "How long a lease holds without renewal");
+  add_duration_option(scheduler, "--leader-elect-renew-deadline", scheduler_options.renew_deadline,
+                      "How long the leader retries renewing before it stops leading");
+  add_duration_option(scheduler, "--leader-elect-retry-period", scheduler_options.retry_period,
+                      "Pause between lease acquisition and renewal attempts");
+  scheduler
+      ->add_option("--bind-workers", scheduler_options.bind_workers, "Concurrent binding requests")
+      ->capture_default_str();
+  scheduler
+      ->add_option("--percentage-of-nodes-to-score", scheduler_options.percentage_of_nodes_to_score,
+                   "Share of nodes to find feasible before scoring (0: adaptive)")
+      ->check(CLI::Range(0, 100))
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   if (!skiff::set_log_level(log_level)) {
     std::fprintf(stderr, "skiff: unknown log level \"%s\"\n", log_level.c_str());
@@ -344,6 +379,11 @@ int main(int argc, char** argv) {
   }
   if (*server) return run_apiserver(server_flags, true);
   if (*apiserver) return run_apiserver(apiserver_flags, false);
+  if (*scheduler) {
+    return run_component("scheduler", [&](std::stop_token stop) {
+      return skiff::scheduler::run_scheduler(scheduler_options, stop);
+    });
+  }
   if (*controller_manager) {
     return run_component("controller-manager", [&](std::stop_token stop) {
       return skiff::controllers::run_controller_manager(cm_flags.o, stop);

@@ -108,8 +108,10 @@ class NodeIpamController : public Controller {
         workers_(
             "nodeipam", queue_, [this](const std::string& key) { return reconcile(key); },
             [this] { return nodes_.has_synced(); }) {
-    nodes_.add_handlers({[this](const ObjectPtr& n) { observe(*n); },
-                         [this](const ObjectPtr&, const ObjectPtr& n) { observe(*n); },
+    nodes_.add_handlers({[this](const ObjectPtr& n) { observe(*n, true); },
+                         [this](const ObjectPtr& o, const ObjectPtr& n) {
+                           observe(*n, pod_cidr(*o) != pod_cidr(*n));
+                         },
                          [this](const ObjectPtr& n) { forget(*n); }});
   }
 
@@ -125,14 +127,14 @@ class NodeIpamController : public Controller {
 
   // Blocks already on nodes are taken before anything is handed out (on the informer thread,
   // which delivers the initial list before workers run).
-  void observe(const Json& node) {
+  void observe(const Json& node, bool cidr_is_new) {
     std::string cidr = pod_cidr(node);
     if (cidr.empty()) {
       queue_.add(client::name_of(node));
       return;
     }
     std::lock_guard lock(mu_);
-    if (!cidrs_.occupy(cidr).is_ok()) {
+    if (!cidrs_.occupy(cidr).is_ok() && cidr_is_new) {
       SKIFF_LOG_WARN("node-ipam: node {} has podCIDR {} outside the cluster CIDR",
                      client::name_of(node), cidr);
     }
