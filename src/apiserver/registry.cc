@@ -1348,7 +1348,7 @@ std::optional<api::ApiError> Registry::create_object(const api::ResourceInfo& re
   } else {
     meta.erase("generation");
   }
-  if (has_status(res)) obj.erase("status");
+  if (has_status(res) && !st.status_on_create) obj.erase("status");
   if (st.prepare_for_create) st.prepare_for_create(obj);
   record_update(res, schema_, nullptr, obj);
   bool reserved = false;
@@ -1428,6 +1428,15 @@ std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res
     json merged = old;
     merged["spec"]["replicas"] = next["spec"].value("replicas", 0);
     next = std::move(merged);
+  } else if (sub == "finalize") {
+    // Namespaces: only spec.finalizers changes (what the namespace controller removes).
+    json merged = old;
+    json finalizers = json::array();
+    if (next.contains("spec") && next["spec"].is_object()) {
+      finalizers = next["spec"].value("finalizers", json::array());
+    }
+    merged["spec"]["finalizers"] = std::move(finalizers);
+    next = std::move(merged);
   } else if (has_status(res)) {
     if (old.contains("status")) {
       next["status"] = old["status"];
@@ -1451,7 +1460,7 @@ std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res
       meta["generation"] = old_meta.value("generation", 0) + 1;
     }
   }
-  if (st.prepare_for_update) st.prepare_for_update(next, old);
+  if (st.prepare_for_update && sub != "finalize") st.prepare_for_update(next, old);
   record_update(res, schema_, &old, next);
   api::FieldErrors errors;
   api::validate_object_meta(meta, res.namespaced, name_rule(st), errors);
@@ -1462,7 +1471,8 @@ std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res
   }
   const std::string& key = old_kv.key;
   bool finalized = meta.contains("deletionTimestamp") &&
-                   (!meta.contains("finalizers") || meta["finalizers"].empty());
+                   (!meta.contains("finalizers") || meta["finalizers"].empty()) &&
+                   !(st.pending_finalizers && st.pending_finalizers(next));
   if (finalized && !st.graceful_delete) {
     // The last finalizer is gone from an object being deleted: it goes now.
     if (!dry_run) {
@@ -1875,10 +1885,14 @@ std::optional<api::ApiError> Registry::delete_object(const api::ResourceInfo& re
         grace = std::min(grace, meta["deletionGracePeriodSeconds"].get<int64_t>());
       }
     }
+    if (st.before_delete) {
+      if (auto e = st.before_delete(obj)) return e;
+    }
+    bool pending = st.pending_finalizers && st.pending_finalizers(obj);
     storage::Txn txn;
     txn.compare.push_back(
         storage::Compare::mod_revision(key, storage::CompareOp::kEqual, (*kv)->mod_revision));
-    bool mark_only = !finalizers.empty() || grace > 0;
+    bool mark_only = !finalizers.empty() || grace > 0 || pending;
     if (mark_only) {
       bool changed = false;
       if (!meta.contains("deletionTimestamp")) {

@@ -73,6 +73,13 @@ struct Strategy {
   std::function<void(nlohmann::json& obj)> to_storage;
   // metadata.generation counts spec changes (workload controllers read it).
   bool tracks_generation = false;
+  // Deletion of objects that wait for more than metadata.finalizers (namespaces wait for
+  // spec.finalizers): before_delete may refuse a delete or mark the object (status.phase);
+  // pending_finalizers keeps an object being deleted until it returns false.
+  std::function<std::optional<api::ApiError>(nlohmann::json& obj)> before_delete;
+  std::function<bool(const nlohmann::json& obj)> pending_finalizers;
+  // Create keeps the status the client sent (nodes) instead of dropping it.
+  bool status_on_create = false;
   // Objects expire this long after their last write (Events, --event-ttl), through store leases.
   int64_t ttl_seconds = 0;
 };

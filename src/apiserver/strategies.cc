@@ -450,6 +450,23 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
     obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = old["metadata"]["name"];
     if (old.contains("spec")) obj["spec"] = old["spec"];
   };
+  namespaces.before_delete = [](json& obj) -> std::optional<api::ApiError> {
+    std::string name = obj["metadata"].value("name", "");
+    if (name == "default" || name == "kube-system" || name == "kube-public") {
+      return api::ApiError::forbidden("namespaces \"" + name +
+                                      "\" is forbidden: this namespace may not be deleted");
+    }
+    obj["status"]["phase"] = "Terminating";
+    return std::nullopt;
+  };
+  // The namespace controller empties the namespace, then removes "kubernetes" from
+  // spec.finalizers through the finalize subresource; the namespace goes after that.
+  namespaces.pending_finalizers = [](const json& obj) {
+    auto spec = obj.find("spec");
+    if (spec == obj.end() || !spec->is_object()) return false;
+    auto f = spec->find("finalizers");
+    return f != spec->end() && f->is_array() && !f->empty();
+  };
   registry.set_strategy("", "namespaces", std::move(namespaces));
 
   Strategy pods;
@@ -691,6 +708,7 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
 
   Strategy nodes;
   nodes.selectable_fields = {"spec.unschedulable"};
+  nodes.status_on_create = true;  // as upstream: a kubelet registers its node with status
   registry.set_strategy("", "nodes", std::move(nodes));
 
   Strategy leases;

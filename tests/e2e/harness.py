@@ -361,13 +361,19 @@ class ServerTestCase(unittest.TestCase):
     """Uses the module's shared server. Test modules define tearDownModule = harness.stop_shared."""
 
     SERVER_ARGS = ()
+    # API tests run the API server without the scheduler and controllers, so namespaces hold
+    # only what the tests create; workload tests set this to False.
+    API_ONLY = True
     server = None
     _counter = 0
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.server = shared_server(cls.SERVER_ARGS)
+        args = tuple(cls.SERVER_ARGS)
+        if cls.API_ONLY:
+            args += ("--disable-controller-manager", "--disable-scheduler")
+        cls.server = shared_server(args)
 
     def setUp(self):
         if not self.server.alive():

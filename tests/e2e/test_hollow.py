@@ -68,6 +68,7 @@ def stop_hollow(proc, log):
 
 @unittest.skipIf(harness.KUBECTL is None, "no kubectl found")
 class HollowNode(ServerTestCase):
+    API_ONLY = False
 
     hollow = None
 

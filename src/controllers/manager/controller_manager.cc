@@ -14,8 +14,13 @@
 #include "client/leader_election.h"
 #include "controllers/cronjob/cronjob_controller.h"
 #include "controllers/deployment/deployment_controller.h"
+#include "controllers/garbagecollector/garbagecollector_controller.h"
 #include "controllers/job/job_controller.h"
 #include "controllers/job/ttlafterfinished_controller.h"
+#include "controllers/namespace/namespace_controller.h"
+#include "controllers/resourcequota/resourcequota_controller.h"
+#include "controllers/serviceaccount/rootcacertpublisher.h"
+#include "controllers/serviceaccount/serviceaccount_controller.h"
 #include "controllers/replicaset/replicaset_controller.h"
 
 namespace skiff::controllers {
@@ -42,6 +47,17 @@ const std::vector<Entry>& registry() {
       {"job", true, simple(new_job_controller)},
       {"cronjob", true, simple(new_cronjob_controller)},
       {"ttl-after-finished", true, simple(new_ttlafterfinished_controller)},
+      {"namespace", true, simple(new_namespace_controller)},
+      {"garbagecollector", true,
+       [](ControllerContext& ctx, const ControllerManagerOptions&, const std::string&) {
+         return new_garbagecollector_controller(ctx);
+       }},
+      {"serviceaccount", true, simple(new_serviceaccount_controller)},
+      {"root-ca-cert-publisher", true,
+       [](ControllerContext& ctx, const ControllerManagerOptions&, const std::string& ca_pem) {
+         return ca_pem.empty() ? nullptr : new_rootcacertpublisher_controller(ctx, ca_pem);
+       }},
+      {"resourcequota", true, simple(new_resourcequota_controller)},
       {"nodeipam", true,
        [](ControllerContext& ctx, const ControllerManagerOptions& o, const std::string&) {
          return o.allocate_node_cidrs ? new_nodeipam_controller(ctx, o.node_ipam) : nullptr;
