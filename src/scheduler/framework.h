@@ -8,10 +8,12 @@
 // UnschedulableAndUnresolvable, Error, Skip, Wait) with reasons, never by throwing. Per-cycle data
 // travels in a CycleState.
 //
-// Thread-safety: a Framework and its plugins are immutable after create(). PreFilter, Filter,
-// PreScore and Score (and NormalizeScore) must be safe to call concurrently for different cycles
-// and nodes; they keep per-cycle data in the CycleState only. Reserve, Permit and the bind points
-// may be called from a binding thread while another cycle runs; plugins that keep state there
+// Thread-safety: a Framework is immutable after create(). Scheduling cycles run one at a time
+// on one thread (the Scheduler's): PreFilter and PreScore of different cycles never overlap, so
+// plugins may keep caches from one cycle to the next there (see plugins/counts_memo.h). Filter
+// and Score (and NormalizeScore) only read the cycle's state and must be safe to call
+// concurrently for different nodes of one cycle. Reserve, Permit and the bind points may be
+// called from a binding thread while another cycle runs; plugins that keep state there
 // synchronise it themselves. A CycleState belongs to one cycle and is not shared while written.
 
 #include <cstdint>

@@ -102,7 +102,10 @@ const std::string* intern(std::string_view name) {
 
 }  // namespace
 
-LabelKey::LabelKey() : LabelKey(std::string_view()) {}
+LabelKey::LabelKey() {
+  static const LabelKey empty(std::string_view{});
+  *this = empty;
+}
 
 LabelKey::LabelKey(std::string_view name) : name_(intern(name)), hash_(hash_string(name)) {}
 

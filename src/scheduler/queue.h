@@ -14,6 +14,9 @@
 // pop() blocks on a condition variable until a pod is ready, waking only when a pod is added or
 // moved, when the earliest back-off expires, or for the periodic leftover flush; it never polls.
 //
+// Queueing hints run under the queue's lock and must not call back into the queue; they may
+// refer to their plugins, so the Framework must outlive the queue's use of them.
+//
 // Thread-safety: every method is safe from any thread.
 
 #include <chrono>

@@ -148,6 +148,32 @@ TEST_F(QueueTest, EventsDuringACycleSendTheFailureToBackoff) {
   EXPECT_EQ(q.backoff_size(), 1u);
 }
 
+TEST_F(QueueTest, AffinityRejectionsWaitForAMatchingPod) {
+  SchedulingQueue q(default_events(), options());
+  q.add(PodBuilder("web").required_affinity("app", "db", "kubernetes.io/hostname").build());
+  fail(q, "InterPodAffinity");
+  time.now += 1min;
+  q.assigned_pod_added(*PodBuilder("cache").label("app", "cache").node("n1").build());
+  EXPECT_EQ(q.unschedulable_size(), 1u);
+  q.assigned_pod_added(*PodBuilder("db").label("app", "db").node("n1").build());
+  EXPECT_EQ(q.unschedulable_size(), 0u);
+  EXPECT_EQ(pop_name(q), "web");
+}
+
+TEST_F(QueueTest, SpreadRejectionsWaitForARelevantPodChange) {
+  SchedulingQueue q(default_events(), options());
+  q.add(PodBuilder("p")
+            .label("app", "web")
+            .spread(1, "topology.kubernetes.io/zone", "DoNotSchedule", "app", "web")
+            .build());
+  fail(q, "PodTopologySpread");
+  time.now += 1min;
+  q.assigned_pod_deleted(*PodBuilder("other").label("app", "db").node("n1").build());
+  EXPECT_EQ(q.unschedulable_size(), 1u);
+  q.assigned_pod_deleted(*PodBuilder("peer").label("app", "web").node("n1").build());
+  EXPECT_EQ(q.unschedulable_size(), 0u);
+}
+
 TEST_F(QueueTest, LeftoverFlushAfterFiveMinutes) {
   SchedulingQueue q(default_events(), options());
   q.add(PodBuilder("p").build());

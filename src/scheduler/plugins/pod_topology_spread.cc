@@ -51,6 +51,7 @@ struct PreFilterState : StateData {
   std::vector<std::shared_ptr<TopologyCountsMemo>> counts;  // per constraint
   std::vector<int64_t> min_match;                           // per constraint: the global minimum
   std::vector<size_t> domains;                              // per constraint
+  std::vector<int64_t> self_match;  // per constraint: 1 if the pod counts towards it
 };
 
 struct PreScoreState : StateData {
@@ -253,13 +254,14 @@ PluginStatus PodTopologySpread::pre_filter(CycleState& state, const PodInfo& pod
     });
     s->min_match.push_back(memo->min_count(c.spec->topology_key));
     s->domains.push_back(memo->domains(c.spec->topology_key));
+    s->self_match.push_back(c.self_match(pod) ? 1 : 0);
     s->counts.push_back(std::move(memo));
   }
   state.write(kPreFilterKey, std::move(s));
   return {};
 }
 
-PluginStatus PodTopologySpread::filter(const CycleState& state, const PodInfo& pod,
+PluginStatus PodTopologySpread::filter(const CycleState& state, const PodInfo&,
                                        const NodeInfo& info) const {
   const auto* s = state.get<PreFilterState>(kPreFilterKey);
   if (s == nullptr) return PluginStatus::error("PodTopologySpread: PreFilter state missing");
@@ -272,8 +274,8 @@ PluginStatus PodTopologySpread::filter(const CycleState& state, const PodInfo& p
     }
     int64_t min_match = s->min_match[i];
     if (static_cast<int64_t>(s->domains[i]) < c.spec->min_domains) min_match = 0;
-    const int64_t self = c.self_match(pod) ? 1 : 0;
-    const int64_t skew = s->counts[i]->count(c.spec->topology_key, *value) + self - min_match;
+    const int64_t skew =
+        s->counts[i]->count(c.spec->topology_key, *value) + s->self_match[i] - min_match;
     if (skew > c.spec->max_skew) {
       return PluginStatus::fixed(Code::kUnschedulable, kSkewReasons);
     }
