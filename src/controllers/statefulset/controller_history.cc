@@ -1,0 +1,247 @@
+#include "controllers/statefulset/controller_history.h"
+
+#include <algorithm>
+
+#include "controllers/controller_utils.h"
+
+namespace skiff::controllers::history {
+namespace {
+
+using client::resources::kControllerRevisions;
+
+// Longest prefix of a revision name: 253 (a DNS subdomain) minus the hash and the dash.
+constexpr size_t kMaxPrefixLength = 223;
+// Attempts at a revision write that keeps meeting conflicts.
+constexpr int kUpdateRetries = 5;
+
+const Json& empty_object() {
+  static const Json kEmpty = Json::object();
+  return kEmpty;
+}
+
+const Json& field(const Json& obj, const char* name) {
+  if (!obj.is_object()) return empty_object();
+  auto it = obj.find(name);
+  return it == obj.end() || it->is_null() ? empty_object() : *it;
+}
+
+// Drops nulls, empty objects and empty arrays, recursively: an absent list and an empty one mean
+// the same to the API, and the server may write either.
+Json normalize(const Json& value) {
+  if (value.is_object()) {
+    Json out = Json::object();
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      Json v = normalize(it.value());
+      if (v.is_null() || ((v.is_object() || v.is_array()) && v.empty())) continue;
+      out[it.key()] = std::move(v);
+    }
+    return out;
+  }
+  if (value.is_array()) {
+    Json out = Json::array();
+    for (const auto& v : value) out.push_back(normalize(v));
+    return out;
+  }
+  return value;
+}
+
+int64_t created_at(const Json& obj) {
+  return parse_rfc3339(field(obj, "metadata").value("creationTimestamp", ""));
+}
+
+}  // namespace
+
+Json template_patch(const Json& owner) {
+  Json tmpl = field(field(owner, "spec"), "template");
+  if (!tmpl.is_object()) tmpl = Json::object();
+  tmpl["$patch"] = "replace";
+  return {{"spec", {{"template", std::move(tmpl)}}}};
+}
+
+Json template_of(const Json& revision) {
+  Json tmpl = field(field(field(revision, "data"), "spec"), "template");
+  if (!tmpl.is_object()) return Json::object();
+  tmpl.erase("$patch");
+  return tmpl;
+}
+
+bool equal_data(const Json& a, const Json& b) {
+  return normalize(a) == normalize(b);
+}
+
+bool equal_revision(const Json& a, const Json& b) {
+  return equal_data(field(a, "data"), field(b, "data"));
+}
+
+std::string hash_data(const Json& data, std::optional<int64_t> collision_count) {
+  // nlohmann's default object keeps keys sorted, so dump() is canonical.
+  std::string text = normalize(data).dump();
+  if (collision_count) text += std::to_string(*collision_count);
+  uint32_t h = 2166136261u;
+  for (unsigned char c : text) {
+    h ^= c;
+    h *= 16777619u;
+  }
+  static const char kAlphabet[] = "bcdfghjklmnpqrstvwxz2456789";
+  std::string out;
+  for (unsigned char c : std::to_string(h)) out += kAlphabet[c % (sizeof(kAlphabet) - 1)];
+  return out;
+}
+
+std::string revision_name(std::string_view prefix, std::string_view hash) {
+  std::string name(prefix.substr(0, std::min(prefix.size(), kMaxPrefixLength)));
+  name += "-";
+  name += hash;
+  return name;
+}
+
+int64_t revision_number(const Json& revision) {
+  auto it = revision.find("revision");
+  return it != revision.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+
+std::string revision_hash_label(const Json& revision) {
+  const Json& labels = field(field(revision, "metadata"), "labels");
+  auto it = labels.find(kControllerRevisionHashLabel);
+  return it != labels.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+void sort_revisions(std::vector<ObjectPtr>& revisions) {
+  std::stable_sort(revisions.begin(), revisions.end(), [](const ObjectPtr& a, const ObjectPtr& b) {
+    int64_t ra = revision_number(*a), rb = revision_number(*b);
+    if (ra != rb) return ra < rb;
+    int64_t ca = created_at(*a), cb = created_at(*b);
+    if (ca != cb) return ca < cb;
+    return client::name_of(*a) < client::name_of(*b);
+  });
+}
+
+int64_t max_revision(const std::vector<ObjectPtr>& revisions) {
+  int64_t max = 0;
+  for (const auto& r : revisions) max = std::max(max, revision_number(*r));
+  return max;
+}
+
+Json new_revision(const Json& owner, std::string_view kind, std::string_view api_version,
+                  const Json& template_labels, const Json& data, int64_t number,
+                  std::optional<int64_t> collision_count) {
+  std::string hash = hash_data(data, collision_count);
+  Json labels = template_labels.is_object() ? template_labels : Json::object();
+  labels[kControllerRevisionHashLabel] = hash;
+  Json meta = {{"name", revision_name(client::name_of(owner), hash)},
+               {"namespace", client::namespace_of(owner)},
+               {"labels", std::move(labels)},
+               {"ownerReferences", Json::array({controller_ref(owner, kind, api_version)})}};
+  const Json& annotations = field(field(owner, "metadata"), "annotations");
+  if (annotations.is_object() && !annotations.empty()) meta["annotations"] = annotations;
+  return {{"apiVersion", "apps/v1"},
+          {"kind", "ControllerRevision"},
+          {"metadata", std::move(meta)},
+          {"data", data},
+          {"revision", number}};
+}
+
+Result<Json> create_revision(client::ApiClient& api, const Json& owner, Json revision,
+                             int64_t& collision_count) {
+  const std::string ns = client::namespace_of(owner);
+  // Every name taken by other data moves to the next collision count; the bound only guards
+  // against a server that answers AlreadyExists for everything.
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    std::string hash = hash_data(revision["data"], collision_count);
+    revision["metadata"]["name"] = revision_name(client::name_of(owner), hash);
+    revision["metadata"]["labels"][kControllerRevisionHashLabel] = hash;
+    auto created = api.create(kControllerRevisions, ns, revision);
+    if (created.is_ok() || created.status().code() != StatusCode::kAlreadyExists) return created;
+    auto existing =
+        api.get(kControllerRevisions, ns, revision["metadata"]["name"].get<std::string>());
+    if (!existing.is_ok()) return existing.status();
+    if (equal_revision(existing.value(), revision)) return existing;
+    ++collision_count;
+  }
+  return error(StatusCode::kInternal,
+               "no free ControllerRevision name for " + client::key_of(owner));
+}
+
+Result<Json> update_revision_number(client::ApiClient& api, const Json& revision, int64_t number) {
+  Json obj = revision;
+  for (int attempt = 0;; ++attempt) {
+    if (revision_number(obj) == number) return obj;
+    obj["revision"] = number;
+    auto updated = api.update(kControllerRevisions, client::namespace_of(obj), obj);
+    if (updated.is_ok() || updated.status().code() != StatusCode::kAborted ||
+        attempt + 1 >= kUpdateRetries) {
+      return updated;
+    }
+    auto fresh = api.get(kControllerRevisions, client::namespace_of(obj), client::name_of(obj));
+    if (!fresh.is_ok()) return fresh.status();
+    obj = std::move(fresh.value());
+  }
+}
+
+Result<std::vector<ObjectPtr>> list_owned(client::ApiClient& api, const Json& owner,
+                                          const api::LabelSelector& selector) {
+  client::ListOptions options;
+  options.label_selector = selector.to_string();
+  SKIFF_ASSIGN_OR_RETURN(Json listed,
+                         api.list(kControllerRevisions, client::namespace_of(owner), options));
+  std::vector<ObjectPtr> out;
+  const std::string uid = client::uid_of(owner);
+  for (auto& rev : listed["items"]) {
+    if (!is_controlled_by(rev, uid)) continue;
+    out.push_back(std::make_shared<const Json>(std::move(rev)));
+  }
+  sort_revisions(out);
+  return out;
+}
+
+Result<std::vector<ObjectPtr>> claim(client::ApiClient& api, const client::Resource& resource,
+                                     const Json& owner, std::string_view kind,
+                                     std::string_view api_version,
+                                     const std::function<bool(const Json&)>& match,
+                                     const std::vector<ObjectPtr>& objects) {
+  const std::string owner_uid = client::uid_of(owner);
+  const bool owner_deleting = field(owner, "metadata").contains("deletionTimestamp");
+  std::vector<ObjectPtr> claimed;
+  Status first_error;
+  auto note = [&first_error](const Status& s) {
+    if (!s.is_ok() && s.code() != StatusCode::kNotFound && first_error.is_ok()) first_error = s;
+  };
+  for (const auto& obj : objects) {
+    const Json* ref = client::controller_of(*obj);
+    const bool matches = match(*obj);
+    if (ref) {
+      if (ref->value("uid", "") != owner_uid) continue;  // someone else's
+      if (matches) {
+        claimed.push_back(obj);
+        continue;
+      }
+      if (owner_deleting) continue;
+      Json refs = Json::array();
+      for (const auto& r : (*obj)["metadata"]["ownerReferences"]) {
+        if (r.value("uid", "") != owner_uid) refs.push_back(r);
+      }
+      Json patch = {{"metadata", {{"uid", client::uid_of(*obj)}, {"ownerReferences", refs}}}};
+      note(api.patch(resource, client::namespace_of(*obj), client::name_of(*obj),
+                     client::PatchType::kMerge, patch.dump())
+               .status());
+      continue;
+    }
+    if (!matches || owner_deleting || field(*obj, "metadata").contains("deletionTimestamp")) {
+      continue;
+    }
+    Json refs = field(*obj, "metadata").value("ownerReferences", Json::array());
+    refs.push_back(controller_ref(owner, kind, api_version));
+    Json patch = {{"metadata", {{"uid", client::uid_of(*obj)}, {"ownerReferences", refs}}}};
+    auto r = api.patch(resource, client::namespace_of(*obj), client::name_of(*obj),
+                       client::PatchType::kMerge, patch.dump());
+    if (r.is_ok()) {
+      claimed.push_back(std::make_shared<const Json>(std::move(r.value())));
+    } else {
+      note(r.status());
+    }
+  }
+  if (!first_error.is_ok()) return first_error;
+  return claimed;
+}
+
+}  // namespace skiff::controllers::history
