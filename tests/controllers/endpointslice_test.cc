@@ -23,6 +23,17 @@ bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
   return f();
 }
 
+// What must not happen, checked for a while.
+template <typename F>
+bool stays(F f, std::chrono::milliseconds period = 300ms) {
+  auto deadline = std::chrono::steady_clock::now() + period;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (!f()) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return f();
+}
+
 std::string ip_of(int i) {
   return "10.42." + std::to_string(i / 200) + "." + std::to_string(i % 200 + 1);
 }
@@ -220,6 +231,22 @@ TEST_F(EndpointSliceControllerTest, SplitsAtOneHundredAndUpdatesInPlace) {
     ASSERT_TRUE(api_.remove(kPods, "default", "p" + std::to_string(i)).is_ok());
   ASSERT_TRUE(eventually([&] { return endpoint_total() == 1 && slices().size() == 1; }));
   EXPECT_TRUE(api_.actions("create", "endpointslices.discovery.k8s.io").empty());
+}
+
+TEST_F(EndpointSliceControllerTest, NoWritesWhenNothingChanged) {
+  api_.seed(kServices, web_service());
+  api_.seed(kPods, make_pod("a", "10.42.0.5", true));
+  start();
+  ASSERT_TRUE(eventually([&] { return endpoint_total() == 1; }));
+  api_.clear_actions();
+  // A Service change that touches no endpoint is synced and writes nothing.
+  Json svc = api_.get(kServices, "default", "web").value();
+  svc["metadata"]["annotations"] = {{"note", "x"}};
+  api_.seed(kServices, svc);
+  EXPECT_TRUE(stays([&] { return api_.actions().empty(); }));
+  api_.seed(kPods, make_pod("b", "10.42.0.6", true));
+  ASSERT_TRUE(eventually([&] { return endpoint_total() == 2; }));
+  EXPECT_EQ(api_.actions().size(), 1u);
 }
 
 TEST_F(EndpointSliceControllerTest, PlaceholderWhenNoEndpointsAndPortGroups) {

@@ -278,8 +278,9 @@ Status EndpointsController::sync(const std::string& key) {
       auto port = find_port(*pod, sp);
       if (!port) continue;  // this pod does not offer that port
       Json ep = {{"port", *port}, {"protocol", port_protocol(sp)}};
-      if (sp.contains("name")) ep["name"] = sp["name"];
-      if (sp.contains("appProtocol")) ep["appProtocol"] = sp["appProtocol"];
+      // Empty optional fields are left out, as the API server stores them.
+      if (std::string n = string_field(sp, "name"); !n.empty()) ep["name"] = n;
+      if (std::string a = string_field(sp, "appProtocol"); !a.empty()) ep["appProtocol"] = a;
       entries.push_back({address, ready, std::move(ep)});
     }
   }

@@ -55,7 +55,7 @@ bool owned_by(const Json& slice, const Json& service) {
 Json canonical_port(const Json& p) {
   Json out = {{"name", string_field(p, "name")}, {"protocol", port_protocol(p)}};
   out["port"] = field(p, "port");
-  if (p.contains("appProtocol")) out["appProtocol"] = p["appProtocol"];
+  if (std::string a = string_field(p, "appProtocol"); !a.empty()) out["appProtocol"] = a;
   return out;
 }
 
@@ -389,7 +389,7 @@ Status EndpointSliceController::sync(const std::string& key) {
         if (!port) continue;
         Json p = {
             {"name", string_field(sp, "name")}, {"port", *port}, {"protocol", port_protocol(sp)}};
-        if (sp.contains("appProtocol")) p["appProtocol"] = sp["appProtocol"];
+        if (std::string a = string_field(sp, "appProtocol"); !a.empty()) p["appProtocol"] = a;
         ports.push_back(std::move(p));
       }
     }
