@@ -92,7 +92,8 @@ class StatefulSetController : public Controller {
 
   // The set's revisions (adopting orphans), sorted oldest first.
   Result<std::vector<ObjectPtr>> claim_revisions(const Json& set);
-  // Finds or makes the update revision; returns current and update revisions.
+  // Finds or makes the update revision; fills in sync's revisions, their sets and the
+  // collision count.
   Status resolve_revisions(Sync& sync, std::vector<ObjectPtr>& revisions);
   Status update_pods(Sync& sync, const std::vector<ObjectPtr>& pods);
   Step process_replica(Sync& sync, std::vector<Replica>& replicas, size_t i);
