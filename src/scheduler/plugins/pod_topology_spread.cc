@@ -1,5 +1,6 @@
 #include "scheduler/plugins/pod_topology_spread.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <unordered_set>
@@ -309,14 +310,28 @@ PluginStatus PodTopologySpread::pre_score(CycleState& state, const PodInfo& pod,
     if (c.is_hostname) {
       size = feasible.size() - s->ignored.size();
     } else {
-      // Domains among the candidates weigh the constraint.
-      std::unordered_set<ValueRef, ValueRefHash> values;
+      // Domains among the candidates weigh the constraint. Usually a handful (zones): a short
+      // list beats a hash set until it grows.
+      std::vector<const HString*> few;
+      std::unordered_set<ValueRef, ValueRefHash> many;
       for (const NodeInfo* info : feasible) {
         if (s->ignored.count(info) != 0) continue;
         const HString* value = info->node()->labels.find(c.spec->topology_key);
-        values.insert(ValueRef{value ? value : &kEmptyValue});
+        if (value == nullptr) value = &kEmptyValue;
+        if (!many.empty()) {
+          many.insert(ValueRef{value});
+          continue;
+        }
+        if (std::find_if(few.begin(), few.end(),
+                         [value](const HString* v) { return *v == *value; }) != few.end()) {
+          continue;
+        }
+        few.push_back(value);
+        if (few.size() > 32) {
+          for (const HString* v : few) many.insert(ValueRef{v});
+        }
       }
-      size = values.size();
+      size = many.empty() ? few.size() : many.size();
       std::shared_ptr<TopologyCountsMemo> memo =
           memos_.get(memo_key('S', pod, c, constraints, require_all));
       memo->sync(nodes, [&](const NodeInfo& info, TopologyCountsMemo::Emitter& emit) {
