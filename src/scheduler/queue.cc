@@ -351,6 +351,10 @@ void SchedulingQueue::node_added(const Node& node) {
   move_all_to_active_or_backoff(node_add_event(&node));
 }
 
+void SchedulingQueue::node_deleted(const Node& node) {
+  move_all_to_active_or_backoff(node_delete_event(&node));
+}
+
 void SchedulingQueue::node_updated(const Node& before, const Node& after) {
   uint32_t actions = node_update_actions(before, after);
   if (actions == 0) return;

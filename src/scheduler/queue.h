@@ -101,6 +101,7 @@ class SchedulingQueue {
   void assigned_pod_deleted(const PodInfo& pod);
   void node_added(const Node& node);
   void node_updated(const Node& before, const Node& after);
+  void node_deleted(const Node& node);
 
   // Moves pods whose back-off has expired to activeQ; parked pods older than
   // max_in_unschedulable back to the queues. pop() does both itself.

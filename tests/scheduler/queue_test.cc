@@ -172,6 +172,15 @@ TEST_F(QueueTest, SpreadRejectionsWaitForARelevantPodChange) {
   EXPECT_EQ(q.unschedulable_size(), 1u);
   q.assigned_pod_deleted(*PodBuilder("peer").label("app", "web").node("n1").build());
   EXPECT_EQ(q.unschedulable_size(), 0u);
+
+  // A node leaving can lower the global minimum too.
+  auto p = q.try_pop();
+  ASSERT_TRUE(p.has_value());
+  p->unschedulable_plugins = {"PodTopologySpread"};
+  ASSERT_TRUE(q.add_unschedulable_if_not_present(*p).is_ok());
+  time.now += 1min;
+  q.node_deleted(*NodeBuilder("gone").build());
+  EXPECT_EQ(q.unschedulable_size(), 0u);
 }
 
 TEST_F(QueueTest, LeftoverFlushAfterFiveMinutes) {
