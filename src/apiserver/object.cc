@@ -16,6 +16,42 @@ std::mt19937_64& rng() {
   return gen;
 }
 
+// The offset of `key` (a quoted key with its colon and opening brace, as the serializer writes
+// it) among the top-level members of the JSON object `json`, or npos. Nested objects may hold
+// the same key (a ControllerRevision's data holds a pod template's metadata), so depth counts.
+size_t top_level_key(std::string_view json, std::string_view key) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    char c = json[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        if (depth == 1 && json.compare(i, key.size(), key) == 0) return i;
+        in_string = true;
+        break;
+      case '{':
+      case '[':
+        ++depth;
+        break;
+      case '}':
+      case ']':
+        --depth;
+        break;
+      default:
+        break;
+    }
+  }
+  return std::string_view::npos;
+}
+
 }  // namespace
 
 void append_with_resource_version(std::string& out, std::string_view stored,
@@ -25,7 +61,7 @@ void append_with_resource_version(std::string& out, std::string_view stored,
   int n = std::snprintf(rv, sizeof(rv), "\"resourceVersion\":\"%lld\"",
                         static_cast<long long>(resource_version));
   std::string_view rv_field(rv, static_cast<size_t>(n));
-  size_t at = stored.find(kMeta);
+  size_t at = top_level_key(stored, kMeta);
   if (at == std::string_view::npos) {
     // No metadata object: add one at the front.
     out.append("{\"metadata\":{").append(rv_field).append("}");

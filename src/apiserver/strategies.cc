@@ -535,12 +535,56 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
     s.selectable_fields = {"status.replicas"};
     s.validate = validate_apps;
     s.validate_update = selector_immutable;
-    if (std::string(r) != "daemonsets") {
-      s.prepare_for_create = [](json& obj) {
-        set_default(obj["spec"], "replicas", 1);
-        default_pod_template(obj, "template");
-      };
-    }
+    std::string kind = r;
+    // Upstream's defaults: what `kubectl rollout status` and the controllers read.
+    auto defaults = [kind](json& obj) {
+      json& spec = obj["spec"];
+      if (kind != "daemonsets") set_default(spec, "replicas", 1);
+      if (kind != "replicasets") {
+        set_default(spec, "revisionHistoryLimit", 10);
+        json& strategy = spec["updateStrategy"];
+        if (!strategy.is_object()) strategy = json::object();
+        set_default(strategy, "type", "RollingUpdate");
+        if (strategy.value("type", "") == "RollingUpdate") {
+          json& ru = strategy["rollingUpdate"];
+          if (!ru.is_object()) ru = json::object();
+          if (kind == "statefulsets") {
+            set_default(ru, "partition", 0);
+          } else {
+            set_default(ru, "maxUnavailable", 1);
+            set_default(ru, "maxSurge", 0);
+          }
+        }
+      }
+      if (kind == "statefulsets") {
+        set_default(spec, "podManagementPolicy", "OrderedReady");
+        json& retention = spec["persistentVolumeClaimRetentionPolicy"];
+        if (!retention.is_object()) retention = json::object();
+        set_default(retention, "whenDeleted", "Retain");
+        set_default(retention, "whenScaled", "Retain");
+      }
+      default_pod_template(obj, "template");
+    };
+    s.prepare_for_create = [defaults, kind](json& obj) {
+      defaults(obj);
+      if (kind == "daemonsets") {
+        obj["metadata"]["annotations"]["deprecated.daemonset.template.generation"] = "1";
+      }
+    };
+    s.prepare_for_update = [defaults, kind](json& obj, const json& old) {
+      defaults(obj);
+      if (kind == "daemonsets") {
+        // Counts template changes, as upstream.
+        auto generation = std::stoll(
+            old["metadata"].value("annotations", json::object())
+                .value("deprecated.daemonset.template.generation", "1"));
+        if (obj["spec"].value("template", json()) != old["spec"].value("template", json())) {
+          ++generation;
+        }
+        obj["metadata"]["annotations"]["deprecated.daemonset.template.generation"] =
+            std::to_string(generation);
+      }
+    };
     registry.set_strategy("apps", r, std::move(s));
   }
   Strategy rcs = with_template;

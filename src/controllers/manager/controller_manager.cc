@@ -13,14 +13,20 @@
 #include "client/http_client.h"
 #include "client/leader_election.h"
 #include "controllers/cronjob/cronjob_controller.h"
+#include "controllers/daemonset/daemonset_controller.h"
 #include "controllers/deployment/deployment_controller.h"
+#include "controllers/endpoints/endpoints_controller.h"
+#include "controllers/endpointslice/endpointslice_controller.h"
 #include "controllers/garbagecollector/garbagecollector_controller.h"
 #include "controllers/job/job_controller.h"
 #include "controllers/job/ttlafterfinished_controller.h"
 #include "controllers/namespace/namespace_controller.h"
+#include "controllers/nodelifecycle/nodelifecycle_controller.h"
 #include "controllers/resourcequota/resourcequota_controller.h"
 #include "controllers/serviceaccount/rootcacertpublisher.h"
 #include "controllers/serviceaccount/serviceaccount_controller.h"
+#include "controllers/servicelb/servicelb_controller.h"
+#include "controllers/statefulset/statefulset_controller.h"
 #include "controllers/replicaset/replicaset_controller.h"
 
 namespace skiff::controllers {
@@ -58,6 +64,12 @@ const std::vector<Entry>& registry() {
          return ca_pem.empty() ? nullptr : new_rootcacertpublisher_controller(ctx, ca_pem);
        }},
       {"resourcequota", true, simple(new_resourcequota_controller)},
+      {"daemonset", true, simple(new_daemonset_controller)},
+      {"statefulset", true, simple(new_statefulset_controller)},
+      {"endpoints", true, simple(new_endpoints_controller)},
+      {"endpointslice", true, simple(new_endpointslice_controller)},
+      {"service-lb", true, simple(new_servicelb_controller)},
+      {"nodelifecycle", true, simple(new_nodelifecycle_controller)},
       {"nodeipam", true,
        [](ControllerContext& ctx, const ControllerManagerOptions& o, const std::string&) {
          return o.allocate_node_cidrs ? new_nodeipam_controller(ctx, o.node_ipam) : nullptr;
