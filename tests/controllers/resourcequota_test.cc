@@ -3,7 +3,6 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
-#include "controllers/resourcequota/quota_usage.h"
 #include "controllers/resourcequota/resourcequota_controller.h"
 
 namespace skiff::controllers {
@@ -43,50 +42,6 @@ Json pod(const std::string& name, Json containers, Json init = Json(),
 
 std::string canonical(const client::Json& list, const std::string& name) {
   return list.contains(name) ? list[name].get<std::string>() : "<absent>";
-}
-
-TEST(QuotaUsage, PodRequestsAndLimitsAsUpstream) {
-  // Containers add up; a regular init container runs alone; restartable (sidecar) init
-  // containers run alongside everything after them; overhead adds to requests and set limits.
-  Json p = pod("p",
-               {container({{"cpu", "200m"}, {"memory", "100Mi"}}, {{"cpu", "400m"}}),
-                container({{"cpu", "300m"}, {"memory", "100Mi"}})},
-               {container({{"cpu", "100m"}, {"memory", "50Mi"}}),
-                container({{"cpu", "1"}, {"memory", "1Gi"}})});
-  p["spec"]["initContainers"][0]["restartPolicy"] = "Always";
-  p["spec"]["overhead"] = {{"cpu", "50m"}, {"memory", "10Mi"}};
-  client::Json requests = quota::to_json(quota::pod_requests(p));
-  // cpu: containers 500m + sidecar 100m = 600m, but the regular init container needs 1 + the
-  // sidecar 100m = 1100m; plus 50m overhead. Memory likewise: 1Gi + 50Mi + 10Mi.
-  EXPECT_EQ(canonical(requests, "cpu"), "1150m");
-  EXPECT_EQ(canonical(requests, "memory"), "1084Mi");
-  client::Json limits = quota::to_json(quota::pod_limits(p));
-  EXPECT_EQ(canonical(limits, "cpu"), "450m");
-  EXPECT_EQ(canonical(limits, "memory"), "<absent>");
-}
-
-TEST(QuotaUsage, EvaluatorsMatchTheirResourceNames) {
-  const quota::Evaluator* pods = quota::evaluator_for(kPods);
-  ASSERT_NE(pods, nullptr);
-  for (const char* n : {"pods", "count/pods", "cpu", "requests.cpu", "limits.memory",
-                        "requests.example.com/gpu", "hugepages-2Mi", "requests.hugepages-2Mi"}) {
-    EXPECT_TRUE(pods->matches(n)) << n;
-  }
-  for (const char* n :
-       {"limits.example.com/gpu", "requests.storage", "services", "count/secrets"}) {
-    EXPECT_FALSE(pods->matches(n)) << n;
-  }
-  const quota::Evaluator* deployments = quota::evaluator_for(kDeployments);
-  ASSERT_NE(deployments, nullptr);
-  EXPECT_TRUE(deployments->matches("count/deployments.apps"));
-  EXPECT_FALSE(deployments->matches("deployments"));
-  const quota::Evaluator* secrets = quota::evaluator_for(kSecrets);
-  EXPECT_TRUE(secrets->matches("secrets"));
-  EXPECT_TRUE(secrets->matches("count/secrets"));
-  const quota::Evaluator* pvcs = quota::evaluator_for(kPersistentVolumeClaims);
-  EXPECT_TRUE(pvcs->matches("fast.storageclass.storage.k8s.io/requests.storage"));
-  EXPECT_TRUE(pvcs->matches("fast.storageclass.storage.k8s.io/persistentvolumeclaims"));
-  EXPECT_EQ(quota::evaluator_for(kEvents), nullptr);
 }
 
 class ResourceQuotaTest : public ::testing::Test {

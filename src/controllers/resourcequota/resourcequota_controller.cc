@@ -6,11 +6,12 @@
 #include <thread>
 #include <unordered_map>
 
-#include "controllers/resourcequota/quota_usage.h"
+#include "api/quota.h"
 
 namespace skiff::controllers {
 namespace {
 
+namespace quota = api::quota;
 using namespace client::resources;
 using quota::Evaluator;
 using quota::EvaluatorKind;
@@ -21,6 +22,10 @@ const Json& field(const Json& obj, const char* name) {
   if (!obj.is_object()) return kNull;
   auto it = obj.find(name);
   return it == obj.end() ? kNull : *it;
+}
+
+client::Resource resource_of(const Evaluator& e) {
+  return client::Resource{e.group, e.version, e.resource, e.kind, true};
 }
 
 // Whether an update of an object can change what it uses (creations and deletions always do).
@@ -54,14 +59,14 @@ class ResourceQuotaController : public Controller {
             "resourcequota", queue_, [this](const std::string& key) { return sync(key); },
             [this] { return synced(); }) {
     for (const auto& r : quota_monitored_resources()) {
-      const Evaluator* e = quota::evaluator_for(r);
+      const Evaluator* e = quota::evaluator_for(r.group, r.resource);
       if (!e) continue;  // not served
       client::Informer& informer = ctx.informers.informer(r);
       monitored_[r.display_name()] = &informer;
       informer.add_handlers(
           {[this, e](const ObjectPtr& obj) { replenish(*e, client::namespace_of(*obj)); },
            [this, e](const ObjectPtr& old_obj, const ObjectPtr& obj) {
-             if (usage_may_change(e->kind, *old_obj, *obj)) {
+             if (usage_may_change(e->evaluates, *old_obj, *obj)) {
                replenish(*e, client::namespace_of(*obj));
              }
            },
@@ -173,9 +178,9 @@ class ResourceQuotaController : public Controller {
         if (e.matches(name)) stats[name] = api::Quantity();
       }
       if (stats.empty()) continue;
-      auto items = objects(e.resource, ns);
+      auto items = objects(resource_of(e), ns);
       if (!items.is_ok()) {
-        errors.push_back(e.resource.display_name() + ": " + items.status().message());
+        errors.push_back(e.qualified_resource() + ": " + items.status().message());
         continue;
       }
       for (const auto& item : items.value()) {

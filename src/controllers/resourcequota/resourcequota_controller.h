@@ -2,7 +2,7 @@
 
 // The resource quota controller (kube-controller-manager's "resourcequota"): keeps each
 // ResourceQuota's status current. status.hard mirrors spec.hard; status.used holds, for every
-// resource spec.hard names, what the namespace's objects use (quota_usage.h says how each is
+// resource spec.hard names, what the namespace's objects use (api/quota.h says how each is
 // counted), in canonical quantity form. Usage is recalculated when objects that count change
 // (pods, services, persistent volume claims, and the objects of the common workload and
 // configuration resources, watched through the shared informers; other resources are listed
