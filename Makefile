@@ -4,7 +4,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 DATA_DIR ?= /var/lib/skiff
 
-.PHONY: all deps build test run bench bench-store bench-apiserver format clean
+.PHONY: all deps build test run bench bench-store bench-apiserver bench-scheduler bench-cluster format clean
 
 all: build
 
@@ -28,7 +28,7 @@ run: build
 	@scripts/install-deps.sh run
 	$(BUILD_DIR)/skiff server --data-dir $(DATA_DIR)
 
-bench: bench-store bench-apiserver
+bench: bench-store bench-apiserver bench-scheduler bench-cluster
 
 bench-store: build
 	@scripts/install-deps.sh test
@@ -37,6 +37,12 @@ bench-store: build
 bench-apiserver: build
 	@scripts/install-deps.sh test
 	$(BUILD_DIR)/bench/apiserver_bench --skiff $(BUILD_DIR)/skiff
+
+bench-scheduler: build
+	$(BUILD_DIR)/bench/scheduler_bench
+
+bench-cluster: build
+	$(BUILD_DIR)/bench/cluster_bench --skiff $(BUILD_DIR)/skiff
 
 format:
 	find cmd src tests bench -name '*.h' -o -name '*.cc' | xargs clang-format -i

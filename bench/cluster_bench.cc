@@ -82,7 +82,8 @@ bool start_cluster(const std::string& skiff, const std::string& dir, int nodes,
     if (list.is_ok()) {
       int ready = 0;
       for (const auto& n : list.value()["items"]) {
-        for (const auto& cond : n["status"].value("conditions", Json::array())) {
+        for (const auto& cond :
+             n.value("status", Json::object()).value("conditions", Json::array())) {
           if (cond.value("type", "") == "Ready" && cond.value("status", "") == "True") ++ready;
         }
       }
@@ -257,7 +258,7 @@ void deployment(const std::string& skiff, int nodes, int replicas) {
   while (seconds_since(t0) < 900) {
     auto d = c.api->get(res::kDeployments, "default", "big");
     if (d.is_ok()) {
-      const Json& s = d.value()["status"];
+      const Json s = d.value().value("status", Json::object());
       // What `kubectl rollout status` waits for.
       if (s.value("observedGeneration", 0) >= d.value()["metadata"].value("generation", 1) &&
           s.value("updatedReplicas", 0) == replicas && s.value("replicas", 0) == replicas &&
