@@ -1,5 +1,10 @@
 #include "client/leader_election.h"
 
+#include <unistd.h>
+
+#include <condition_variable>
+#include <memory>
+
 #include "base/log.h"
 
 namespace skiff::client {
@@ -139,6 +144,39 @@ void LeaderElector::run() {
       return;
     }
   }
+}
+
+std::string unique_identity() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return std::string(host) + "_" + std::to_string(getpid()) + "_" +
+         std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+}
+
+void run_leader_elected(ApiClient& client, LeaderElectionConfig config,
+                        std::function<void(std::stop_token)> lead, std::stop_token stop) {
+  std::mutex mu;
+  std::unique_ptr<std::jthread> term;  // guarded by mu
+  auto started = [&] {
+    std::lock_guard lock(mu);
+    term = std::make_unique<std::jthread>(lead);
+  };
+  auto stopped = [&] {
+    std::unique_ptr<std::jthread> ending;
+    {
+      std::lock_guard lock(mu);
+      ending = std::move(term);
+    }
+    ending.reset();  // requests stop and joins
+  };
+  LeaderElector elector(client, std::move(config), started, stopped);
+  elector.start();
+  std::condition_variable_any cv;
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, stop, [] { return false; });
+  }
+  elector.stop();
 }
 
 }  // namespace skiff::client

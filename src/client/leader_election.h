@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <stop_token>
 #include <string>
 #include <thread>
 
@@ -75,5 +76,14 @@ class LeaderElector {
   bool stopping_ = false;  // guarded by mu_
   std::thread thread_;
 };
+
+// "<hostname>_<pid>_<nonce>": an identity unique to this process, as components use.
+std::string unique_identity();
+
+// Runs `lead` on a thread of its own during every term in which this candidate holds the lease;
+// at the end of a term its stop token is requested and the thread joined. Returns once `stop` is
+// requested (giving the lease up).
+void run_leader_elected(ApiClient& client, LeaderElectionConfig config,
+                        std::function<void(std::stop_token)> lead, std::stop_token stop);
 
 }  // namespace skiff::client

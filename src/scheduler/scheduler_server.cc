@@ -1,7 +1,5 @@
 #include "scheduler/scheduler_server.h"
 
-#include <unistd.h>
-
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -348,44 +346,20 @@ Status run_scheduler(const SchedulerServerOptions& options, std::stop_token stop
                          client::HttpApiClient::from_kubeconfig_file(options.kubeconfig, http));
   if (!options.leader_elect) return run_scheduler_with(*api, options, stop);
 
-  // Lead in terms: each term runs the scheduler on its own thread with its own stop source.
-  std::mutex mu;
-  std::unique_ptr<std::jthread> term;  // guarded by mu
-  Status term_status;
-  auto lead = [&] {
-    std::lock_guard lock(mu);
-    term = std::make_unique<std::jthread>([&](std::stop_token term_stop) {
-      Status s = run_scheduler_with(*api, options, term_stop);
-      if (!s.is_ok()) SKIFF_LOG_ERROR("scheduler: {}", s.to_string());
-    });
-  };
-  auto lose = [&] {
-    std::unique_ptr<std::jthread> ending;
-    {
-      std::lock_guard lock(mu);
-      ending = std::move(term);
-    }
-    ending.reset();  // requests stop and joins
-  };
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
   client::LeaderElectionConfig le;
   le.lease_namespace = options.leader_elect_namespace;
   le.lease_name = options.leader_elect_name;
-  le.identity = std::string(host) + "_" + std::to_string(getpid()) + "_" +
-                std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  le.identity = client::unique_identity();
   le.lease_duration = options.lease_duration;
   le.renew_deadline = options.renew_deadline;
   le.retry_period = options.retry_period;
-  client::LeaderElector elector(*api, le, lead, lose);
-  elector.start();
-  std::mutex wait_mu;
-  std::condition_variable_any cv;
-  {
-    std::unique_lock lock(wait_mu);
-    cv.wait(lock, stop, [] { return false; });
-  }
-  elector.stop();
+  client::run_leader_elected(
+      *api, le,
+      [&](std::stop_token term) {
+        Status s = run_scheduler_with(*api, options, term);
+        if (!s.is_ok()) SKIFF_LOG_ERROR("scheduler: {}", s.to_string());
+      },
+      stop);
   return Status::ok();
 }
 

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <stop_token>
 #include <thread>
 
 #include "client/fake_api_client.h"
@@ -109,6 +111,49 @@ TEST(LeaderElection, ReleasedLeaseIsTakenAtOnce) {
   EXPECT_EQ(lease["spec"]["holderIdentity"], "");
   LeaderElector b(api, config("b"), nullptr, nullptr);
   EXPECT_TRUE(b.try_acquire_or_renew());
+}
+
+TEST(LeaderElection, RunLeaderElectedRunsOneTermAtATimeAndHandsOver) {
+  FakeApiClient api;
+  std::atomic<int> running{0}, max_running{0}, terms{0};
+  auto lead = [&](std::stop_token term) {
+    int now = ++running;
+    max_running = std::max(max_running.load(), now);
+    ++terms;
+    std::mutex mu;
+    std::condition_variable_any cv;
+    std::unique_lock lock(mu);
+    cv.wait(lock, term, [] { return false; });
+    --running;
+  };
+  auto config = [](const std::string& id) {
+    LeaderElectionConfig c;
+    c.lease_name = "handover";
+    c.identity = id;
+    c.retry_period = 10ms;
+    return c;
+  };
+  std::stop_source stop_a, stop_b;
+  std::thread a([&] { run_leader_elected(api, config("a"), lead, stop_a.get_token()); });
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (terms.load() < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(terms.load(), 1);
+  std::thread b([&] { run_leader_elected(api, config("b"), lead, stop_b.get_token()); });
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(terms.load(), 1) << "b must wait while a holds the lease";
+  stop_a.request_stop();  // a gives the lease up; b takes it
+  a.join();
+  deadline = std::chrono::steady_clock::now() + 5s;
+  while (terms.load() < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(terms.load(), 2);
+  EXPECT_EQ(max_running.load(), 1);
+  stop_b.request_stop();
+  b.join();
+  EXPECT_EQ(running.load(), 0);
 }
 
 }  // namespace

@@ -1,7 +1,5 @@
 #include "controllers/manager/controller_manager.h"
 
-#include <unistd.h>
-
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -22,12 +20,12 @@
 #include "controllers/job/ttlafterfinished_controller.h"
 #include "controllers/namespace/namespace_controller.h"
 #include "controllers/nodelifecycle/nodelifecycle_controller.h"
+#include "controllers/replicaset/replicaset_controller.h"
 #include "controllers/resourcequota/resourcequota_controller.h"
 #include "controllers/serviceaccount/rootcacertpublisher.h"
 #include "controllers/serviceaccount/serviceaccount_controller.h"
 #include "controllers/servicelb/servicelb_controller.h"
 #include "controllers/statefulset/statefulset_controller.h"
-#include "controllers/replicaset/replicaset_controller.h"
 
 namespace skiff::controllers {
 namespace {
@@ -161,49 +159,28 @@ Status run_controller_manager(const ControllerManagerOptions& options, std::stop
   SKIFF_ASSIGN_OR_RETURN(auto api,
                          client::HttpApiClient::from_kubeconfig_file(options.kubeconfig, http));
 
-  std::mutex mu;
-  std::condition_variable_any cv;
-  std::unique_ptr<Term> term;  // guarded by mu
-  auto lead = [&] {
-    std::lock_guard lock(mu);
-    term = std::make_unique<Term>(*api, options, names, ca_pem);
-  };
-  auto lose = [&] {
-    std::unique_ptr<Term> ending;
-    {
-      std::lock_guard lock(mu);
-      ending = std::move(term);
-    }
-    ending.reset();
-    SKIFF_LOG_INFO("controller manager: controllers stopped");
-  };
-
-  std::unique_ptr<client::LeaderElector> elector;
-  if (options.leader_elect) {
-    char host[256] = {};
-    gethostname(host, sizeof(host) - 1);
-    client::LeaderElectionConfig le;
-    le.lease_namespace = options.leader_elect_namespace;
-    le.lease_name = options.leader_elect_name;
-    le.identity = std::string(host) + "_" + std::to_string(getpid()) + "_" +
-                  std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
-    le.lease_duration = options.lease_duration;
-    le.renew_deadline = options.renew_deadline;
-    le.retry_period = options.retry_period;
-    elector = std::make_unique<client::LeaderElector>(*api, le, lead, lose);
-    elector->start();
-  } else {
-    lead();
-  }
-  {
+  // One term of controllers: built when leading starts, torn down when it ends.
+  auto lead = [&](std::stop_token term_stop) {
+    Term term(*api, options, names, ca_pem);
+    std::mutex mu;
+    std::condition_variable_any cv;
     std::unique_lock lock(mu);
-    cv.wait(lock, stop, [] { return false; });
+    cv.wait(lock, term_stop, [] { return false; });
+  };
+  if (!options.leader_elect) {
+    lead(stop);
+    SKIFF_LOG_INFO("controller manager: controllers stopped");
+    return Status::ok();
   }
-  if (elector) {
-    elector->stop();
-  } else {
-    lose();
-  }
+  client::LeaderElectionConfig le;
+  le.lease_namespace = options.leader_elect_namespace;
+  le.lease_name = options.leader_elect_name;
+  le.identity = client::unique_identity();
+  le.lease_duration = options.lease_duration;
+  le.renew_deadline = options.renew_deadline;
+  le.retry_period = options.retry_period;
+  client::run_leader_elected(*api, le, lead, stop);
+  SKIFF_LOG_INFO("controller manager: controllers stopped");
   return Status::ok();
 }
 
