@@ -7,6 +7,7 @@
 #include "api/errors.h"
 #include "api/openapi.h"
 #include "api/schema.h"
+#include "apiserver/admission.h"
 #include "apiserver/authn.h"
 #include "apiserver/discovery.h"
 #include "apiserver/http_server.h"
@@ -213,6 +214,7 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options) {
   strategy_config.event_ttl_seconds = s.options.event_ttl_seconds;
   SKIFF_RETURN_IF_ERROR(install_strategies(*s.registry, strategy_config));
   install_tables(*s.registry);
+  install_admission(*s.registry);
   // Before the bootstrap writes, so every write since the start is in the caches' windows.
   s.registry->start_watch_caches();
   s.discovery = std::make_unique<Discovery>(*s.schema);

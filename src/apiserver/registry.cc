@@ -1259,6 +1259,12 @@ bool has_status(const api::ResourceInfo& r) {
   return r.subresource("status") != nullptr;
 }
 
+api::ApiError name_exhausted(const api::ResourceInfo& res, const std::string& name) {
+  api::ApiError e = api::ApiError::already_exists(res.qualified_resource(), name);
+  e.message += ", the server was not able to generate a unique name for the object";
+  return e;
+}
+
 }  // namespace
 
 json Registry::to_scale(const api::ResourceInfo& res, const json& obj) {
@@ -1332,6 +1338,26 @@ Response Registry::create(Ctx& c) {
   return r;
 }
 
+void Registry::add_admission(std::unique_ptr<AdmissionPlugin> plugin) {
+  admission_.push_back(std::move(plugin));
+}
+
+std::optional<api::ApiError> Registry::admit(const AdmissionRequest& request, json& obj) {
+  for (const auto& plugin : admission_) {
+    if (auto e = plugin->admit(request, obj)) return e;
+  }
+  return std::nullopt;
+}
+
+std::optional<api::ApiError> Registry::validate_admission(const AdmissionRequest& request,
+                                                          const json& obj,
+                                                          AdmissionWrites& writes) {
+  for (const auto& plugin : admission_) {
+    if (auto e = plugin->validate(request, obj, writes)) return e;
+  }
+  return std::nullopt;
+}
+
 std::optional<api::ApiError> Registry::create_object(const api::ResourceInfo& res,
                                                      const Strategy& st, json& obj, bool dry_run) {
   json& meta = obj["metadata"];
@@ -1349,6 +1375,12 @@ std::optional<api::ApiError> Registry::create_object(const api::ResourceInfo& re
     meta.erase("generation");
   }
   if (has_status(res) && !st.status_on_create) obj.erase("status");
+  AdmissionRequest admission;
+  admission.operation = AdmissionOperation::kCreate;
+  admission.resource = &res;
+  admission.ns = meta.value("namespace", "");
+  admission.dry_run = dry_run;
+  if (auto e = admit(admission, obj)) return e;
   if (st.prepare_for_create) st.prepare_for_create(obj);
   record_update(res, schema_, nullptr, obj);
   bool reserved = false;
@@ -1356,26 +1388,42 @@ std::optional<api::ApiError> Registry::create_object(const api::ResourceInfo& re
     if (reserved && st.settle) st.settle(&obj, nullptr, false);
     reserved = false;
   };
-  for (int attempt = 0; attempt < 5; ++attempt) {
+  // What admission writes along with the object; admitted again when its compares fail.
+  AdmissionWrites writes;
+  bool admitted = false;
+  int name_attempts = 0;
+  int admission_attempts = 0;
+  while (true) {
     if (generated) meta["name"] = generate + random_name_suffix();
     api::FieldErrors errors;
     api::validate_object_meta(meta, res.namespaced, name_rule(st), errors);
     if (st.validate) st.validate(obj, errors);
     if (!errors.empty()) {
+      unreserve();
       return api::ApiError::invalid(res.kind, res.group, meta.value("name", ""), errors.take());
+    }
+    std::string name = meta["name"].get<std::string>();
+    std::string key = object_key(res, meta.value("namespace", ""), name);
+    if (!admitted) {
+      writes = AdmissionWrites();  // releases what an earlier attempt held
+      admission.key = key;
+      if (auto e = validate_admission(admission, obj, writes)) {
+        unreserve();
+        return e;
+      }
+      admitted = true;
     }
     if (!reserved && !dry_run && st.reserve) {
       if (auto e = st.reserve(obj, nullptr)) return e;
       reserved = true;
     }
-    std::string name = meta["name"].get<std::string>();
-    std::string key = object_key(res, meta.value("namespace", ""), name);
     std::string bytes = stored_bytes(obj, &st);
     if (dry_run) {
       auto existing = store_.get(key);
       if (existing.is_ok() && *existing) {
-        if (generated) continue;
-        return api::ApiError::already_exists(res.qualified_resource(), name);
+        if (generated && ++name_attempts < 5) continue;
+        return generated ? name_exhausted(res, name)
+                         : api::ApiError::already_exists(res.qualified_resource(), name);
       }
       return std::nullopt;
     }
@@ -1391,23 +1439,41 @@ std::optional<api::ApiError> Registry::create_object(const api::ResourceInfo& re
     storage::Txn txn;
     txn.compare.push_back(storage::Compare::absent(key));
     txn.success.push_back(storage::Op::put(key, bytes, lease));
+    bool with_admission = !writes.compares.empty() || !writes.ops.empty();
+    if (with_admission) {
+      txn.compare.insert(txn.compare.end(), writes.compares.begin(), writes.compares.end());
+      txn.success.insert(txn.success.end(), writes.ops.begin(), writes.ops.end());
+      // Which compare failed: the object's (it exists) or admission's.
+      txn.failure.push_back(storage::Op::get(KeyRange::single(key)));
+    }
     auto result = store_.txn(txn);
     if (!result.is_ok()) {
       unreserve();
       return api::ApiError::from_storage(result.status());
     }
     if (!result->succeeded) {
-      if (generated) continue;
-      unreserve();
-      return api::ApiError::already_exists(res.qualified_resource(), name);
+      bool exists =
+          !with_admission || (!result->results.empty() && !result->results[0].kvs.empty());
+      if (exists) {
+        if (generated && ++name_attempts < 5) continue;
+        unreserve();
+        return generated ? name_exhausted(res, name)
+                         : api::ApiError::already_exists(res.qualified_resource(), name);
+      }
+      if (++admission_attempts >= kMaxConflictRetries) {
+        unreserve();
+        return writes.contention_error
+                   ? *writes.contention_error
+                   : api::ApiError::conflict(res.qualified_resource(), name,
+                                             "the object has been modified; please apply your "
+                                             "changes to the latest version and try again");
+      }
+      admitted = false;
+      continue;
     }
     meta["resourceVersion"] = std::to_string(result->revision);
     return std::nullopt;
   }
-  unreserve();
-  api::ApiError e = api::ApiError::already_exists(res.qualified_resource(), meta.value("name", ""));
-  e.message += ", the server was not able to generate a unique name for the object";
-  return e;
 }
 
 std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res,
@@ -1460,6 +1526,15 @@ std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res
       meta["generation"] = old_meta.value("generation", 0) + 1;
     }
   }
+  AdmissionRequest admission;
+  admission.operation = AdmissionOperation::kUpdate;
+  admission.resource = &res;
+  admission.subresource = sub;
+  admission.ns = old_meta.value("namespace", "");
+  admission.key = old_kv.key;
+  admission.old = &old;
+  admission.dry_run = dry_run;
+  if (auto e = admit(admission, next)) return e;
   if (st.prepare_for_update && sub != "finalize") st.prepare_for_update(next, old);
   record_update(res, schema_, &old, next);
   api::FieldErrors errors;
@@ -1492,6 +1567,8 @@ std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res
     *out = std::move(next);
     return std::nullopt;
   }
+  AdmissionWrites writes;
+  if (auto e = validate_admission(admission, next, writes)) return e;
   bool reserved = false;
   if (!dry_run && st.reserve) {
     if (auto e = st.reserve(next, &old)) return e;
@@ -1516,19 +1593,52 @@ std::optional<api::ApiError> Registry::write_update(const api::ResourceInfo& res
       }
       lease = *l;
     }
-    storage::Txn txn;
-    txn.compare.push_back(
-        storage::Compare::mod_revision(key, storage::CompareOp::kEqual, old_kv.mod_revision));
-    txn.success.push_back(storage::Op::put(key, bytes, lease));
-    auto result = store_.txn(txn);
-    if (!result.is_ok() || !result->succeeded) {
-      settle(false);
-      if (!result.is_ok()) return api::ApiError::from_storage(result.status());
-      *conflict = true;
-      return std::nullopt;
+    int64_t revision = 0;
+    for (int attempt = 1;; ++attempt) {
+      storage::Txn txn;
+      txn.compare.push_back(
+          storage::Compare::mod_revision(key, storage::CompareOp::kEqual, old_kv.mod_revision));
+      txn.success.push_back(storage::Op::put(key, bytes, lease));
+      bool with_admission = !writes.compares.empty() || !writes.ops.empty();
+      if (with_admission) {
+        txn.compare.insert(txn.compare.end(), writes.compares.begin(), writes.compares.end());
+        txn.success.insert(txn.success.end(), writes.ops.begin(), writes.ops.end());
+        // Which compare failed: the object's (it changed) or admission's.
+        txn.failure.push_back(storage::Op::get(KeyRange::single(key)));
+      }
+      auto result = store_.txn(txn);
+      if (!result.is_ok()) {
+        settle(false);
+        return api::ApiError::from_storage(result.status());
+      }
+      if (result->succeeded) {
+        revision = result->revision;
+        break;
+      }
+      bool object_changed = !with_admission || result->results.empty() ||
+                            result->results[0].kvs.empty() ||
+                            result->results[0].kvs[0]->mod_revision != old_kv.mod_revision;
+      if (object_changed) {
+        settle(false);
+        *conflict = true;
+        return std::nullopt;
+      }
+      if (attempt >= kMaxConflictRetries) {
+        settle(false);
+        return writes.contention_error
+                   ? *writes.contention_error
+                   : api::ApiError::conflict(res.qualified_resource(), meta.value("name", ""),
+                                             "the object has been modified; please apply your "
+                                             "changes to the latest version and try again");
+      }
+      writes = AdmissionWrites();  // releases what the last attempt held
+      if (auto e = validate_admission(admission, next, writes)) {
+        settle(false);
+        return e;
+      }
     }
     settle(true);
-    meta["resourceVersion"] = std::to_string(result->revision);
+    meta["resourceVersion"] = std::to_string(revision);
   }
   *out = std::move(next);
   return std::nullopt;

@@ -2,7 +2,10 @@
 
 // The generic registry: CRUD, list and watch for every resource over the store, configured per
 // resource with a Strategy (defaulting, validation, status rules), as upstream's
-// genericregistry.Store is. No resource hand-writes its CRUD.
+// genericregistry.Store is. No resource hand-writes its CRUD. Creates and updates run through
+// the admission chain (admission.h): its mutating phase before the strategy prepares the
+// object, its validating phase after the strategy validated it; what a validating plugin writes
+// along (a quota's usage) commits in the object's own store transaction.
 //
 // With watch caches started (start_watch_caches), lists and watches are served from one
 // WatchCache per resource prefix where upstream's cacher serves them, and from the store
@@ -35,6 +38,7 @@
 
 #include "api/errors.h"
 #include "api/schema.h"
+#include "apiserver/admission.h"
 #include "apiserver/http.h"
 #include "apiserver/request_info.h"
 #include "apiserver/watch_cache.h"
@@ -101,6 +105,9 @@ class Registry {
   void set_strategy(const std::string& group, const std::string& resource, Strategy strategy);
   void set_table(const std::string& group, const std::string& resource,
                  std::vector<TableColumn> columns);
+  // Appends an admission plugin (admission.h) to the chain every create and update runs
+  // through, in the order added. Before serving.
+  void add_admission(std::unique_ptr<AdmissionPlugin> plugin);
 
   // Serves one resource request; info.is_resource_request must be true.
   void handle(const RequestInfo& info, Request& request, Responder& responder);
@@ -132,7 +139,13 @@ class Registry {
   static nlohmann::json to_scale(const api::ResourceInfo& res, const nlohmann::json& obj);
   // Namespace lifecycle admission: the namespace exists and is not terminating.
   std::optional<api::ApiError> admit_namespace(const api::ResourceInfo& res, const std::string& ns);
-  // Sets generated metadata, defaults, validates and stores; `obj` becomes the stored object.
+  // The admission chain's phases; the first refusal ends them.
+  std::optional<api::ApiError> admit(const AdmissionRequest& request, nlohmann::json& obj);
+  std::optional<api::ApiError> validate_admission(const AdmissionRequest& request,
+                                                  const nlohmann::json& obj,
+                                                  AdmissionWrites& writes);
+  // Sets generated metadata, defaults, admits, validates and stores; `obj` becomes the stored
+  // object.
   std::optional<api::ApiError> create_object(const api::ResourceInfo& res, const Strategy& st,
                                              nlohmann::json& obj, bool dry_run);
   // Writes `next` over `old` (an update of subresource `sub`); *conflict when `old` is stale.
@@ -172,6 +185,7 @@ class Registry {
   std::chrono::steady_clock::time_point lease_granted_;   // guarded by lease_mu_
   std::unordered_map<std::string, Strategy> strategies_;  // "group/resource"; set before serving
   std::unordered_map<std::string, std::vector<TableColumn>> tables_;
+  std::vector<std::unique_ptr<AdmissionPlugin>> admission_;  // set before serving
   Strategy default_strategy_;
   std::vector<TableColumn> default_table_;
 

@@ -1089,6 +1089,71 @@ users:
         self.assertEqual(st, 200)
 
 
+@requires_modern_kubectl
+class KubectlQuotaAndLimits(ServerTestCase):
+    """ResourceQuota and LimitRanger admission. The controller manager does not run here, so the
+    tests write the quota status the resource quota controller would have written."""
+
+    def _quota(self, ns, name, hard):
+        self.create_json({"apiVersion": "v1", "kind": "ResourceQuota",
+                          "metadata": {"name": name, "namespace": ns}, "spec": {"hard": hard}})
+        path = "/api/v1/namespaces/%s/resourcequotas/%s" % (ns, name)
+        st, _, body = self.server.request("GET", path)
+        self.assertEqual(st, 200)
+        quota = json.loads(body)
+        quota["status"] = {"hard": hard, "used": {k: "0" for k in hard}}
+        st, _, body = self.server.request("PUT", path + "/status", quota)
+        self.assertEqual(st, 200, body)
+
+    def test_second_pod_exceeds_pod_quota(self):
+        """needs: protobuf request bodies (kubectl run)."""
+        ns = self.make_namespace("quota")
+        self._quota(ns, "q", {"pods": "1"})
+        self.ok("run", "one", "--image=busybox:1.36", "-n", ns)
+        out = self.fails("run", "two", "--image=busybox:1.36", "-n", ns)
+        self.assertIn('Error from server (Forbidden): pods "two" is forbidden: exceeded quota: q, '
+                      'requested: pods=1, used: pods=1, limited: pods=1', out)
+        self.fails("get", "pod", "two", "-n", ns)
+        self.assertEqual(self.get_json("quota", "q", "-n", ns)["status"]["used"], {"pods": "1"})
+
+        # The same refusal over the API: 403 with a Forbidden status naming the pod.
+        st, _, body = self.server.request(
+            "POST", "/api/v1/namespaces/%s/pods" % ns,
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "three"},
+             "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}})
+        self.assertEqual(st, 403)
+        status = json.loads(body)
+        self.assertEqual(status["reason"], "Forbidden")
+        self.assertEqual(status["details"], {"name": "three", "kind": "pods"})
+
+    def test_limit_range_defaults_and_maximum(self):
+        ns = self.make_namespace("limits")
+        self.create_json({"apiVersion": "v1", "kind": "LimitRange",
+                          "metadata": {"name": "lr", "namespace": ns},
+                          "spec": {"limits": [{"type": "Container", "max": {"cpu": "1"},
+                                               "defaultRequest": {"cpu": "100m"}}]}})
+        # Upstream's LimitRange defaults: the default limit is the maximum.
+        lr = self.get_json("limitrange", "lr", "-n", ns)
+        self.assertEqual(lr["spec"]["limits"][0]["default"], {"cpu": "1"})
+
+        self.make_pod(ns, "small")
+        pod = self.get_json("pod", "small", "-n", ns)
+        self.assertEqual(pod["spec"]["containers"][0]["resources"],
+                         {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}})
+        self.assertEqual(pod["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+                         "LimitRanger plugin set: cpu request for container main; "
+                         "cpu limit for container main")
+
+        big = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big", "namespace": ns},
+               "spec": {"containers": [{"name": "main", "image": "busybox:1.36",
+                                        "resources": {"limits": {"cpu": "2"}}}]}}
+        rc, out, err = self.kubectl("create", "-f", "-", "--validate=false",
+                                    input=json.dumps(big))
+        self.assertEqual(rc, 1, out + err)
+        self.assertIn('Error from server (Forbidden): error when creating "STDIN": pods "big" is '
+                      'forbidden: maximum cpu usage per Container is 1, but limit is 2', err)
+
+
 class KubectlSmoke(ServerTestCase):
     """The minimal subset that also runs with Debian's kubectl 1.20 on a plain Debian machine."""
 
