@@ -5,28 +5,20 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "support/eventually.h"
 
 namespace skiff::client {
 namespace {
 
 using namespace std::chrono_literals;
 using resources::kPods;
+using skiff::testing::eventually;
 
 Json pod(const std::string& ns, const std::string& name, const std::string& node = "") {
   Json p = {{"metadata", {{"namespace", ns}, {"name", name}, {"labels", {{"app", "web"}}}}},
             {"spec", {{"containers", Json::array()}}}};
   if (!node.empty()) p["spec"]["nodeName"] = node;
   return p;
-}
-
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = 5s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return pred();
 }
 
 struct Recorder {

@@ -5,26 +5,19 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/controller_utils.h"
 #include "controllers/cronjob/cronjob_controller.h"
 
 namespace skiff::controllers {
 namespace {
 
+using testing::ControllerTest;
+using testing::eventually;
 using namespace std::chrono_literals;
 using client::resources::kCronJobs;
 using client::resources::kEvents;
 using client::resources::kJobs;
-
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
 
 int64_t at(const char* text) {
   return parse_rfc3339(text);
@@ -63,8 +56,11 @@ Json make_cronjob(const std::string& name, const std::string& schedule, const Js
   return cj;
 }
 
-class CronJobTest : public ::testing::Test {
+class CronJobTest : public ControllerTest<> {
  protected:
+  // Frequent resyncs let the controller notice FakeClock advances.
+  CronJobTest() : ControllerTest({}, 20ms, tp("2024-05-01T00:01:00Z")) {}
+
   void start() {
     controller_ = new_cronjob_controller(ctx_);
     controller_->start();
@@ -139,16 +135,6 @@ class CronJobTest : public ::testing::Test {
     api_.seed(kJobs, job);
   }
 
-  FakeClock clock_{tp("2024-05-01T00:01:00Z")};
-  client::FakeApiClient api_;
-  // Frequent resyncs let the controller notice FakeClock advances.
-  client::InformerFactory informers_{api_, 20ms};
-  // Events are named by their recorder's clock in nanoseconds: with the FakeClock, two Events
-  // of one object at one fake instant would collide, so the recorder keeps the real clock.
-  ControllerContext ctx_{api_, informers_, clock_, ControllerOptions{},
-                         [this](const std::string& component) {
-                           return std::make_unique<client::EventRecorder>(api_, component);
-                         }};
   std::unique_ptr<Controller> controller_;
 };
 

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/controller_utils.h"
 #include "controllers/daemonset/daemonset_controller.h"
 #include "controllers/daemonset/daemonset_util.h"
@@ -14,19 +15,11 @@ namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
 using namespace client::resources;
 using namespace std::chrono_literals;
 using namespace daemonset;
-
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
 
 Json agent_labels() {
   return {{"app", "agent"}};
@@ -63,7 +56,7 @@ Json taint(const std::string& key, const std::string& effect, const std::string&
   return t;
 }
 
-class DaemonSetControllerTest : public ::testing::Test {
+class DaemonSetControllerTest : public ControllerTest<> {
  protected:
   ~DaemonSetControllerTest() override {
     if (controller_) controller_->stop();
@@ -181,13 +174,6 @@ class DaemonSetControllerTest : public ::testing::Test {
 
   size_t deletions() { return api_.actions("delete", "pods").size(); }
 
-  FakeClock clock_;
-  FakeApiClient api_;
-  client::InformerFactory informers_{api_};
-  ControllerContext ctx_{api_, informers_, clock_, ControllerOptions{},
-                         [this](const std::string& component) {
-                           return std::make_unique<client::EventRecorder>(api_, component);
-                         }};
   std::unique_ptr<DaemonSetController> controller_;
 };
 

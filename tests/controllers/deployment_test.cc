@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/controller_utils.h"
 #include "controllers/deployment/deployment_controller.h"
 #include "controllers/deployment/deployment_util.h"
@@ -14,19 +15,11 @@ namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
 using namespace client::resources;
 using namespace deployment;
 using namespace std::chrono_literals;
-
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 15s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
 
 Json make_deployment(const std::string& name, int replicas, const std::string& image,
                      Json extra_spec = Json::object()) {
@@ -47,27 +40,29 @@ Json make_deployment(const std::string& name, int replicas, const std::string& i
   return d;
 }
 
-class DeploymentControllerTest : public ::testing::Test {
+class DeploymentControllerTest : public ControllerTest<> {
  protected:
+  // With `resync`, every cached object is handed to the handlers again that often.
+  explicit DeploymentControllerTest(std::chrono::milliseconds resync = 0ms)
+      : ControllerTest(options(), resync) {}
+
   ~DeploymentControllerTest() override {
     if (deployments_) deployments_->stop();
     if (replica_sets_) replica_sets_->stop();
-    if (informers_) informers_->stop();
+    informers_.stop();
   }
 
-  // Runs the Deployment and ReplicaSet controllers; with `resync`, every cached object is
-  // handed to the handlers again that often.
-  void start(std::chrono::milliseconds resync = 0ms) {
-    informers_ = std::make_unique<client::InformerFactory>(api_, resync);
-    ControllerOptions options;
-    options.workers = 2;
-    ctx_ = std::make_unique<ControllerContext>(
-        ControllerContext{api_, *informers_, clock_, options, [this](const std::string& component) {
-                            return std::make_unique<client::EventRecorder>(api_, component);
-                          }});
-    replica_sets_ = new_replicaset_controller(*ctx_);
-    deployments_ = std::make_unique<DeploymentController>(*ctx_);
-    informers_->start();
+  static ControllerOptions options() {
+    ControllerOptions o;
+    o.workers = 2;
+    return o;
+  }
+
+  // Runs the Deployment and ReplicaSet controllers.
+  void start() {
+    replica_sets_ = new_replicaset_controller(ctx_);
+    deployments_ = std::make_unique<DeploymentController>(ctx_);
+    informers_.start();
     replica_sets_->start();
     deployments_->start();
   }
@@ -188,10 +183,6 @@ class DeploymentControllerTest : public ::testing::Test {
     return c ? c->value("reason", "") : "";
   }
 
-  FakeApiClient api_;
-  FakeClock clock_;
-  std::unique_ptr<client::InformerFactory> informers_;
-  std::unique_ptr<ControllerContext> ctx_;
   std::unique_ptr<Controller> replica_sets_;
   std::unique_ptr<DeploymentController> deployments_;
 };
@@ -529,8 +520,14 @@ TEST_F(DeploymentControllerTest, RollbackReusesTheOldReplicaSetWithANewRevision)
   EXPECT_EQ(annotation(*rs_with_image("v2"), kRevisionAnnotation), "2");
 }
 
-TEST_F(DeploymentControllerTest, ProgressDeadlineExceeded) {
-  start(/*resync=*/50ms);
+// Resyncs hand the Deployment to the controller again, so it notices the deadline pass.
+class DeploymentResyncTest : public DeploymentControllerTest {
+ protected:
+  DeploymentResyncTest() : DeploymentControllerTest(50ms) {}
+};
+
+TEST_F(DeploymentResyncTest, ProgressDeadlineExceeded) {
+  start();
   create(make_deployment("web", 2, "v1", {{"progressDeadlineSeconds", 30}}));
   // Pods never become ready; wait until the last progress (pods created) is recorded.
   ASSERT_TRUE(eventually([&] {

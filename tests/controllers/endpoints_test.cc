@@ -3,24 +3,17 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/endpoints/endpoints_controller.h"
 
 namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
 using namespace client::resources;
 using namespace std::chrono_literals;
-
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
 
 Json make_pod(const std::string& name, const std::string& ip, bool ready,
               Json labels = {{"app", "web"}},
@@ -66,13 +59,9 @@ std::vector<std::string> ips(const Json& addresses) {
   return out;
 }
 
-class EndpointsControllerTest : public ::testing::Test {
+class EndpointsControllerTest : public ControllerTest<> {
  protected:
-  EndpointsControllerTest()
-      : informers_(api_),
-        ctx_{api_, informers_, clock_, options(), [this](const std::string& component) {
-               return std::make_unique<client::EventRecorder>(api_, component);
-             }} {}
+  EndpointsControllerTest() : ControllerTest(options()) {}
 
   ~EndpointsControllerTest() override {
     if (controller_) controller_->stop();
@@ -105,10 +94,6 @@ class EndpointsControllerTest : public ::testing::Test {
     return false;
   }
 
-  FakeApiClient api_;
-  client::InformerFactory informers_;
-  FakeClock clock_;
-  ControllerContext ctx_;
   std::unique_ptr<Controller> controller_;
 };
 

@@ -4,35 +4,18 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/endpointslice/endpointslice_controller.h"
 
 namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
+using testing::stays;
 using namespace client::resources;
 using namespace std::chrono_literals;
-
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
-
-// What must not happen, checked for a while.
-template <typename F>
-bool stays(F f, std::chrono::milliseconds period = 300ms) {
-  auto deadline = std::chrono::steady_clock::now() + period;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (!f()) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
 
 std::string ip_of(int i) {
   return "10.42." + std::to_string(i / 200) + "." + std::to_string(i % 200 + 1);
@@ -67,13 +50,9 @@ Json web_service() {
              {{{"name", "http"}, {"port", 80}, {"targetPort", "http"}, {"protocol", "TCP"}}}}}}};
 }
 
-class EndpointSliceControllerTest : public ::testing::Test {
+class EndpointSliceControllerTest : public ControllerTest<> {
  protected:
-  EndpointSliceControllerTest()
-      : informers_(api_),
-        ctx_{api_, informers_, clock_, options(), [this](const std::string& component) {
-               return std::make_unique<client::EventRecorder>(api_, component);
-             }} {
+  EndpointSliceControllerTest() : ControllerTest(options()) {
     api_.seed(
         kNodes,
         {{"metadata", {{"name", "node-1"}, {"labels", {{"topology.kubernetes.io/zone", "z1"}}}}}});
@@ -123,10 +102,6 @@ class EndpointSliceControllerTest : public ::testing::Test {
     return Json();
   }
 
-  FakeApiClient api_;
-  client::InformerFactory informers_;
-  FakeClock clock_;
-  ControllerContext ctx_;
   std::unique_ptr<Controller> controller_;
 };
 
@@ -243,7 +218,7 @@ TEST_F(EndpointSliceControllerTest, NoWritesWhenNothingChanged) {
   Json svc = api_.get(kServices, "default", "web").value();
   svc["metadata"]["annotations"] = {{"note", "x"}};
   api_.seed(kServices, svc);
-  EXPECT_TRUE(stays([&] { return api_.actions().empty(); }));
+  EXPECT_TRUE(stays([&] { return api_.actions().empty(); }, 300ms));
   api_.seed(kPods, make_pod("b", "10.42.0.6", true));
   ASSERT_TRUE(eventually([&] { return endpoint_total() == 2; }));
   EXPECT_EQ(api_.actions().size(), 1u);

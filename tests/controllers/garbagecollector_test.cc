@@ -3,24 +3,17 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/garbagecollector/garbagecollector_controller.h"
 
 namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
 using namespace client::resources;
 using namespace std::chrono_literals;
-
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
 
 Json owner_ref(const Json& owner, bool block = true, bool controller = true) {
   return {{"apiVersion", owner["apiVersion"]}, {"kind", owner["kind"]},
@@ -28,12 +21,9 @@ Json owner_ref(const Json& owner, bool block = true, bool controller = true) {
           {"controller", controller},          {"blockOwnerDeletion", block}};
 }
 
-class GarbageCollectorTest : public ::testing::Test {
+class GarbageCollectorTest : public ControllerTest<> {
  protected:
-  GarbageCollectorTest()
-      : informers_(api_), ctx_{api_, informers_, clock_, options(), [this](const std::string& c) {
-                                 return std::make_unique<client::EventRecorder>(api_, c);
-                               }} {}
+  GarbageCollectorTest() : ControllerTest(options()) {}
 
   ~GarbageCollectorTest() override {
     if (controller_) controller_->stop();
@@ -97,10 +87,6 @@ class GarbageCollectorTest : public ::testing::Test {
     return false;
   }
 
-  FakeApiClient api_;
-  client::InformerFactory informers_;
-  FakeClock clock_;
-  ControllerContext ctx_;
   std::unique_ptr<Controller> controller_;
 };
 

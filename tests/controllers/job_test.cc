@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/controller_utils.h"
 #include "controllers/job/job_controller.h"
 #include "controllers/job/job_util.h"
@@ -13,20 +14,12 @@
 namespace skiff::controllers {
 namespace {
 
+using testing::ControllerTest;
+using testing::eventually;
 using namespace std::chrono_literals;
 using client::resources::kEvents;
 using client::resources::kJobs;
 using client::resources::kPods;
-
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return pred();
-}
 
 // A Job as the API server stores it after defaulting (selector and labels by uid).
 Json make_job(const std::string& name, const std::string& uid, const Json& spec = Json::object()) {
@@ -58,8 +51,11 @@ Json make_job(const std::string& name, const std::string& uid, const Json& spec 
   return job;
 }
 
-class JobTest : public ::testing::Test {
+class JobTest : public ControllerTest<> {
  protected:
+  // Frequent resyncs let the controllers notice FakeClock advances (back-off, deadlines, TTL).
+  JobTest() : ControllerTest({}, 20ms) {}
+
   using Factory = std::function<std::unique_ptr<Controller>(ControllerContext&)>;
 
   void start(std::vector<Factory> factories = {new_job_controller}) {
@@ -160,16 +156,6 @@ class JobTest : public ::testing::Test {
     return false;
   }
 
-  FakeClock clock_;
-  client::FakeApiClient api_;
-  // Frequent resyncs let the controllers notice FakeClock advances (back-off, deadlines, TTL).
-  client::InformerFactory informers_{api_, 20ms};
-  // Events are named by their recorder's clock in nanoseconds: with the FakeClock, two Events
-  // of one object at one fake instant would collide, so the recorder keeps the real clock.
-  ControllerContext ctx_{api_, informers_, clock_, ControllerOptions{},
-                         [this](const std::string& component) {
-                           return std::make_unique<client::EventRecorder>(api_, component);
-                         }};
   std::vector<std::unique_ptr<Controller>> controllers_;
 };
 

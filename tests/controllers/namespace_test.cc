@@ -3,32 +3,21 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/namespace/namespace_controller.h"
 
 namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
 using namespace client::resources;
 using namespace std::chrono_literals;
 
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
-
-class NamespaceControllerTest : public ::testing::Test {
+class NamespaceControllerTest : public ControllerTest<> {
  protected:
-  NamespaceControllerTest()
-      : informers_(api_),
-        ctx_{api_, informers_, clock_, options(), [this](const std::string& component) {
-               return std::make_unique<client::EventRecorder>(api_, component);
-             }} {}
+  NamespaceControllerTest() : ControllerTest(options()) {}
 
   ~NamespaceControllerTest() override {
     if (controller_) controller_->stop();
@@ -86,10 +75,6 @@ class NamespaceControllerTest : public ::testing::Test {
     return c ? (*c)["status"].get<std::string>() : "";
   }
 
-  FakeApiClient api_;
-  client::InformerFactory informers_;
-  FakeClock clock_;
-  ControllerContext ctx_;
   std::unique_ptr<Controller> controller_;
 };
 

@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/nodeipam/nodeipam_controller.h"
 
 namespace skiff::controllers {
@@ -33,34 +34,31 @@ TEST(CidrSet, RunsOut) {
   EXPECT_EQ(third.status().code(), StatusCode::kResourceExhausted);
 }
 
-TEST(NodeIpamController, GivesEachNodeItsOwnBlockAvoidingTakenOnes) {
-  client::FakeApiClient api;
-  api.seed(kNodes, {{"metadata", {{"name", "old"}}}, {"spec", {{"podCIDR", "10.42.0.0/24"}}}});
-  api.seed(kNodes, {{"metadata", {{"name", "a"}}}, {"spec", Json::object()}});
-  client::InformerFactory informers(api);
-  ControllerContext ctx{api, informers, SystemClock::instance(), {}, [&](const std::string& c) {
-                          return std::make_unique<client::EventRecorder>(api, c);
-                        }};
-  auto c = new_nodeipam_controller(ctx);
+using NodeIpamControllerTest = testing::ControllerTest<>;
+
+TEST_F(NodeIpamControllerTest, GivesEachNodeItsOwnBlockAvoidingTakenOnes) {
+  api_.seed(kNodes, {{"metadata", {{"name", "old"}}}, {"spec", {{"podCIDR", "10.42.0.0/24"}}}});
+  api_.seed(kNodes, {{"metadata", {{"name", "a"}}}, {"spec", Json::object()}});
+  auto c = new_nodeipam_controller(ctx_);
   c->start();
-  informers.start();
-  ASSERT_TRUE(api.create(kNodes, "", {{"metadata", {{"name", "b"}}}}).is_ok());
-  auto deadline = std::chrono::steady_clock::now() + 5s;
+  informers_.start();
+  ASSERT_TRUE(api_.create(kNodes, "", {{"metadata", {{"name", "b"}}}}).is_ok());
   std::set<std::string> cidrs;
-  while (std::chrono::steady_clock::now() < deadline) {
-    cidrs.clear();
-    for (const char* n : {"old", "a", "b"}) {
-      auto node = api.get(kNodes, "", n).value();
-      cidrs.insert(node.value("spec", Json::object()).value("podCIDR", ""));
-    }
-    if (!cidrs.count("")) break;
-    std::this_thread::sleep_for(5ms);
-  }
+  testing::eventually(
+      [&] {
+        cidrs.clear();
+        for (const char* n : {"old", "a", "b"}) {
+          auto node = api_.get(kNodes, "", n).value();
+          cidrs.insert(node.value("spec", Json::object()).value("podCIDR", ""));
+        }
+        return !cidrs.count("");
+      },
+      5s);
   EXPECT_EQ(cidrs, (std::set<std::string>{"10.42.0.0/24", "10.42.1.0/24", "10.42.2.0/24"}));
-  auto a = api.get(kNodes, "", "a").value();
+  auto a = api_.get(kNodes, "", "a").value();
   EXPECT_EQ(a["spec"]["podCIDRs"][0], a["spec"]["podCIDR"]);
   c->stop();
-  informers.stop();
+  informers_.stop();
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/controller_utils.h"
 #include "controllers/nodelifecycle/nodelifecycle_controller.h"
 #include "controllers/nodelifecycle/taints.h"
@@ -11,40 +12,17 @@ namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
+using testing::stays;
 using namespace client::resources;
 using namespace std::chrono_literals;
 
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
-
-// What must not happen: checked for a while (the controller polls every 100 ms).
-template <typename F>
-bool stays(F f, std::chrono::milliseconds period = 600ms) {
-  auto deadline = std::chrono::steady_clock::now() + period;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (!f()) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return f();
-}
-
 const auto kT0 = std::chrono::system_clock::time_point(std::chrono::seconds(1772323200));
 
-class NodeLifecycleTest : public ::testing::Test {
+class NodeLifecycleTest : public ControllerTest<> {
  protected:
-  NodeLifecycleTest()
-      : informers_(api_),
-        clock_(kT0),
-        ctx_{api_, informers_, clock_, options(), [this](const std::string& component) {
-               return std::make_unique<client::EventRecorder>(api_, component);
-             }} {}
+  NodeLifecycleTest() : ControllerTest(options(), 0ms, kT0) {}
 
   ~NodeLifecycleTest() override {
     if (controller_) controller_->stop();
@@ -169,10 +147,6 @@ class NodeLifecycleTest : public ::testing::Test {
     return false;
   }
 
-  FakeApiClient api_;
-  client::InformerFactory informers_;
-  FakeClock clock_;
-  ControllerContext ctx_;
   std::unique_ptr<Controller> controller_;
   bool started_ = false;
 };
@@ -246,7 +220,7 @@ TEST_F(NodeLifecycleTest, UnreachableNodeIsMarkedTaintedAndEvictedThenRecovers) 
 
   // The tolerant pod goes when its 300 s run out, not before.
   advance(295s, {"healthy"});
-  EXPECT_TRUE(stays([&] { return pod_exists("tolerant"); }));
+  EXPECT_TRUE(stays([&] { return pod_exists("tolerant"); }, 600ms));
   advance(6s, {"healthy"});
   ASSERT_TRUE(eventually([&] { return !pod_exists("tolerant"); }));
   EXPECT_TRUE(has_event("TaintManagerEviction", "Marking for deletion Pod default/tolerant") ||
@@ -326,9 +300,11 @@ TEST_F(NodeLifecycleTest, WholeClusterDownPausesNoExecuteTaints) {
       [&] { return has_taint("only", "node.kubernetes.io/unreachable", "NoSchedule"); }));
   advance(5s, {});
   advance(5s, {});
-  EXPECT_TRUE(stays([&] {
-    return !has_taint("only", "node.kubernetes.io/unreachable", "NoExecute") && pod_exists("p");
-  }));
+  EXPECT_TRUE(stays(
+      [&] {
+        return !has_taint("only", "node.kubernetes.io/unreachable", "NoExecute") && pod_exists("p");
+      },
+      600ms));
 }
 
 TEST_F(NodeLifecycleTest, TaintsAtMostOneNodeEveryTenSecondsPerZone) {
@@ -345,10 +321,12 @@ TEST_F(NodeLifecycleTest, TaintsAtMostOneNodeEveryTenSecondsPerZone) {
     return has_taint("x", "node.kubernetes.io/unreachable", "NoExecute") ||
            has_taint("y", "node.kubernetes.io/unreachable", "NoExecute");
   }));
-  EXPECT_TRUE(stays([&] {
-    return !(has_taint("x", "node.kubernetes.io/unreachable", "NoExecute") &&
-             has_taint("y", "node.kubernetes.io/unreachable", "NoExecute"));
-  }));
+  EXPECT_TRUE(stays(
+      [&] {
+        return !(has_taint("x", "node.kubernetes.io/unreachable", "NoExecute") &&
+                 has_taint("y", "node.kubernetes.io/unreachable", "NoExecute"));
+      },
+      600ms));
   advance(10s, alive);
   ASSERT_TRUE(eventually([&] {
     return has_taint("x", "node.kubernetes.io/unreachable", "NoExecute") &&

@@ -5,24 +5,17 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/replicaset/replicaset_controller.h"
 
 namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
 using namespace client::resources;
 using namespace std::chrono_literals;
-
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
 
 // A fake whose Nth pod creation fails (counting from 1), to watch slow start stop, and whose
 // generated pod names never collide.
@@ -87,14 +80,9 @@ Json ready_status(int64_t since, const std::string& phase = "Running") {
            {{{"type", "Ready"}, {"status", "True"}, {"lastTransitionTime", rfc3339(since)}}}}};
 }
 
-class ReplicaSetControllerTest : public ::testing::Test {
+class ReplicaSetControllerTest : public ControllerTest<FailingPodCreates> {
  protected:
-  ReplicaSetControllerTest()
-      : api_(std::make_unique<FailingPodCreates>()),
-        informers_(*api_),
-        ctx_{*api_, informers_, clock_, options(), [this](const std::string& component) {
-               return std::make_unique<client::EventRecorder>(*api_, component);
-             }} {}
+  ReplicaSetControllerTest() : ControllerTest(options()) {}
 
   ~ReplicaSetControllerTest() override {
     if (controller_) controller_->stop();
@@ -118,7 +106,7 @@ class ReplicaSetControllerTest : public ::testing::Test {
 
   std::vector<Json> pods(bool active_only = true) {
     std::vector<Json> out;
-    Json listed = api_->list(kPods, "default").value();
+    Json listed = api_.list(kPods, "default").value();
     for (auto& p : listed["items"]) {
       if (!active_only || is_pod_active(p)) out.push_back(p);
     }
@@ -132,7 +120,7 @@ class ReplicaSetControllerTest : public ::testing::Test {
   }
 
   Json get(const client::Resource& r, const std::string& name) {
-    return api_->get(r, "default", name).value();
+    return api_.get(r, "default", name).value();
   }
 
   // The status, or {} before the controller wrote one.
@@ -143,7 +131,7 @@ class ReplicaSetControllerTest : public ::testing::Test {
 
   std::vector<Json> events(const std::string& reason) {
     std::vector<Json> out;
-    Json listed = api_->list(kEvents, "").value();
+    Json listed = api_.list(kEvents, "").value();
     for (auto& e : listed["items"]) {
       if (e.value("reason", "") == reason) out.push_back(e);
     }
@@ -154,15 +142,11 @@ class ReplicaSetControllerTest : public ::testing::Test {
     for (int attempt = 0; attempt < 10; ++attempt) {
       Json p = get(kPods, name);
       p["status"] = status;
-      if (api_->update(kPods, "default", p, {}, "status").is_ok()) return;
+      if (api_.update(kPods, "default", p, {}, "status").is_ok()) return;
     }
     FAIL() << "could not update the status of pod " << name;
   }
 
-  std::unique_ptr<FailingPodCreates> api_;
-  FakeClock clock_;
-  client::InformerFactory informers_;
-  ControllerContext ctx_;
   std::unique_ptr<ReplicaSetController> controller_;
 };
 
@@ -242,7 +226,7 @@ TEST(PodsToDelete, UpstreamRanking) {
 
 TEST_F(ReplicaSetControllerTest, CreatesPodsAndReportsStatus) {
   make();
-  Json rs = api_->seed(kReplicaSets, replica_set("web", 3));
+  Json rs = api_.seed(kReplicaSets, replica_set("web", 3));
   ASSERT_TRUE(eventually([&] { return pods().size() == 3; }));
   for (const auto& p : pods()) {
     EXPECT_EQ(p["metadata"]["generateName"], "web-");
@@ -275,12 +259,12 @@ TEST_F(ReplicaSetControllerTest, CreatesPodsAndReportsStatus) {
     return s.value("readyReplicas", 0) == 3 && s.value("availableReplicas", 0) == 3;
   }));
   // Nothing more is created once the count is right.
-  EXPECT_EQ(api_->actions("create", "pods").size(), 3u);
+  EXPECT_EQ(api_.actions("create", "pods").size(), 3u);
 }
 
 TEST_F(ReplicaSetControllerTest, ScalesDownInRankOrder) {
   make();
-  Json rs = api_->seed(kReplicaSets, replica_set("web", 6));
+  Json rs = api_.seed(kReplicaSets, replica_set("web", 6));
   ASSERT_TRUE(eventually([&] { return pods().size() == 6; }));
   ASSERT_TRUE(eventually([&] { return status_of(kReplicaSets, "web")["replicas"] == 6; }));
   const std::set<std::string> created = pod_names();
@@ -291,7 +275,7 @@ TEST_F(ReplicaSetControllerTest, ScalesDownInRankOrder) {
   auto schedule = [&](const std::string& n, const std::string& node) {
     Json p = get(kPods, n);
     p["spec"]["nodeName"] = node;
-    ASSERT_TRUE(api_->update(kPods, "default", p).is_ok());
+    ASSERT_TRUE(api_.update(kPods, "default", p).is_ok());
   };
   for (int i = 1; i < 6; ++i) schedule(names[i], "node-" + std::to_string(i));
   set_pod_status(names[2], {{"phase", "Running"}});
@@ -303,7 +287,7 @@ TEST_F(ReplicaSetControllerTest, ScalesDownInRankOrder) {
 
   Json scaled = get(kReplicaSets, "web");
   scaled["spec"]["replicas"] = 2;
-  ASSERT_TRUE(api_->update(kReplicaSets, "default", scaled).is_ok());
+  ASSERT_TRUE(api_.update(kReplicaSets, "default", scaled).is_ok());
   ASSERT_TRUE(eventually([&] { return pods().size() == 2; }));
   EXPECT_EQ(pod_names(), (std::set<std::string>{names[4], names[5]}));
   ASSERT_TRUE(eventually([&] { return events("SuccessfulDelete").size() == 4; }));
@@ -318,13 +302,13 @@ TEST_F(ReplicaSetControllerTest, ScalesDownInRankOrder) {
 }
 
 TEST_F(ReplicaSetControllerTest, AdoptsOrphansReleasesMismatchesIgnoresOthers) {
-  Json rs = api_->seed(kReplicaSets, replica_set("web", 2));
+  Json rs = api_.seed(kReplicaSets, replica_set("web", 2));
   // Another ReplicaSet whose pod matches both selectors.
   Json foreign_labels = {{"app", "web"}, {"tier", "x"}};
-  Json other = api_->seed(kReplicaSets, replica_set("other", 1, foreign_labels));
-  api_->seed(kPods, pod("orphan", web_labels()));
-  api_->seed(kPods, pod("relabelled", {{"app", "db"}}, owner_ref(rs)));
-  api_->seed(kPods, pod("foreign", foreign_labels, owner_ref(other)));
+  Json other = api_.seed(kReplicaSets, replica_set("other", 1, foreign_labels));
+  api_.seed(kPods, pod("orphan", web_labels()));
+  api_.seed(kPods, pod("relabelled", {{"app", "db"}}, owner_ref(rs)));
+  api_.seed(kPods, pod("foreign", foreign_labels, owner_ref(other)));
   make();
   ASSERT_TRUE(eventually([&] {
     int mine = 0;
@@ -335,18 +319,18 @@ TEST_F(ReplicaSetControllerTest, AdoptsOrphansReleasesMismatchesIgnoresOthers) {
   EXPECT_EQ(client::controller_of(get(kPods, "relabelled")), nullptr);
   EXPECT_TRUE(is_controlled_by(get(kPods, "foreign"), client::uid_of(other)));
   // One adopted, one created; the foreign pod does not count.
-  EXPECT_EQ(api_->actions("create", "pods").size(), 1u);
+  EXPECT_EQ(api_.actions("create", "pods").size(), 1u);
   ASSERT_TRUE(eventually([&] { return status_of(kReplicaSets, "web")["replicas"] == 2; }));
 }
 
 TEST_F(ReplicaSetControllerTest, RelabelledPodIsReleasedAndReplaced) {
   make();
-  Json rs = api_->seed(kReplicaSets, replica_set("web", 2));
+  Json rs = api_.seed(kReplicaSets, replica_set("web", 2));
   ASSERT_TRUE(eventually([&] { return pods().size() == 2; }));
   std::string moved = *pod_names().begin();
   Json p = get(kPods, moved);
   p["metadata"]["labels"] = {{"app", "debug"}};
-  ASSERT_TRUE(api_->update(kPods, "default", p).is_ok());
+  ASSERT_TRUE(api_.update(kPods, "default", p).is_ok());
   ASSERT_TRUE(eventually([&] {
     int mine = 0;
     for (const auto& q : pods()) mine += is_controlled_by(q, client::uid_of(rs));
@@ -357,19 +341,19 @@ TEST_F(ReplicaSetControllerTest, RelabelledPodIsReleasedAndReplaced) {
 
 TEST_F(ReplicaSetControllerTest, DeletedPodIsReplaced) {
   make();
-  api_->seed(kReplicaSets, replica_set("web", 2));
+  api_.seed(kReplicaSets, replica_set("web", 2));
   ASSERT_TRUE(eventually([&] { return pods().size() == 2; }));
   std::string victim = *pod_names().begin();
-  ASSERT_TRUE(api_->remove(kPods, "default", victim).is_ok());
+  ASSERT_TRUE(api_.remove(kPods, "default", victim).is_ok());
   ASSERT_TRUE(eventually([&] { return pods().size() == 2 && !pod_names().count(victim); }));
-  EXPECT_EQ(api_->actions("create", "pods").size(), 3u);
+  EXPECT_EQ(api_.actions("create", "pods").size(), 3u);
 }
 
 TEST_F(ReplicaSetControllerTest, ExpectationsHoldBackAStaleCache) {
   // Only the ReplicaSet informer runs: the pod cache never sees the pods created.
   make(replica_set_kind(), /*run=*/false);
   informers_.informer(kReplicaSets).start();
-  api_->seed(kReplicaSets, replica_set("web", 3));
+  api_.seed(kReplicaSets, replica_set("web", 3));
   ASSERT_TRUE(eventually([&] { return informers_.informer(kReplicaSets).size() == 1; }));
   ASSERT_TRUE(controller_->reconcile("default/web").is_ok());
   EXPECT_EQ(pods().size(), 3u);
@@ -386,12 +370,12 @@ TEST_F(ReplicaSetControllerTest, ExpectationsHoldBackAStaleCache) {
 TEST_F(ReplicaSetControllerTest, SlowStartStopsAtErrorsAndReportsReplicaFailure) {
   make(replica_set_kind(), /*run=*/false);
   informers_.start();
-  api_->fail_at = 4;
-  api_->seed(kReplicaSets, replica_set("web", 10));
+  api_.fail_at = 4;
+  api_.seed(kReplicaSets, replica_set("web", 10));
   ASSERT_TRUE(eventually([&] { return informers_.informer(kReplicaSets).size() == 1; }));
   Status s = controller_->reconcile("default/web");
   EXPECT_FALSE(s.is_ok());
-  EXPECT_EQ(api_->pod_creates.load(), 7);  // batches of 1, 2 and 4; the batch of 3 never ran
+  EXPECT_EQ(api_.pod_creates.load(), 7);  // batches of 1, 2 and 4; the batch of 3 never ran
   EXPECT_EQ(pods().size(), 6u);
   const Json after_first = get(kReplicaSets, "web");
   const Json* failure = find_condition(after_first["status"], "ReplicaFailure");
@@ -415,26 +399,26 @@ TEST_F(ReplicaSetControllerTest, SlowStartStopsAtErrorsAndReportsReplicaFailure)
     Json status = status_of(kReplicaSets, "web");
     return status.value("replicas", 0) == 10 && !find_condition(status, "ReplicaFailure");
   }));
-  EXPECT_EQ(api_->pod_creates.load(), 11);
+  EXPECT_EQ(api_.pod_creates.load(), 11);
 }
 
 TEST_F(ReplicaSetControllerTest, BurstLimitsCreatesPerSync) {
   make(replica_set_kind(), /*run=*/false);
   informers_.informer(kReplicaSets).start();
-  api_->seed(kReplicaSets, replica_set("web", kBurstReplicas + 20));
+  api_.seed(kReplicaSets, replica_set("web", kBurstReplicas + 20));
   ASSERT_TRUE(eventually([&] { return informers_.informer(kReplicaSets).size() == 1; }));
   ASSERT_TRUE(controller_->reconcile("default/web").is_ok());
-  EXPECT_EQ(api_->pod_creates.load(), kBurstReplicas);
+  EXPECT_EQ(api_.pod_creates.load(), kBurstReplicas);
 }
 
 TEST_F(ReplicaSetControllerTest, FailedDeleteIsRetried) {
   make();
-  api_->seed(kReplicaSets, replica_set("web", 2));
+  api_.seed(kReplicaSets, replica_set("web", 2));
   ASSERT_TRUE(eventually([&] { return pods().size() == 2; }));
-  api_->fail("delete", "pods", error(StatusCode::kUnavailable, "try later"));
+  api_.fail("delete", "pods", error(StatusCode::kUnavailable, "try later"));
   Json scaled = get(kReplicaSets, "web");
   scaled["spec"]["replicas"] = 1;
-  ASSERT_TRUE(api_->update(kReplicaSets, "default", scaled).is_ok());
+  ASSERT_TRUE(api_.update(kReplicaSets, "default", scaled).is_ok());
   // The failed delete lowers the expectations, so the retry deletes without waiting for them.
   ASSERT_TRUE(eventually([&] { return pods().size() == 1; }));
   ASSERT_TRUE(eventually([&] { return events("FailedDelete").size() == 1; }));
@@ -445,7 +429,7 @@ TEST_F(ReplicaSetControllerTest, AvailabilityWaitsForMinReadySeconds) {
   make();
   Json spec = replica_set("web", 2);
   spec["spec"]["minReadySeconds"] = 1;
-  api_->seed(kReplicaSets, spec);
+  api_.seed(kReplicaSets, spec);
   ASSERT_TRUE(eventually([&] { return pods().size() == 2; }));
   for (const auto& n : pod_names()) set_pod_status(n, ready_status(clock_.now_seconds()));
   ASSERT_TRUE(
@@ -461,9 +445,9 @@ TEST_F(ReplicaSetControllerTest, AvailabilityWaitsForMinReadySeconds) {
 TEST_F(ReplicaSetControllerTest, FullyLabeledCountsOnlyPodsWithEveryTemplateLabel) {
   Json spec = replica_set("web", 2);
   spec["spec"]["template"]["metadata"]["labels"]["tier"] = "front";
-  Json rs = api_->seed(kReplicaSets, spec);
+  Json rs = api_.seed(kReplicaSets, spec);
   // Matches the selector (app=web) but lacks tier=front.
-  api_->seed(kPods, pod("partial", web_labels(), owner_ref(rs)));
+  api_.seed(kPods, pod("partial", web_labels(), owner_ref(rs)));
   make();
   ASSERT_TRUE(eventually([&] {
     Json s = status_of(kReplicaSets, "web");
@@ -482,10 +466,10 @@ TEST_F(ReplicaSetControllerTest, ReplicationControllersUseAPlainSelectorMap) {
                {"template",
                 {{"metadata", {{"labels", {{"app", "legacy"}}}}},
                  {"spec", {{"containers", {{{"name", "c"}, {"image", "busybox"}}}}}}}}}}};
-  Json seeded = api_->seed(kReplicationControllers, rc);
+  Json seeded = api_.seed(kReplicationControllers, rc);
   // A ReplicaSet-owned pod with matching labels is someone else's.
-  Json rs = api_->seed(kReplicaSets, replica_set("web", 0, {{"app", "legacy"}}));
-  api_->seed(kPods, pod("rs-pod", {{"app", "legacy"}}, owner_ref(rs)));
+  Json rs = api_.seed(kReplicaSets, replica_set("web", 0, {{"app", "legacy"}}));
+  api_.seed(kPods, pod("rs-pod", {{"app", "legacy"}}, owner_ref(rs)));
   ASSERT_TRUE(eventually([&] {
     int mine = 0;
     for (const auto& p : pods()) mine += is_controlled_by(p, client::uid_of(seeded));

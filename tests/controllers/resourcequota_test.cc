@@ -3,26 +3,19 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/resourcequota/resourcequota_controller.h"
 
 namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
 using namespace client::resources;
 using namespace std::chrono_literals;
 
 const client::Resource kRoles{"rbac.authorization.k8s.io", "v1", "roles", "Role", true};
-
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
 
 Json container(Json requests, Json limits = Json()) {
   Json c = {{"name", "c"}, {"image", "busybox"}, {"resources", Json::object()}};
@@ -44,12 +37,9 @@ std::string canonical(const client::Json& list, const std::string& name) {
   return list.contains(name) ? list[name].get<std::string>() : "<absent>";
 }
 
-class ResourceQuotaTest : public ::testing::Test {
+class ResourceQuotaTest : public ControllerTest<> {
  protected:
-  ResourceQuotaTest()
-      : informers_(api_), ctx_{api_, informers_, clock_, options(), [this](const std::string& c) {
-                                 return std::make_unique<client::EventRecorder>(api_, c);
-                               }} {}
+  ResourceQuotaTest() : ControllerTest(options()) {}
 
   ~ResourceQuotaTest() override {
     if (controller_) controller_->stop();
@@ -96,10 +86,6 @@ class ResourceQuotaTest : public ::testing::Test {
     return eventually([&] { return status(quota).value("used", Json()) == want; });
   }
 
-  FakeApiClient api_;
-  client::InformerFactory informers_;
-  FakeClock clock_;
-  ControllerContext ctx_;
   std::unique_ptr<Controller> controller_;
 };
 

@@ -3,6 +3,7 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/serviceaccount/rootcacertpublisher.h"
 #include "controllers/serviceaccount/serviceaccount_controller.h"
 
@@ -10,29 +11,15 @@ namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
 using namespace client::resources;
 using namespace std::chrono_literals;
 
 constexpr const char* kCa = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
 
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
-
-class ServiceAccountTest : public ::testing::Test {
+class ServiceAccountTest : public ControllerTest<> {
  protected:
-  ServiceAccountTest()
-      : informers_(api_),
-        ctx_{api_, informers_, clock_, ControllerOptions{}, [this](const std::string& c) {
-               return std::make_unique<client::EventRecorder>(api_, c);
-             }} {}
-
   ~ServiceAccountTest() override {
     for (auto& c : controllers_) c->stop();
     informers_.stop();
@@ -54,10 +41,6 @@ class ServiceAccountTest : public ::testing::Test {
     return api_.get(r, ns, name).is_ok();
   }
 
-  FakeApiClient api_;
-  client::InformerFactory informers_;
-  FakeClock clock_;
-  ControllerContext ctx_;
   std::vector<std::unique_ptr<Controller>> controllers_;
 };
 

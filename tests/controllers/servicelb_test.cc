@@ -3,24 +3,17 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/servicelb/servicelb_controller.h"
 
 namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
 using namespace client::resources;
 using namespace std::chrono_literals;
-
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
 
 Json make_node(const std::string& name, const std::string& internal_ip, bool ready,
                const std::string& external_ip = "") {
@@ -43,13 +36,9 @@ Json lb_service(const std::string& name, const std::string& type = "LoadBalancer
             {"ports", {{{"port", 80}, {"nodePort", 30080}, {"protocol", "TCP"}}}}}}};
 }
 
-class ServiceLbTest : public ::testing::Test {
+class ServiceLbTest : public ControllerTest<> {
  protected:
-  ServiceLbTest()
-      : informers_(api_),
-        ctx_{api_, informers_, clock_, options(), [this](const std::string& component) {
-               return std::make_unique<client::EventRecorder>(api_, component);
-             }} {}
+  ServiceLbTest() : ControllerTest(options()) {}
 
   ~ServiceLbTest() override {
     if (controller_) controller_->stop();
@@ -80,10 +69,6 @@ class ServiceLbTest : public ::testing::Test {
     return out;
   }
 
-  FakeApiClient api_;
-  client::InformerFactory informers_;
-  FakeClock clock_;
-  ControllerContext ctx_;
   std::unique_ptr<Controller> controller_;
 };
 

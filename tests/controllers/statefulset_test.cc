@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/controller_utils.h"
 #include "controllers/statefulset/controller_history.h"
 #include "controllers/statefulset/statefulset_controller.h"
@@ -13,18 +14,10 @@ namespace skiff::controllers {
 namespace {
 
 using client::FakeApiClient;
+using testing::ControllerTest;
+using testing::eventually;
 using namespace client::resources;
 using namespace std::chrono_literals;
-
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
 
 Json web_labels() {
   return {{"app", "web"}};
@@ -45,7 +38,7 @@ Json stateful_set(const std::string& name, int replicas, Json extra_spec = Json:
   return set;
 }
 
-class StatefulSetControllerTest : public ::testing::Test {
+class StatefulSetControllerTest : public ControllerTest<> {
  protected:
   ~StatefulSetControllerTest() override {
     if (controller_) controller_->stop();
@@ -183,13 +176,6 @@ class StatefulSetControllerTest : public ::testing::Test {
     ASSERT_TRUE(eventually([&] { return status().value("readyReplicas", 0) == n; }));
   }
 
-  FakeClock clock_;
-  FakeApiClient api_;
-  client::InformerFactory informers_{api_};
-  ControllerContext ctx_{api_, informers_, clock_, ControllerOptions{},
-                         [this](const std::string& component) {
-                           return std::make_unique<client::EventRecorder>(api_, component);
-                         }};
   std::unique_ptr<StatefulSetController> controller_;
 };
 
