@@ -146,7 +146,9 @@ class StreamImpl final : public ResponseStream, public std::enable_shared_from_t
     std::lock_guard lock(mu_);
     out->swap(chunks_);
     queued_bytes_ = 0;
-    *done = closed_ || (finished_ && out->empty());
+    // Once finished, no chunk can follow the ones taken here: end after writing them. (Waiting
+    // for another wake-up instead would hang the stream, since finish() wakes the writer once.)
+    *done = closed_ || finished_;
   }
 
   Waker& waker() { return waker_; }
