@@ -151,6 +151,8 @@ std::optional<api::ApiError> ServiceAllocator::allocate_port(const std::string& 
   for (int i = 0; i < 64; ++i) {
     int candidate = pick(rng());
     std::string key = kPortPrefix + std::to_string(candidate);
+    // claim() succeeds for keys this service holds already: never hand out one of those twice.
+    if (claimed->count(key)) continue;
     auto ok = claim(key, owner);
     if (!ok.is_ok()) return api::ApiError::from_storage(ok.status());
     if (*ok) {
@@ -161,6 +163,7 @@ std::optional<api::ApiError> ServiceAllocator::allocate_port(const std::string& 
   }
   for (int candidate = node_port_min_; candidate <= node_port_max_; ++candidate) {
     std::string key = kPortPrefix + std::to_string(candidate);
+    if (claimed->count(key)) continue;
     auto ok = claim(key, owner);
     if (!ok.is_ok()) return api::ApiError::from_storage(ok.status());
     if (*ok) {
@@ -215,6 +218,8 @@ std::optional<api::ApiError> ServiceAllocator::reserve(json& svc, const json* ol
   }
 
   if (uses_node_ports(svc) && spec.contains("ports") && spec["ports"].is_array()) {
+    // Requested ports first, so a port allocated at random never takes one the service asks
+    // for itself.
     for (size_t i = 0; i < spec["ports"].size(); ++i) {
       json& p = spec["ports"][i];
       if (p.contains("nodePort") && p["nodePort"].is_number_integer()) {
@@ -228,8 +233,10 @@ std::optional<api::ApiError> ServiceAllocator::reserve(json& svc, const json* ol
                                       std::to_string(port), "provided port is already allocated"));
         }
         claimed.insert(key);
-        continue;
       }
+    }
+    for (json& p : spec["ports"]) {
+      if (p.contains("nodePort") && p["nodePort"].is_number_integer()) continue;
       int port = 0;
       if (auto e = allocate_port(owner, &port, &claimed)) return fail(*e);
       p["nodePort"] = port;
