@@ -247,7 +247,8 @@ void expect_same_as_store(WatchCache& cache, storage::Store& store, const std::s
 
 WatchCacheOptions fast_options() {
   WatchCacheOptions o;
-  o.fresh_timeout = milliseconds(300);
+  // Long enough that a loaded machine does not time out a read that should succeed.
+  o.fresh_timeout = milliseconds(2000);
   o.max_retry_backoff = milliseconds(200);
   return o;
 }
@@ -354,7 +355,7 @@ TEST(WatchCacheTest, AnyRevisionServesAStaleCacheAndAFreshReadGivesUp) {
   auto t0 = Clock::now();
   auto fresh = cache->list(kPods, {}, second);
   EXPECT_EQ(fresh.status().code(), StatusCode::kDeadlineExceeded);
-  EXPECT_GE(Clock::now() - t0, milliseconds(250));
+  EXPECT_GE(Clock::now() - t0, milliseconds(1900));
   EXPECT_EQ(cache->stats().fresh_timeouts, 1u);
 
   store.pause(false);
