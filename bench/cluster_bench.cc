@@ -52,16 +52,17 @@ struct Cluster {
 bool start_cluster(const std::string& skiff, const std::string& dir, int nodes,
                    const std::vector<std::string>& server_flags, Cluster* c) {
   int port = skiff::testing::free_tcp_port();
-  std::vector<std::string> argv{skiff,          "--log-level",         "warn", "server",
-                                "--data-dir",   dir + "/data",         "--https-port",
-                                std::to_string(port), "--bind-address", "127.0.0.1"};
+  std::vector<std::string> argv{skiff,          "--log-level",        "warn",
+                                "server",       "--data-dir",         dir + "/data",
+                                "--https-port", std::to_string(port), "--bind-address",
+                                "127.0.0.1"};
   argv.insert(argv.end(), server_flags.begin(), server_flags.end());
   if (!c->server.start(argv, dir + "/server.log").is_ok()) return false;
   std::string kubeconfig = dir + "/data/admin.kubeconfig";
   auto t0 = Clock::now();
   while (seconds_since(t0) < 30) {
-    auto api = HttpApiClient::from_kubeconfig_file(kubeconfig, {.user_agent = "cluster-bench",
-                                                                .max_idle_connections = 64});
+    auto api = HttpApiClient::from_kubeconfig_file(
+        kubeconfig, {.user_agent = "cluster-bench", .max_idle_connections = 64});
     if (api.is_ok() && api.value()->raw("GET", "/readyz").is_ok()) {
       c->api = std::move(api.value());
       break;
@@ -116,11 +117,10 @@ Json bench_pod(const std::string& name, const std::string& scenario, int index) 
     // Ten colours; no two pods of one colour share a node.
     std::string color = "c" + std::to_string(index % 10);
     pod["metadata"]["labels"]["color"] = color;
-    pod["spec"]["affinity"] = {
-        {"podAntiAffinity",
-         {{"requiredDuringSchedulingIgnoredDuringExecution",
-           {{{"labelSelector", {{"matchLabels", {{"color", color}}}}},
-             {"topologyKey", "kubernetes.io/hostname"}}}}}}};
+    pod["spec"]["affinity"] = {{"podAntiAffinity",
+                                {{"requiredDuringSchedulingIgnoredDuringExecution",
+                                  {{{"labelSelector", {{"matchLabels", {{"color", color}}}}},
+                                    {"topologyKey", "kubernetes.io/hostname"}}}}}}};
   }
   return pod;
 }
@@ -135,8 +135,8 @@ double create_pods(HttpApiClient& api, const std::string& ns, const std::string&
   for (int t = 0; t < 32; ++t) {
     threads.emplace_back([&] {
       for (int i = next++; i < count; i = next++) {
-        auto r = api.create(res::kPods, ns,
-                            bench_pod(prefix + std::to_string(i), scenario, offset + i));
+        auto r =
+            api.create(res::kPods, ns, bench_pod(prefix + std::to_string(i), scenario, offset + i));
         if (!r.is_ok()) ++errors;
       }
     });
@@ -223,8 +223,8 @@ void scheduling(const std::string& skiff, int nodes, int placed, int pending,
   double create_s = create_pods(*c.api, ns, "pending-", scenario, pending, placed);
   double bound_s = counter.wait_for(placed + pending, t1, 600);
   if (bound_s < 0) return;
-  std::printf("| %s | %d | %d | %d | %.0f | %.2f | %.0f | %.0f | %.0f |\n", scenario.c_str(),
-              nodes, placed, pending, pending / create_s, bound_s, pending / bound_s,
+  std::printf("| %s | %d | %d | %d | %.0f | %.2f | %.0f | %.0f | %.0f |\n", scenario.c_str(), nodes,
+              placed, pending, pending / create_s, bound_s, pending / bound_s,
               rss_kb(c.server.pid()) / 1024.0, rss_kb(c.hollow.pid()) / 1024.0);
   std::fflush(stdout);
   c.hollow.stop();
@@ -304,8 +304,9 @@ int main(int argc, char** argv) {
     scheduling(skiff, nodes, placed, pending, s == "scheduling" ? "basic" : s);
   }
   if (mode == "all" || mode == "deployment") {
-    std::printf("\n## Deployment rollout\n\n| replicas | nodes | rollout complete (s) "
-                "| server RSS (MiB) | hollow RSS (MiB) |\n|---|---|---|---|---|\n");
+    std::printf(
+        "\n## Deployment rollout\n\n| replicas | nodes | rollout complete (s) "
+        "| server RSS (MiB) | hollow RSS (MiB) |\n|---|---|---|---|---|\n");
     deployment(skiff, deploy_nodes, replicas);
   }
   return 0;

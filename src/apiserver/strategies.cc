@@ -575,9 +575,9 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
       defaults(obj);
       if (kind == "daemonsets") {
         // Counts template changes, as upstream.
-        auto generation = std::stoll(
-            old["metadata"].value("annotations", json::object())
-                .value("deprecated.daemonset.template.generation", "1"));
+        auto generation = std::stoll(old["metadata"]
+                                         .value("annotations", json::object())
+                                         .value("deprecated.daemonset.template.generation", "1"));
         if (obj["spec"].value("template", json()) != old["spec"].value("template", json())) {
           ++generation;
         }
