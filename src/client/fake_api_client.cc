@@ -405,6 +405,19 @@ Result<Json> FakeApiClient::remove(const Resource& r, std::string_view ns, std::
   }
   record("delete", r, "", ns, name, Json());
   auto& meta = obj["metadata"];
+  if (graceful_pod_deletion_ && r.resource == "pods" &&
+      !obj.value("spec", Json::object()).value("nodeName", "").empty()) {
+    int64_t grace = options.grace_period_seconds.value_or(
+        obj["spec"].value("terminationGracePeriodSeconds", int64_t{30}));
+    if (grace > 0) {
+      if (!meta.contains("deletionTimestamp")) {
+        meta["deletionTimestamp"] = rfc3339_now();
+        meta["deletionGracePeriodSeconds"] = grace;
+        return put_locked(r, key, std::move(obj), WatchEventType::kModified);
+      }
+      return obj;
+    }
+  }
   Json finalizers = meta.value("finalizers", Json::array());
   auto add_finalizer = [&](const char* f) {
     if (std::find(finalizers.begin(), finalizers.end(), f) == finalizers.end()) {
@@ -498,6 +511,11 @@ void FakeApiClient::fail(const std::string& verb, const std::string& resource, S
                          int times) {
   std::lock_guard lock(mu_);
   failures_.push_back({verb, resource, std::move(status), times});
+}
+
+void FakeApiClient::set_graceful_pod_deletion(bool enabled) {
+  std::lock_guard lock(mu_);
+  graceful_pod_deletion_ = enabled;
 }
 
 void FakeApiClient::expire_watches() {

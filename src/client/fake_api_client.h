@@ -66,6 +66,11 @@ class FakeApiClient : public ApiClient {
   void fail(const std::string& verb, const std::string& resource, Status status, int times = 1);
   // Closes every open watch with a 410 ERROR event (as a compacted history does).
   void expire_watches();
+  // Deleting a pod bound to a node with a grace period (the request's, else the pod's
+  // terminationGracePeriodSeconds, default 30) only marks it (deletionTimestamp and
+  // deletionGracePeriodSeconds) for its kubelet to finish, as the API server does; a delete with
+  // grace 0 removes it. Off by default.
+  void set_graceful_pod_deletion(bool enabled);
   int64_t resource_version() const;
   size_t count(const Resource& r) const;
 
@@ -84,6 +89,7 @@ class FakeApiClient : public ApiClient {
   mutable std::mutex mu_;
   int64_t rv_ = 1;                                            // guarded by mu_
   std::map<std::string, std::map<std::string, Json>> store_;  // resource → key → object
+  bool graceful_pod_deletion_ = false;                        // guarded by mu_
   std::vector<Action> actions_;                               // guarded by mu_
   struct Failure {
     std::string verb, resource;

@@ -1,0 +1,310 @@
+#include "kubelet/kubelet.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "base/kubeconfig.h"
+#include "base/log.h"
+
+namespace skiff::kubelet {
+namespace {
+
+using client::resources::kConfigMaps;
+using client::resources::kPods;
+using client::resources::kSecrets;
+using std::chrono::milliseconds;
+
+const Json& member(const Json& obj, const char* key) {
+  static const Json kNull;
+  if (!obj.is_object()) return kNull;
+  auto it = obj.find(key);
+  return it == obj.end() ? kNull : *it;
+}
+
+bool is_terminal(const Json& pod) {
+  std::string phase = member(pod, "status").value("phase", "");
+  return phase == "Succeeded" || phase == "Failed";
+}
+
+}  // namespace
+
+ObjectSource api_object_source(client::ApiClient& api) {
+  ObjectSource source;
+  source.config_map = [&api](
+                          const std::string& ns,
+                          const std::string& name) -> Result<std::map<std::string, std::string>> {
+    SKIFF_ASSIGN_OR_RETURN(Json cm, api.get(kConfigMaps, ns, name));
+    std::map<std::string, std::string> data;
+    for (const char* field : {"data", "binaryData"}) {
+      const Json& d = member(cm, field);
+      if (!d.is_object()) continue;
+      for (auto& [k, v] : d.items()) {
+        if (!v.is_string()) continue;
+        if (std::string(field) == "data") {
+          data[k] = v.get<std::string>();
+        } else if (auto decoded = base64_decode(v.get<std::string>()); decoded.is_ok()) {
+          data[k] = *decoded;
+        }
+      }
+    }
+    return data;
+  };
+  source.secret = [&api](const std::string& ns,
+                         const std::string& name) -> Result<std::map<std::string, std::string>> {
+    SKIFF_ASSIGN_OR_RETURN(Json secret, api.get(kSecrets, ns, name));
+    std::map<std::string, std::string> data;
+    const Json& d = member(secret, "data");
+    if (d.is_object()) {
+      for (auto& [k, v] : d.items()) {
+        if (!v.is_string()) continue;
+        auto decoded = base64_decode(v.get<std::string>());
+        if (decoded.is_ok()) data[k] = *decoded;
+      }
+    }
+    return data;
+  };
+  return source;
+}
+
+PodManager::PodManager(client::ApiClient& api, cri::RuntimeService& runtime,
+                       cri::ImageService& images, PodManagerOptions options)
+    : api_(api),
+      cri_(runtime),
+      options_(std::move(options)),
+      volumes_(options_.pods_dir, api_object_source(api)),
+      runtime_(runtime, images, options_.node, volumes_, api_object_source(api), options_.backoff),
+      pods_(api, kPods,
+            client::InformerOptions{.field_selector = "spec.nodeName=" + options_.node.node_name}),
+      queue_(milliseconds(200), milliseconds(10000)) {
+  pods_.add_handlers({
+      .on_add = [this](const client::ObjectPtr& pod) { set_pod(pod); },
+      .on_update = [this](const client::ObjectPtr&, const client::ObjectPtr& pod) { set_pod(pod); },
+      .on_delete =
+          [this](const client::ObjectPtr& pod) {
+            std::string uid = client::uid_of(*pod);
+            {
+              std::lock_guard lock(mu_);
+              auto it = entries_.find(uid);
+              if (it != entries_.end()) it->second.pod = nullptr;
+            }
+            queue_.add(uid);
+          },
+  });
+}
+
+PodManager::~PodManager() {
+  stop();
+}
+
+void PodManager::set_pod(const client::ObjectPtr& pod) {
+  std::string uid = client::uid_of(*pod);
+  {
+    std::lock_guard lock(mu_);
+    entries_[uid].pod = pod;
+  }
+  queue_.add(uid);
+}
+
+void PodManager::start() {
+  std::error_code ec;
+  std::filesystem::create_directories(options_.pods_dir, ec);
+  pods_.start();
+  for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this] { worker_loop(); });
+  threads_.emplace_back([this] { pleg_loop(); });
+}
+
+void PodManager::stop() {
+  if (stopping_.exchange(true)) return;
+  pleg_cv_.notify_all();
+  pods_.stop();
+  queue_.shut_down();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+bool PodManager::wait_for_sync(milliseconds timeout) const {
+  return pods_.wait_for_sync(timeout);
+}
+
+size_t PodManager::pods_tracked() const {
+  std::lock_guard lock(mu_);
+  return entries_.size();
+}
+
+void PodManager::worker_loop() {
+  while (auto uid = queue_.get()) {
+    Status s = sync(*uid);
+    if (!s.is_ok()) {
+      SKIFF_LOG_WARN("kubelet: syncing pod {}: {}", *uid, s.to_string());
+      queue_.add_rate_limited(*uid);
+    } else {
+      queue_.forget(*uid);
+    }
+    queue_.done(*uid);
+  }
+}
+
+Status PodManager::sync(const std::string& uid) {
+  Entry entry;
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(uid);
+    if (it != entries_.end()) entry = it->second;
+  }
+  SKIFF_ASSIGN_OR_RETURN(RuntimePod runtime, runtime_.inspect(uid));
+  if (entry.pod == nullptr) return clean_up(uid, runtime);
+  const Json& pod = *entry.pod;
+  const Json& meta = pod["metadata"];
+
+  if (meta.contains("deletionTimestamp") || is_terminal(pod)) {
+    // Terminating: stop everything, report the final status.
+    if (runtime.any_running()) {
+      int64_t grace = grace_period_seconds(pod);
+      if (!meta.contains("deletionTimestamp")) grace = 0;
+      SKIFF_RETURN_IF_ERROR(runtime_.kill(runtime, grace));
+      SKIFF_ASSIGN_OR_RETURN(runtime, runtime_.inspect(uid));
+    }
+    Json status = runtime_.pod_status(pod, runtime, {}, {});
+    if (meta.contains("deletionTimestamp") && !is_terminal(pod)) {
+      // Upstream: a deleted pod whose containers were stopped ends Failed unless all succeeded.
+      bool all_succeeded = true;
+      for (const Json& s : status["containerStatuses"]) {
+        const Json& t = member(member(s, "state"), "terminated");
+        if (!t.is_object() || t.value("exitCode", 1) != 0) all_succeeded = false;
+      }
+      status["phase"] = all_succeeded ? "Succeeded" : "Failed";
+    }
+    SKIFF_RETURN_IF_ERROR(write_status(pod, status, &entry));
+    if (meta.contains("deletionTimestamp")) {
+      client::DeleteOptions options;
+      options.grace_period_seconds = 0;
+      options.precondition_uid = uid;
+      auto removed =
+          api_.remove(kPods, meta.value("namespace", ""), meta.value("name", ""), options);
+      if (!removed.is_ok() && removed.status().code() != StatusCode::kNotFound &&
+          removed.status().code() != StatusCode::kAborted) {
+        return removed.status();
+      }
+    }
+    return Status::ok();
+  }
+
+  SyncResult result = runtime_.sync(pod, runtime);
+  if (!result.status.is_ok()) {
+    SKIFF_LOG_INFO("kubelet: pod {}/{}: {}", meta.value("namespace", ""), meta.value("name", ""),
+                   result.status.to_string());
+  }
+  SKIFF_ASSIGN_OR_RETURN(RuntimePod after, runtime_.inspect(uid));
+  Json status = runtime_.pod_status(pod, after, result, {});
+  if (!result.sandbox_error.empty()) {
+    for (Json& c : status["conditions"]) {
+      if (c["type"] == "PodReadyToStartContainers") c["message"] = result.sandbox_error;
+    }
+  }
+  SKIFF_RETURN_IF_ERROR(write_status(pod, status, &entry));
+  runtime_.prune_dead(after);
+  milliseconds next = options_.resync_period;
+  if (result.retry_after && *result.retry_after < next) next = *result.retry_after;
+  queue_.add_after(uid, next);
+  return Status::ok();
+}
+
+Status PodManager::write_status(const Json& pod, const Json& status, Entry* snapshot) {
+  std::string text = status.dump();
+  std::string uid = client::uid_of(pod);
+  if (text == snapshot->written_status || status == member(pod, "status")) return Status::ok();
+  Json patch = {{"status", status}};
+  const Json& meta = pod["metadata"];
+  auto written = api_.patch(kPods, meta.value("namespace", ""), meta.value("name", ""),
+                            client::PatchType::kMerge, patch.dump(), {}, "status");
+  if (!written.is_ok()) {
+    if (written.status().code() == StatusCode::kNotFound) return Status::ok();  // gone
+    return written.status();
+  }
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(uid);
+  if (it != entries_.end()) it->second.written_status = std::move(text);
+  return Status::ok();
+}
+
+Status PodManager::clean_up(const std::string& uid, const RuntimePod& runtime) {
+  if (!runtime.empty()) {
+    int64_t grace = 0;
+    for (const RuntimeContainer& c : runtime.containers) grace = std::max(grace, c.grace_seconds);
+    SKIFF_RETURN_IF_ERROR(runtime_.kill(runtime, runtime.any_running() ? grace : 0));
+    SKIFF_RETURN_IF_ERROR(runtime_.remove(runtime));
+  }
+  SKIFF_RETURN_IF_ERROR(volumes_.tear_down(uid));
+  remove_cgroups(uid);
+  runtime_.forget(uid);
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(uid);
+  if (it != entries_.end() && it->second.pod == nullptr) entries_.erase(it);
+  return Status::ok();
+}
+
+void PodManager::remove_cgroups(const std::string& uid) {
+  std::string parent = pod_cgroup_parent(options_.node, uid);
+  if (parent.empty()) return;
+  std::error_code ec;
+  for (const auto& hierarchy : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
+    std::string dir = hierarchy.path().string() + parent;
+    // runc removes the containers' leaf cgroups; the pod's own directory is ours to remove.
+    if (std::filesystem::is_directory(dir, ec)) ::rmdir(dir.c_str());
+  }
+}
+
+void PodManager::pleg_loop() {
+  std::map<std::string, std::pair<int, std::string>> last;  // id → (state, pod uid)
+  bool first = true;
+  while (!stopping_) {
+    {
+      std::unique_lock lock(pleg_mu_);
+      pleg_cv_.wait_for(lock, first ? milliseconds(0) : options_.pleg_period,
+                        [&] { return stopping_.load(); });
+    }
+    if (stopping_) break;
+    if (!pods_.has_synced()) continue;
+    auto containers = cri_.list_containers({});
+    auto sandboxes = cri_.list_pod_sandbox({});
+    if (!containers.is_ok() || !sandboxes.is_ok()) continue;
+    std::map<std::string, std::pair<int, std::string>> now;
+    for (const auto& c : *containers) {
+      auto uid = c.labels().find(kPodUidLabel);
+      if (uid == c.labels().end()) continue;
+      now[c.id()] = {int(c.state()), uid->second};
+    }
+    for (const auto& s : *sandboxes) {
+      auto uid = s.labels().find(kPodUidLabel);
+      if (uid == s.labels().end()) continue;
+      now["sandbox/" + s.id()] = {int(s.state()) + 100, uid->second};
+    }
+    std::set<std::string> changed;
+    for (const auto& [id, v] : now) {
+      auto it = last.find(id);
+      if (it == last.end() || it->second.first != v.first) changed.insert(v.second);
+    }
+    for (const auto& [id, v] : last) {
+      if (!now.count(id)) changed.insert(v.second);
+    }
+    if (first) {
+      // Pods the runtime has that the API no longer knows (deleted while the kubelet was down).
+      std::lock_guard lock(mu_);
+      for (const auto& [id, v] : now) {
+        if (!entries_.count(v.second)) entries_[v.second] = Entry{};
+      }
+      for (const std::string& uid : volumes_.pods_on_disk()) {
+        if (!entries_.count(uid)) {
+          entries_[uid] = Entry{};
+          changed.insert(uid);
+        }
+      }
+    }
+    for (const std::string& uid : changed) queue_.add(uid);
+    last = std::move(now);
+    first = false;
+  }
+}
+
+}  // namespace skiff::kubelet

@@ -1,0 +1,91 @@
+#pragma once
+
+// The kubelet's pod lifecycle: pods bound to this node (from the API server, by watch) are the
+// desired state; one serialized worker per pod (a work queue keyed by pod UID that never hands a
+// key to two workers and coalesces updates) walks each pod through syncing (PodRuntime::sync),
+// terminating (containers stopped with the pod's grace period) and terminated (final status
+// written; a deleted pod is then removed from the API with grace 0, and its containers, sandbox,
+// volumes and cgroup are cleaned up). A PLEG thread relists the runtime every pleg_period and
+// wakes the worker of every pod whose containers changed; each pod is also resynced every
+// resync_period (status, ConfigMap/Secret volume contents, back-off expiry).
+//
+// Thread-safety: start()/stop() from one thread; the rest from any thread. Lock order: mu_ is a
+// leaf lock (never held while calling the runtime or the API).
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "client/api_client.h"
+#include "client/informer.h"
+#include "client/workqueue.h"
+#include "kubelet/cri/runtime_service.h"
+#include "kubelet/pod_runtime.h"
+#include "kubelet/volumes.h"
+
+namespace skiff::kubelet {
+
+struct PodManagerOptions {
+  NodeSettings node;
+  std::string pods_dir = "/var/lib/skiff/agent/pods";
+  int workers = 4;
+  std::chrono::milliseconds pleg_period{1000};
+  std::chrono::milliseconds resync_period{10000};
+  BackoffPolicy backoff;
+};
+
+class PodManager {
+ public:
+  PodManager(client::ApiClient& api, cri::RuntimeService& runtime, cri::ImageService& images,
+             PodManagerOptions options);
+  ~PodManager();
+  PodManager(const PodManager&) = delete;
+  PodManager& operator=(const PodManager&) = delete;
+
+  void start();
+  void stop();
+  bool wait_for_sync(std::chrono::milliseconds timeout) const;
+  // Pods this kubelet is responsible for right now (from the API, not yet cleaned up).
+  size_t pods_tracked() const;
+
+ private:
+  struct Entry {
+    client::ObjectPtr pod;       // nullptr once the API no longer has it
+    std::string written_status;  // the status last written, as JSON text
+  };
+
+  void worker_loop();
+  Status sync(const std::string& uid);
+  Status clean_up(const std::string& uid, const RuntimePod& runtime);
+  Status write_status(const Json& pod, const Json& status, Entry* snapshot);
+  void pleg_loop();
+  void set_pod(const client::ObjectPtr& pod);
+  void remove_cgroups(const std::string& uid);
+
+  client::ApiClient& api_;
+  cri::RuntimeService& cri_;
+  const PodManagerOptions options_;
+  VolumeManager volumes_;
+  PodRuntime runtime_;
+  client::Informer pods_;
+  client::WorkQueue queue_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> entries_;  // by UID; guarded by mu_
+
+  std::atomic<bool> stopping_{false};
+  std::vector<std::thread> threads_;
+  std::mutex pleg_mu_;
+  std::condition_variable pleg_cv_;
+};
+
+ObjectSource api_object_source(client::ApiClient& api);
+
+}  // namespace skiff::kubelet

@@ -1,0 +1,377 @@
+// The kubelet's pod lifecycle against an in-memory API and runtime: pods bound to the node get a
+// sandbox and containers, restart as their policy says with back-off, report status as upstream
+// writes it, terminate with grace when deleted, and are adopted (not recreated) by a restarted
+// kubelet.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "client/fake_api_client.h"
+#include "kubelet/cri/fake_runtime.h"
+#include "kubelet/kubelet.h"
+#include "support/eventually.h"
+#include "support/temp_dir.h"
+
+namespace skiff::kubelet {
+namespace {
+
+using client::resources::kConfigMaps;
+using client::resources::kPods;
+using skiff::testing::eventually;
+using skiff::testing::stays;
+using std::chrono::milliseconds;
+
+class PodManagerTest : public ::testing::Test {
+ protected:
+  PodManagerTest() {
+    api_.set_graceful_pod_deletion(true);
+    runtime_.add_image("busybox");
+    options_.node.node_name = "n1";
+    options_.node.node_ip = "192.0.2.10";
+    options_.node.log_root = tmp_.sub("logs");
+    options_.node.cgroup_root = "";
+    options_.pods_dir = tmp_.sub("pods");
+    options_.pleg_period = milliseconds(50);
+    options_.resync_period = milliseconds(500);
+    options_.backoff.initial = milliseconds(300);
+    options_.backoff.max = milliseconds(1200);
+  }
+  ~PodManagerTest() override {
+    if (manager_) manager_->stop();
+  }
+
+  void start() {
+    manager_ = std::make_unique<PodManager>(api_, runtime_, runtime_, options_);
+    manager_->start();
+    ASSERT_TRUE(manager_->wait_for_sync(milliseconds(5000)));
+  }
+
+  Json pod(const std::string& name, Json containers, const std::string& policy = "Always") {
+    for (Json& c : containers) {
+      if (!c.contains("image")) c["image"] = "busybox";
+      if (!c.contains("imagePullPolicy")) c["imagePullPolicy"] = "IfNotPresent";
+    }
+    return {{"apiVersion", "v1"},
+            {"kind", "Pod"},
+            {"metadata", {{"name", name}, {"namespace", "default"}}},
+            {"spec",
+             {{"nodeName", "n1"},
+              {"restartPolicy", policy},
+              {"terminationGracePeriodSeconds", 5},
+              {"containers", containers}}},
+            {"status", {{"phase", "Pending"}}}};
+  }
+
+  Json seed(Json p) { return api_.seed(kPods, std::move(p)); }
+
+  Json get(const std::string& name) {
+    auto p = api_.get(kPods, "default", name);
+    return p.is_ok() ? *p : Json();
+  }
+
+  Json container_status(const std::string& name, size_t i = 0) {
+    Json p = get(name);
+    const Json& s = p.value("status", Json::object());
+    if (!s.contains("containerStatuses") || s["containerStatuses"].size() <= i) return Json();
+    return s["containerStatuses"][i];
+  }
+
+  std::string phase(const std::string& name) {
+    return get(name).value("status", Json::object()).value("phase", "");
+  }
+
+  // The ids of the pod's containers in the runtime, newest first.
+  std::vector<v1::Container> containers_of(const std::string& uid) {
+    v1::ContainerFilter f;
+    (*f.mutable_label_selector())[kPodUidLabel] = uid;
+    auto list = runtime_.list_containers(f);
+    return list.is_ok() ? *list : std::vector<v1::Container>{};
+  }
+
+  std::string running_container(const std::string& uid) {
+    for (const auto& c : containers_of(uid)) {
+      if (c.state() == v1::CONTAINER_RUNNING) return c.id();
+    }
+    return "";
+  }
+
+  testing::TempDir tmp_{"skiff-kubelet-test"};
+  client::FakeApiClient api_;
+  cri::FakeRuntime runtime_;
+  PodManagerOptions options_;
+  std::unique_ptr<PodManager> manager_;
+};
+
+TEST_F(PodManagerTest, BoundPodRunsAndReportsRunningStatus) {
+  Json p =
+      seed(pod("web", Json::parse(R"([{"name": "main", "env": [{"name": "A", "value": "1"}]}])")));
+  // A pod for another node is not ours.
+  Json other = pod("elsewhere", Json::parse(R"([{"name": "main"}])"));
+  other["spec"]["nodeName"] = "n2";
+  seed(other);
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("web") == "Running"; }));
+  Json status = get("web")["status"];
+  EXPECT_EQ(status["hostIP"], "192.0.2.10");
+  EXPECT_EQ(status["podIP"].get<std::string>().rfind("10.42.0.", 0), 0u);
+  EXPECT_EQ(status["containerStatuses"][0]["ready"], true);
+  EXPECT_EQ(status["containerStatuses"][0]["restartCount"], 0);
+  EXPECT_TRUE(status["containerStatuses"][0]["state"].contains("running"));
+  EXPECT_EQ(
+      status["containerStatuses"][0]["containerID"].get<std::string>().rfind("containerd://", 0),
+      0u);
+  std::map<std::string, std::string> conditions;
+  for (const Json& c : status["conditions"]) conditions[c["type"]] = c["status"];
+  EXPECT_EQ(conditions["Ready"], "True");
+  EXPECT_EQ(conditions["ContainersReady"], "True");
+  EXPECT_EQ(conditions["Initialized"], "True");
+  EXPECT_EQ(conditions["PodReadyToStartContainers"], "True");
+  EXPECT_EQ(phase("elsewhere"), "Pending");
+  EXPECT_EQ(runtime_.call_count("RunPodSandbox"), 1);
+
+  auto cs = containers_of(client::uid_of(p));
+  ASSERT_EQ(cs.size(), 1u);
+  auto config = runtime_.container_config(cs[0].id());
+  ASSERT_TRUE(config.has_value());
+  bool found = false;
+  for (const auto& kv : config->envs()) found |= kv.key() == "A" && kv.value() == "1";
+  EXPECT_TRUE(found);
+  // Nothing more happens while nothing changes.
+  int creates = runtime_.call_count("CreateContainer");
+  EXPECT_TRUE(
+      stays([&] { return runtime_.call_count("CreateContainer") == creates; }, milliseconds(700)));
+}
+
+TEST_F(PodManagerTest, CrashingContainerRestartsWithBackOff) {
+  Json p = seed(pod("crash", Json::parse(R"([{"name": "main"}])")));
+  std::string uid = client::uid_of(p);
+  start();
+  ASSERT_TRUE(eventually([&] { return !running_container(uid).empty(); }));
+  // First exit: restarted at once.
+  ASSERT_TRUE(runtime_.exit_container(running_container(uid), 1).is_ok());
+  ASSERT_TRUE(eventually([&] {
+    return container_status("crash").value("restartCount", 0) == 1 &&
+           container_status("crash")["state"].contains("running");
+  }));
+  EXPECT_EQ(container_status("crash")["lastState"]["terminated"]["exitCode"], 1);
+  EXPECT_EQ(container_status("crash")["lastState"]["terminated"]["reason"], "Error");
+  // Second exit: CrashLoopBackOff until the back-off passes, then running again.
+  ASSERT_TRUE(runtime_.exit_container(running_container(uid), 2).is_ok());
+  ASSERT_TRUE(eventually([&] {
+    Json s = container_status("crash");
+    return s["state"].contains("waiting") && s["state"]["waiting"]["reason"] == "CrashLoopBackOff";
+  }));
+  EXPECT_NE(
+      container_status("crash")["state"]["waiting"]["message"].get<std::string>().find("back-off"),
+      std::string::npos);
+  EXPECT_EQ(phase("crash"), "Running");  // restartPolicy Always: still Running
+  ASSERT_TRUE(eventually([&] {
+    return container_status("crash").value("restartCount", 0) == 2 &&
+           container_status("crash")["state"].contains("running");
+  }));
+  // Old exited containers beyond the newest two are pruned.
+  EXPECT_LE(containers_of(uid).size(), 2u);
+}
+
+TEST_F(PodManagerTest, NeverAndOnFailurePoliciesEndThePod) {
+  Json never = seed(pod("once", Json::parse(R"([{"name": "main"}])"), "Never"));
+  Json onfail = seed(pod("retry", Json::parse(R"([{"name": "main"}])"), "OnFailure"));
+  Json failing = seed(pod("fails", Json::parse(R"([{"name": "main"}])"), "Never"));
+  start();
+  for (const Json* p : {&never, &onfail, &failing}) {
+    std::string uid = client::uid_of(*p);
+    ASSERT_TRUE(eventually([&] { return !running_container(uid).empty(); }));
+  }
+  ASSERT_TRUE(runtime_.exit_container(running_container(client::uid_of(never)), 0).is_ok());
+  ASSERT_TRUE(runtime_.exit_container(running_container(client::uid_of(failing)), 7).is_ok());
+  ASSERT_TRUE(runtime_.exit_container(running_container(client::uid_of(onfail)), 3).is_ok());
+  ASSERT_TRUE(eventually([&] { return phase("once") == "Succeeded"; }));
+  ASSERT_TRUE(eventually([&] { return phase("fails") == "Failed"; }));
+  EXPECT_EQ(container_status("once")["state"]["terminated"]["reason"], "Completed");
+  EXPECT_EQ(container_status("fails")["state"]["terminated"]["exitCode"], 7);
+  // OnFailure restarts a failure, then ends on success.
+  std::string uid = client::uid_of(onfail);
+  ASSERT_TRUE(eventually([&] {
+    return container_status("retry").value("restartCount", 0) == 1 &&
+           !running_container(uid).empty();
+  }));
+  ASSERT_TRUE(runtime_.exit_container(running_container(uid), 0).is_ok());
+  ASSERT_TRUE(eventually([&] { return phase("retry") == "Succeeded"; }));
+  // Finished pods keep their containers (for logs) but get no new ones; their sandboxes stop.
+  EXPECT_TRUE(
+      stays([&] { return running_container(client::uid_of(never)).empty(); }, milliseconds(600)));
+  EXPECT_EQ(containers_of(client::uid_of(never)).size(), 1u);
+  Json once = get("once");
+  std::map<std::string, std::string> conditions;
+  for (const Json& c : once["status"]["conditions"]) conditions[c["type"]] = c["status"];
+  EXPECT_EQ(conditions["Ready"], "False");
+  EXPECT_EQ(conditions["PodReadyToStartContainers"], "False");  // the sandbox was stopped
+}
+
+TEST_F(PodManagerTest, InitContainersRunInOrderBeforeContainers) {
+  Json p = pod("init", Json::parse(R"([{"name": "main"}])"), "Never");
+  p["spec"]["initContainers"] = Json::parse(
+      R"([{"name": "first", "image": "busybox", "imagePullPolicy": "IfNotPresent"},
+          {"name": "second", "image": "busybox", "imagePullPolicy": "IfNotPresent"}])");
+  p = seed(p);
+  std::string uid = client::uid_of(p);
+  start();
+  auto running_name = [&] {
+    for (const auto& c : containers_of(uid)) {
+      if (c.state() == v1::CONTAINER_RUNNING) return c.metadata().name();
+    }
+    return std::string();
+  };
+  ASSERT_TRUE(eventually([&] { return running_name() == "first"; }));
+  ASSERT_TRUE(eventually([&] {
+    return phase("init") == "Pending" &&
+           container_status("init")["state"]["waiting"]["reason"] == "PodInitializing";
+  }));
+  ASSERT_TRUE(runtime_.exit_container(running_container(uid), 0).is_ok());
+  ASSERT_TRUE(eventually([&] { return running_name() == "second"; }));
+  ASSERT_TRUE(runtime_.exit_container(running_container(uid), 0).is_ok());
+  ASSERT_TRUE(eventually([&] { return running_name() == "main" && phase("init") == "Running"; }));
+  Json status = get("init")["status"];
+  ASSERT_EQ(status["initContainerStatuses"].size(), 2u);
+  EXPECT_EQ(status["initContainerStatuses"][1]["state"]["terminated"]["reason"], "Completed");
+}
+
+TEST_F(PodManagerTest, FailedInitContainerFailsANeverPod) {
+  Json p = pod("badinit", Json::parse(R"([{"name": "main"}])"), "Never");
+  p["spec"]["initContainers"] =
+      Json::parse(R"([{"name": "setup", "image": "busybox", "imagePullPolicy": "IfNotPresent"}])");
+  p = seed(p);
+  std::string uid = client::uid_of(p);
+  start();
+  ASSERT_TRUE(eventually([&] { return !running_container(uid).empty(); }));
+  ASSERT_TRUE(runtime_.exit_container(running_container(uid), 1).is_ok());
+  ASSERT_TRUE(eventually([&] { return phase("badinit") == "Failed"; }));
+  for (const auto& c : containers_of(uid)) EXPECT_NE(c.metadata().name(), "main");
+}
+
+TEST_F(PodManagerTest, DeletedPodIsStoppedWithGraceThenRemovedAndCleanedUp) {
+  Json p = seed(pod("bye", Json::parse(R"([{"name": "main"}])")));
+  std::string uid = client::uid_of(p);
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("bye") == "Running"; }));
+  std::string id = running_container(uid);
+  ASSERT_TRUE(runtime_.set_stop_exit_code(id, 143).is_ok());
+  ASSERT_TRUE(std::filesystem::exists(options_.pods_dir + "/" + uid));
+  client::DeleteOptions graceful;
+  graceful.grace_period_seconds = 4;
+  ASSERT_TRUE(api_.remove(kPods, "default", "bye", graceful).is_ok());
+  Json deleting = get("bye");
+  ASSERT_TRUE(deleting["metadata"].contains("deletionTimestamp"));
+  ASSERT_TRUE(eventually([&] { return !api_.get(kPods, "default", "bye").is_ok(); }));
+  // The final status was written before the delete, and the delete was unconditional.
+  bool final_status = false;
+  for (const auto& a : api_.actions()) {
+    if (a.verb == "patch" && a.subresource == "status" && a.name == "bye" &&
+        a.object.dump().find("\"Failed\"") != std::string::npos)
+      final_status = true;
+  }
+  EXPECT_TRUE(final_status);
+  ASSERT_TRUE(eventually([&] { return containers_of(uid).empty(); }));
+  v1::PodSandboxFilter f;
+  (*f.mutable_label_selector())[kPodUidLabel] = uid;
+  ASSERT_TRUE(eventually([&] { return runtime_.list_pod_sandbox(f)->empty(); }));
+  ASSERT_TRUE(eventually([&] { return !std::filesystem::exists(options_.pods_dir + "/" + uid); }));
+  ASSERT_TRUE(eventually([&] { return manager_->pods_tracked() == 0; }));
+}
+
+TEST_F(PodManagerTest, MissingConfigMapWaitsThenStarts) {
+  Json p = pod("cfg", Json::parse(R"([{"name": "main", "env": [{"name": "M",
+      "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}}]}])"));
+  p = seed(p);
+  start();
+  ASSERT_TRUE(eventually([&] {
+    return container_status("cfg")["state"]["waiting"]["reason"] == "CreateContainerConfigError";
+  }));
+  EXPECT_EQ(container_status("cfg")["state"]["waiting"]["message"],
+            "configmap \"settings\" not found");
+  api_.seed(kConfigMaps, {{"apiVersion", "v1"},
+                          {"kind", "ConfigMap"},
+                          {"metadata", {{"name", "settings"}, {"namespace", "default"}}},
+                          {"data", {{"mode", "fast"}}}});
+  ASSERT_TRUE(eventually([&] { return phase("cfg") == "Running"; }, milliseconds(10000)));
+}
+
+TEST_F(PodManagerTest, ImagePullFailuresBackOff) {
+  Json p = pod("img", Json::parse(R"([{"name": "main", "image": "example.invalid/nope:1"}])"));
+  seed(p);
+  start();
+  ASSERT_TRUE(eventually(
+      [&] { return container_status("img")["state"]["waiting"]["reason"] == "ErrImagePull"; }));
+  ASSERT_TRUE(eventually(
+      [&] { return container_status("img")["state"]["waiting"]["reason"] == "ImagePullBackOff"; }));
+  // Never: no pull at all.
+  Json never = pod("never", Json::parse(R"([{"name": "main", "image": "absent:2",
+                                             "imagePullPolicy": "Never"}])"));
+  seed(never);
+  ASSERT_TRUE(eventually([&] {
+    return container_status("never")["state"]["waiting"]["reason"] == "ErrImageNeverPull";
+  }));
+  for (const std::string& pulled : runtime_.pulled_images())
+    EXPECT_EQ(pulled.find("absent"), std::string::npos);
+}
+
+TEST_F(PodManagerTest, ChangedContainerSpecReplacesTheContainer) {
+  runtime_.add_image("busybox:2");
+  Json p = seed(pod("upd", Json::parse(R"([{"name": "main"}])")));
+  std::string uid = client::uid_of(p);
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("upd") == "Running"; }));
+  std::string before = running_container(uid);
+  Json changed = get("upd");
+  changed["spec"]["containers"][0]["image"] = "busybox:2";
+  ASSERT_TRUE(api_.update(kPods, "default", changed).is_ok());
+  ASSERT_TRUE(eventually([&] {
+    std::string now = running_container(uid);
+    return !now.empty() && now != before;
+  }));
+  ASSERT_TRUE(eventually([&] { return container_status("upd").value("restartCount", 0) == 1; }));
+  EXPECT_EQ(runtime_.call_count("RunPodSandbox"), 1);  // same sandbox
+}
+
+TEST_F(PodManagerTest, RestartedKubeletAdoptsRunningPods) {
+  Json p = seed(pod("keep", Json::parse(R"([{"name": "main"}])")));
+  std::string uid = client::uid_of(p);
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("keep") == "Running"; }));
+  std::string id = running_container(uid);
+  manager_->stop();
+  manager_.reset();
+  runtime_.clear_calls();
+  start();
+  EXPECT_TRUE(stays([&] { return running_container(uid) == id; }, milliseconds(1000)));
+  EXPECT_EQ(runtime_.call_count("RunPodSandbox"), 0);
+  EXPECT_EQ(runtime_.call_count("CreateContainer"), 0);
+  EXPECT_EQ(phase("keep"), "Running");
+}
+
+TEST_F(PodManagerTest, RuntimePodsTheApiNoLongerHasAreRemoved) {
+  Json p = seed(pod("gone", Json::parse(R"([{"name": "main"}])")));
+  std::string uid = client::uid_of(p);
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("gone") == "Running"; }));
+  manager_->stop();
+  manager_.reset();
+  // Deleted while the kubelet was down.
+  client::DeleteOptions now;
+  now.grace_period_seconds = 0;
+  ASSERT_TRUE(api_.remove(kPods, "default", "gone", now).is_ok());
+  start();
+  ASSERT_TRUE(eventually([&] { return containers_of(uid).empty(); }));
+  ASSERT_TRUE(eventually([&] { return !std::filesystem::exists(options_.pods_dir + "/" + uid); }));
+}
+
+TEST_F(PodManagerTest, SandboxFailureIsRetried) {
+  runtime_.inject_error("RunPodSandbox", error(StatusCode::kInternal, "cni failed"));
+  seed(pod("retry-sandbox", Json::parse(R"([{"name": "main"}])")));
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("retry-sandbox") == "Running"; }));
+  EXPECT_EQ(runtime_.call_count("RunPodSandbox"), 2);
+}
+
+}  // namespace
+}  // namespace skiff::kubelet
