@@ -1,0 +1,50 @@
+#pragma once
+
+// Importing image archives into containerd, for nodes without a registry: the built-in images and
+// whatever the administrator drops into the agent's images directory. Runs containerd's own
+// client, `ctr -n k8s.io --address SOCK images import [--base-name NAME] FILE`, which reads OCI
+// layout archives and `docker save` archives and unpacks them into the default snapshotter, where
+// the CRI plugin finds them.
+//
+// Naming, as ctr 1.6 does it: a full reference in an OCI archive's
+// org.opencontainers.image.ref.name (or io.containerd.image.name) annotation, or in a docker
+// archive's RepoTags, is kept as it is. With --base-name only references under that name are
+// imported; without it, an OCI ref name that is only a tag ("latest") becomes
+// "import-<yyyy-mm-dd>:latest". So archives dropped into the images directory should carry full
+// references (what `ctr images export`, `docker save` and skopeo's oci-archive:FILE:NAME write).
+// Only the host's platform is imported (no --all-platforms), which is what the node can run.
+//
+// Thread-safety: free functions without shared state; safe from any thread (concurrent imports
+// into one containerd are containerd's business and are safe).
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace skiff::kubelet::images {
+
+struct ImportOptions {
+  std::string ctr = "ctr";                      // path or name in PATH
+  std::string containerd_namespace = "k8s.io";  // the CRI plugin's namespace
+  std::chrono::milliseconds timeout = std::chrono::minutes(5);
+};
+
+// Imports one archive. `base_name` may be empty (see the naming rules above).
+Status import_image_tar(const std::string& containerd_address, const std::string& tar_path,
+                        const std::string& base_name, const ImportOptions& options = {});
+
+// Imports every regular file named *.tar in `dir` (sorted by name), each without --base-name.
+// A missing directory imports nothing. Keeps going after a failed archive; returns the paths
+// imported, or an error naming every archive that failed.
+Result<std::vector<std::string>> import_images_dir(const std::string& containerd_address,
+                                                   const std::string& dir,
+                                                   const ImportOptions& options = {});
+
+// The image references an archive declares: for an OCI layout, each index.json manifest's
+// io.containerd.image.name or org.opencontainers.image.ref.name annotation; for a docker archive,
+// manifest.json's RepoTags. kInvalidArgument when it is neither.
+Result<std::vector<std::string>> image_refs_in_tar(const std::string& tar_path);
+
+}  // namespace skiff::kubelet::images
