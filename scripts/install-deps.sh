@@ -8,13 +8,13 @@ build_pkgs=(g++ cmake ninja-build ccache pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev
   libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev)
 test_pkgs=(etcd-server etcd-client python3-kubernetes)
-run_pkgs=()
+run_pkgs=(containerd runc containernetworking-plugins busybox-static nftables conntrack iproute2 iptables)
 
 want=()
 for what in "${@:-build}"; do
   case "$what" in
     build) want+=("${build_pkgs[@]}") ;;
-    test) want+=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+    test) want+=("${build_pkgs[@]}" "${test_pkgs[@]}" "${run_pkgs[@]}") ;;
     run) want+=("${build_pkgs[@]}" "${run_pkgs[@]}") ;;
     *) echo "install-deps: unknown set '$what'" >&2; exit 2 ;;
   esac
