@@ -219,6 +219,18 @@ Result<v1::PodSandboxStatus> GrpcRuntime::pod_sandbox_status(const std::string& 
   return std::move(*response.mutable_status());
 }
 
+Result<v1::PodSandboxStatusResponse> GrpcRuntime::pod_sandbox_status_verbose(
+    const std::string& sandbox_id) {
+  v1::PodSandboxStatusRequest request;
+  request.set_pod_sandbox_id(sandbox_id);
+  request.set_verbose(true);
+  v1::PodSandboxStatusResponse response;
+  SKIFF_RETURN_IF_ERROR(impl_->call("PodSandboxStatus", impl_->runtime.get(),
+                                    &RuntimeStub::PodSandboxStatus, request, &response,
+                                    options_.timeout));
+  return response;
+}
+
 Result<std::vector<v1::PodSandbox>> GrpcRuntime::list_pod_sandbox(
     const v1::PodSandboxFilter& filter) {
   v1::ListPodSandboxRequest request;

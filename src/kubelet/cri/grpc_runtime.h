@@ -78,6 +78,9 @@ class GrpcRuntime final : public RuntimeService, public ImageService {
   Status remove_image(const v1::ImageSpec& image) override;
   Result<std::vector<v1::FilesystemUsage>> image_fs_info() override;
 
+  // PodSandboxStatus with verbose set: the runtime's own details (for containerd, a JSON document
+  // under info["info"] with the sandbox's pid, network namespace path and OCI spec).
+  Result<v1::PodSandboxStatusResponse> pod_sandbox_status_verbose(const std::string& sandbox_id);
   // Version with a deadline of its own (connect_runtime probes with what is left of its wait).
   Result<v1::VersionResponse> version_within(std::chrono::milliseconds timeout);
   // Waits up to `timeout` for the channel to be connected.
