@@ -10,7 +10,6 @@
 #include "apiserver/admission.h"
 #include "apiserver/authn.h"
 #include "apiserver/discovery.h"
-#include "apiserver/http_server.h"
 #include "apiserver/registry.h"
 #include "apiserver/request_info.h"
 #include "apiserver/strategies.h"
@@ -19,6 +18,7 @@
 #include "base/log.h"
 #include "base/pki.h"
 #include "base/version.h"
+#include "httpserver/http_server.h"
 
 namespace skiff::apiserver {
 namespace {
@@ -85,7 +85,7 @@ struct ApiServer::Impl {
   std::unique_ptr<Discovery> discovery;
   std::unique_ptr<api::OpenApi> openapi;
   std::unique_ptr<Authenticator> authenticator;
-  std::unique_ptr<HttpServer> server;
+  std::unique_ptr<http::HttpServer> server;
   std::string kubeconfig_path;
   std::string service_ip;
   std::atomic<bool> ready{false};
@@ -220,21 +220,21 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options) {
   s.discovery = std::make_unique<Discovery>(*s.schema);
   s.openapi = std::make_unique<api::OpenApi>(*s.schema);
 
-  HttpServerOptions http;
-  http.bind_address = s.options.bind_address;
-  http.port = s.options.https_port;
-  http.cert_file = tls.paths.server_cert;
-  http.key_file = tls.paths.server_key;
-  http.client_ca_file = tls.paths.ca_cert;
-  http.worker_threads = s.options.worker_threads;
-  http.long_running = [](const Request& req) {
+  http::HttpServerOptions http_options;
+  http_options.bind_address = s.options.bind_address;
+  http_options.port = s.options.https_port;
+  http_options.cert_file = tls.paths.server_cert;
+  http_options.key_file = tls.paths.server_key;
+  http_options.client_ca_file = tls.paths.ca_cert;
+  http_options.worker_threads = s.options.worker_threads;
+  http_options.long_running = [](const Request& req) {
     return req.flag("watch") || req.path.find("/watch/") != std::string::npos ||
            req.flag("follow") || req.path.ends_with("/exec") || req.path.ends_with("/attach") ||
            req.path.ends_with("/portforward") || req.path.ends_with("/proxy");
   };
   Impl* self = impl.get();
-  s.server = std::make_unique<HttpServer>(
-      http, [self](Request& req, Responder& r) { self->handle(req, r); },
+  s.server = std::make_unique<http::HttpServer>(
+      http_options, [self](Request& req, Responder& r) { self->handle(req, r); },
       [self](const ssl_st* tls_conn, std::string_view authorization, UserInfo* user) {
         AuthnResult result = self->authenticator->authenticate_connection(tls_conn, authorization);
         if (result.authenticated()) *user = std::move(result.user);

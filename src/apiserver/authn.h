@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "httpserver/http.h"
 
 namespace skiff::apiserver {
 
@@ -21,11 +22,7 @@ inline constexpr char kAuthenticatedGroup[] = "system:authenticated";
 inline constexpr char kUnauthenticatedGroup[] = "system:unauthenticated";
 inline constexpr char kAnonymousUser[] = "system:anonymous";
 
-struct UserInfo {
-  std::string name;
-  std::string uid;
-  std::vector<std::string> groups;
-};
+using http::UserInfo;
 
 // The user for requests that carry no credentials: system:anonymous in system:unauthenticated.
 UserInfo anonymous_user();

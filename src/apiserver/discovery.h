@@ -11,9 +11,11 @@
 #include <string_view>
 
 #include "api/schema.h"
-#include "apiserver/http.h"
+#include "httpserver/http.h"
 
 namespace skiff::apiserver {
+
+using http::Response;
 
 class Discovery {
  public:

@@ -39,7 +39,6 @@
 #include "api/errors.h"
 #include "api/schema.h"
 #include "apiserver/admission.h"
-#include "apiserver/http.h"
 #include "apiserver/request_info.h"
 #include "apiserver/watch_cache.h"
 #include "storage/store.h"

@@ -6,9 +6,20 @@
 #include <string>
 #include <vector>
 
-#include "apiserver/http.h"
+#include "httpserver/http.h"
 
 namespace skiff::apiserver {
+
+// The HTTP layer's types (httpserver/http.h, shared with the kubelet) under their unqualified
+// names.
+using http::HttpHandler;
+using http::HttpHeader;
+using http::parse_query;
+using http::percent_decode;
+using http::Request;
+using http::Responder;
+using http::Response;
+using http::ResponseStream;
 
 struct RequestInfo {
   bool is_resource_request = false;

@@ -11,9 +11,9 @@
 #include <chrono>
 #include <cstdio>
 
-#include "apiserver/authn_tls.h"
 #include "base/pki.h"
 #include "base/tls_test_util.h"
+#include "httpserver/server_tls.h"
 
 namespace skiff::apiserver {
 namespace {
@@ -325,7 +325,8 @@ TEST(ServerTlsTest, ClientCertificatesAreOptionalButVerified) {
   ASSERT_TRUE(state.is_ok()) << state.status().to_string();
   const pki::PkiPaths& p = state->paths;
   std::unique_ptr<SSL_CTX, SslCtxFree> server_ctx(SSL_CTX_new(TLS_server_method()));
-  Status st = configure_server_tls(server_ctx.get(), {p.server_cert, p.server_key, p.ca_cert});
+  Status st =
+      http::configure_server_tls(server_ctx.get(), {p.server_cert, p.server_key, p.ca_cert});
   ASSERT_TRUE(st.is_ok()) << st.to_string();
   Authenticator authn(std::move(TokenFile::parse("tok,tina,1\n")).value());
 
@@ -392,16 +393,16 @@ TEST(ServerTlsTest, BadFilesGiveClearErrors) {
   ASSERT_TRUE(state.is_ok());
   const pki::PkiPaths& p = state->paths;
   std::unique_ptr<SSL_CTX, SslCtxFree> ctx(SSL_CTX_new(TLS_server_method()));
-  Status missing = configure_server_tls(ctx.get(), {tmp.sub("nope.crt"), p.server_key, ""});
+  Status missing = http::configure_server_tls(ctx.get(), {tmp.sub("nope.crt"), p.server_key, ""});
   EXPECT_FALSE(missing.is_ok());
   EXPECT_NE(missing.message().find("nope.crt"), std::string::npos) << missing.message();
   std::unique_ptr<SSL_CTX, SslCtxFree> ctx2(SSL_CTX_new(TLS_server_method()));
-  Status mismatch = configure_server_tls(ctx2.get(), {p.server_cert, p.admin_key, ""});
+  Status mismatch = http::configure_server_tls(ctx2.get(), {p.server_cert, p.admin_key, ""});
   EXPECT_FALSE(mismatch.is_ok());
   std::printf("[ info    ] mismatched key error: %s\n", mismatch.to_string().c_str());
   std::unique_ptr<SSL_CTX, SslCtxFree> ctx3(SSL_CTX_new(TLS_server_method()));
   Status no_ca =
-      configure_server_tls(ctx3.get(), {p.server_cert, p.server_key, tmp.sub("none.crt")});
+      http::configure_server_tls(ctx3.get(), {p.server_cert, p.server_key, tmp.sub("none.crt")});
   EXPECT_FALSE(no_ca.is_ok());
   EXPECT_NE(no_ca.message().find("none.crt"), std::string::npos);
 }

@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "api/schema.h"
-#include "apiserver/http.h"
 #include "apiserver/registry.h"
 #include "apiserver/request_info.h"
 #include "apiserver/strategies.h"
+#include "httpserver/http.h"
 #include "storage/memory/memory_store.h"
 #include "support/watch_collector.h"
 

@@ -1,4 +1,4 @@
-#include "apiserver/http_server.h"
+#include "httpserver/http_server.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 #include <string>
 #include <thread>
 
-namespace skiff::apiserver {
+namespace skiff::http {
 namespace {
 
 // Sends one raw HTTP/1.1 request to 127.0.0.1:port and returns the whole reply (the server
@@ -99,4 +99,4 @@ TEST(HttpServerTest, BodyOverTheLimitIs413) {
 }
 
 }  // namespace
-}  // namespace skiff::apiserver
+}  // namespace skiff::http

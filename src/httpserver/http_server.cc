@@ -1,4 +1,4 @@
-#include "apiserver/http_server.h"
+#include "httpserver/http_server.h"
 
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -18,15 +18,15 @@
 #include <optional>
 #include <thread>
 
-#include "apiserver/authn_tls.h"
 #include "base/log.h"
+#include "httpserver/server_tls.h"
 
-namespace skiff::apiserver {
+namespace skiff::http {
 namespace {
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace bhttp = beast::http;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 using Strand = net::strand<net::io_context::executor_type>;
@@ -121,6 +121,11 @@ class StreamImpl final : public ResponseStream, public std::enable_shared_from_t
   bool closed() const override {
     std::lock_guard lock(mu_);
     return closed_;
+  }
+
+  size_t queued_bytes() const override {
+    std::lock_guard lock(mu_);
+    return queued_bytes_;
   }
 
   void post(std::function<void()> fn) override {
@@ -225,7 +230,7 @@ void close_stream(Stream& stream) {
   beast::get_lowest_layer(stream).socket().close(ec);
 }
 
-Request to_request(http::request<http::string_body>& msg, const std::string& remote) {
+Request to_request(bhttp::request<bhttp::string_body>& msg, const std::string& remote) {
   Request req;
   req.method = std::string(msg.method_string());
   std::string_view target(msg.target().data(), msg.target().size());
@@ -243,10 +248,10 @@ Request to_request(http::request<http::string_body>& msg, const std::string& rem
   return req;
 }
 
-http::response<http::string_body> to_http(Response& r, unsigned version, bool keep_alive) {
-  http::response<http::string_body> res{static_cast<http::status>(r.status), version};
-  res.set(http::field::content_type, r.content_type);
-  res.set(http::field::cache_control, "no-cache, private");
+bhttp::response<bhttp::string_body> to_http(Response& r, unsigned version, bool keep_alive) {
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version};
+  res.set(bhttp::field::content_type, r.content_type);
+  res.set(bhttp::field::cache_control, "no-cache, private");
   for (const HttpHeader& h : r.headers) res.insert(h.name, h.value);
   res.body() = std::move(r.body);
   res.keep_alive(keep_alive);
@@ -312,14 +317,14 @@ struct HttpServer::Impl {
     beast::flat_buffer buffer;
     while (!stopped) {
       boost::system::error_code ec;
-      http::request_parser<http::string_body> parser;
+      bhttp::request_parser<bhttp::string_body> parser;
       parser.body_limit(options.max_body_bytes);
       parser.header_limit(1024 * 1024);
       // Idle keep-alive connections are closed after a while.
       beast::get_lowest_layer(*stream).expires_after(std::chrono::seconds(300));
-      co_await http::async_read(*stream, buffer, parser,
-                                net::redirect_error(net::use_awaitable, ec));
-      if (ec == http::error::body_limit) {
+      co_await bhttp::async_read(*stream, buffer, parser,
+                                 net::redirect_error(net::use_awaitable, ec));
+      if (ec == bhttp::error::body_limit) {
         Response r{413,
                    "application/json",
                    {},
@@ -327,7 +332,7 @@ struct HttpServer::Impl {
                                "the request body is larger than " +
                                    std::to_string(options.max_body_bytes) + " bytes")};
         auto res = to_http(r, 11, false);
-        co_await http::async_write(*stream, res, net::redirect_error(net::use_awaitable, ec));
+        co_await bhttp::async_write(*stream, res, net::redirect_error(net::use_awaitable, ec));
         // Closing with unread request bytes makes the kernel reset the connection, which can
         // destroy the 413 before the client reads it: read and drop the rest for a moment first.
         beast::get_lowest_layer(*stream).expires_after(std::chrono::seconds(2));
@@ -359,7 +364,7 @@ struct HttpServer::Impl {
             {{"Retry-After", "1"}},
             status_json(429, "TooManyRequests", "Too many requests, please try again later.")};
         auto res = to_http(busy, version, keep_alive && !stopped);
-        co_await http::async_write(*stream, res, net::redirect_error(net::use_awaitable, ec));
+        co_await bhttp::async_write(*stream, res, net::redirect_error(net::use_awaitable, ec));
         if (ec || !keep_alive) break;
         continue;
       }
@@ -378,7 +383,7 @@ struct HttpServer::Impl {
       }
       if (!streaming) {
         auto res = to_http(*exchange->response(), version, keep_alive && !stopped);
-        co_await http::async_write(*stream, res, net::redirect_error(net::use_awaitable, ec));
+        co_await bhttp::async_write(*stream, res, net::redirect_error(net::use_awaitable, ec));
         if (ec || !keep_alive) break;
         continue;
       }
@@ -392,13 +397,13 @@ struct HttpServer::Impl {
   net::awaitable<void> write_stream(std::shared_ptr<Stream> stream, Strand strand, Response& head,
                                     unsigned version, std::shared_ptr<StreamImpl> s) {
     boost::system::error_code ec;
-    http::response<http::empty_body> res{static_cast<http::status>(head.status), version};
-    res.set(http::field::content_type, head.content_type);
-    res.set(http::field::cache_control, "no-cache, private");
+    bhttp::response<bhttp::empty_body> res{static_cast<bhttp::status>(head.status), version};
+    res.set(bhttp::field::content_type, head.content_type);
+    res.set(bhttp::field::cache_control, "no-cache, private");
     for (const HttpHeader& h : head.headers) res.insert(h.name, h.value);
     res.chunked(true);
-    http::response_serializer<http::empty_body> sr{res};
-    co_await http::async_write_header(*stream, sr, net::redirect_error(net::use_awaitable, ec));
+    bhttp::response_serializer<bhttp::empty_body> sr{res};
+    co_await bhttp::async_write_header(*stream, sr, net::redirect_error(net::use_awaitable, ec));
     if (ec) {
       s->mark_closed();
       co_return;
@@ -425,14 +430,14 @@ struct HttpServer::Impl {
         // Everything queued goes out as one HTTP chunk: one write, full TLS records.
         buffers.clear();
         for (const auto& chunk : chunks) buffers.push_back(net::buffer(*chunk));
-        co_await net::async_write(*stream, http::make_chunk(buffers),
+        co_await net::async_write(*stream, bhttp::make_chunk(buffers),
                                   net::redirect_error(net::use_awaitable, ec));
       }
       chunks.clear();
       if (ec) break;
       if (done) {
         if (!s->closed()) {
-          co_await net::async_write(*stream, http::make_chunk_last(),
+          co_await net::async_write(*stream, bhttp::make_chunk_last(),
                                     net::redirect_error(net::use_awaitable, ec));
         }
         break;
@@ -506,4 +511,4 @@ void HttpServer::stop() {
   if (s.workers) s.workers->join();
 }
 
-}  // namespace skiff::apiserver
+}  // namespace skiff::http

@@ -1,7 +1,8 @@
 #pragma once
 
 // The HTTP layer's view of a request and its response, free of any networking library so that
-// handlers and their tests do not pull Boost.Beast in.
+// handlers and their tests do not pull Boost.Beast in. Shared by the API server and the kubelet's
+// server.
 //
 // Thread-safety: Request and Response are plain values. A ResponseStream may be written from any
 // thread.
@@ -13,9 +14,14 @@
 #include <utility>
 #include <vector>
 
-#include "apiserver/authn.h"
+namespace skiff::http {
 
-namespace skiff::apiserver {
+// Who sent a request, as the server's authenticator established it.
+struct UserInfo {
+  std::string name;
+  std::string uid;
+  std::vector<std::string> groups;
+};
 
 struct HttpHeader {
   std::string name;
@@ -64,6 +70,9 @@ class ResponseStream {
   // It must not block.
   virtual void on_close(std::function<void()> cb) = 0;
   virtual bool closed() const = 0;
+  // Bytes queued and not yet written to the connection. A producer that can wait (a log
+  // reader) holds back while this is large, instead of letting a slow client be cut off.
+  virtual size_t queued_bytes() const { return 0; }
   // Runs `fn` on the stream's own serialized executor (never concurrently with another fn of
   // this stream). Producers use it to turn notifications into writes without blocking.
   virtual void post(std::function<void()> fn) = 0;
@@ -86,4 +95,4 @@ using HttpHandler = std::function<void(Request&, Responder&)>;
 std::string percent_decode(std::string_view in, bool plus_is_space);
 std::vector<std::pair<std::string, std::string>> parse_query(std::string_view raw);
 
-}  // namespace skiff::apiserver
+}  // namespace skiff::http

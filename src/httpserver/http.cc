@@ -1,8 +1,8 @@
-#include "apiserver/http.h"
+#include "httpserver/http.h"
 
 #include <strings.h>
 
-namespace skiff::apiserver {
+namespace skiff::http {
 
 std::string_view Request::header(std::string_view name) const {
   for (const HttpHeader& h : headers) {
@@ -87,4 +87,4 @@ std::vector<std::pair<std::string, std::string>> parse_query(std::string_view ra
   return out;
 }
 
-}  // namespace skiff::apiserver
+}  // namespace skiff::http

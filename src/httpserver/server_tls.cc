@@ -1,4 +1,4 @@
-#include "apiserver/authn_tls.h"
+#include "httpserver/server_tls.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -8,7 +8,7 @@
 
 #include "base/pki.h"
 
-namespace skiff::apiserver {
+namespace skiff::http {
 namespace {
 
 Status tls_error(const std::string& what) {
@@ -48,7 +48,7 @@ Status configure_server_tls(SSL_CTX* ctx, const ServerTlsFiles& files) {
   }
   SSL_CTX_set_alpn_select_cb(ctx, select_http11, nullptr);
 
-  static constexpr unsigned char kSessionContext[] = "skiff-apiserver";
+  static constexpr unsigned char kSessionContext[] = "skiff";
   SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof(kSessionContext) - 1);
   if (files.client_ca_file.empty()) {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
@@ -68,4 +68,4 @@ Status configure_server_tls(SSL_CTX* ctx, const ServerTlsFiles& files) {
   return Status::ok();
 }
 
-}  // namespace skiff::apiserver
+}  // namespace skiff::http

@@ -1,8 +1,9 @@
 #pragma once
 
-// The HTTPS front of the API server: accepts connections, completes TLS, reads requests (bodies
-// over the limit get 413), authenticates them, runs the handler on a worker pool and writes the
-// response, plain or chunked. Boost.Beast stays inside http_server.cc.
+// An HTTPS server (the API server's front, and the kubelet's): accepts connections, completes
+// TLS, reads requests (bodies over the limit get 413), authenticates them, runs the handler on a
+// worker pool and writes the response, plain or chunked. Boost.Beast stays inside
+// http_server.cc.
 //
 // Thread-safety: start() and stop() from one thread; the handler runs on worker threads.
 
@@ -11,12 +12,12 @@
 #include <string>
 #include <string_view>
 
-#include "apiserver/http.h"
 #include "base/status.h"
+#include "httpserver/http.h"
 
 struct ssl_st;
 
-namespace skiff::apiserver {
+namespace skiff::http {
 
 struct HttpServerOptions {
   std::string bind_address = "0.0.0.0";
@@ -58,4 +59,4 @@ class HttpServer {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace skiff::apiserver
+}  // namespace skiff::http

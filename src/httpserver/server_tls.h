@@ -1,7 +1,8 @@
 #pragma once
 
-// TLS settings for the API server's listener, applied to an OpenSSL SSL_CTX so that callers using
-// boost::asio::ssl::context pass ctx.native_handle() and this header stays free of Boost.
+// TLS settings for an HTTPS listener (the API server's, the kubelet's), applied to an OpenSSL
+// SSL_CTX so that callers using boost::asio::ssl::context pass ctx.native_handle() and this header
+// stays free of Boost.
 //
 // Thread-safety: configure the context once, before any connection uses it.
 
@@ -11,7 +12,7 @@
 
 #include "base/status.h"
 
-namespace skiff::apiserver {
+namespace skiff::http {
 
 struct ServerTlsFiles {
   std::string cert_file;       // serving certificate (PEM; may hold the chain after the leaf)
@@ -28,4 +29,4 @@ struct ServerTlsFiles {
 // keep working with client verification.
 Status configure_server_tls(SSL_CTX* ctx, const ServerTlsFiles& files);
 
-}  // namespace skiff::apiserver
+}  // namespace skiff::http
