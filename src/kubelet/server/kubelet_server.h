@@ -1,0 +1,137 @@
+#pragma once
+
+// The kubelet's HTTP endpoints, as upstream's kubelet serves them:
+// - the HTTPS port (--port, 10250): client certificates verified against the cluster CA (or
+//   bearer tokens, when a token authenticator is given) are required; serves /healthz, /pods
+//   and /containerLogs/{namespace}/{pod}/{container} (what `kubectl logs` reaches through the
+//   API server's pods/log).
+// - the read-only port (--read-only-port, plain HTTP, off unless set): /healthz and /pods,
+//   without authentication.
+// - the healthz port (--healthz-port, 10248 on 127.0.0.1, plain HTTP): /healthz.
+//
+// /containerLogs takes PodLogOptions as query parameters: follow, previous, timestamps,
+// tailLines (and the older "tail", where "all" means every line), sinceSeconds, sinceTime
+// (RFC 3339), limitBytes and stream (All, Stdout, Stderr). Bad values are 400 (undecodable) or
+// 422 (invalid, e.g. tailLines < 0); an unknown pod or container is 404 with a plain message as
+// upstream's ("pod \"x\" does not exist", "container \"c\" not found in pod \"x\""); a missing
+// previous instance is 400. The body is text/plain and chunked; with follow it grows while the
+// container runs and ends when it exits, the log file goes away, or the client disconnects.
+// Each log stream is read on a thread of its own, so long follows never hold the server's
+// worker threads.
+//
+// Thread-safety: create() and stop() from one thread; the lookup callbacks are called from the
+// server's threads, concurrently.
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "httpserver/http.h"
+#include "kubelet/logs/cri_log.h"
+
+namespace skiff::kubelet::server {
+
+// Where a container's logs are and what state it is in.
+struct ContainerLogTarget {
+  // <log_root>/<namespace>_<pod>_<uid>/<container>: the logs are <restartCount>.log inside.
+  std::string container_log_dir;
+  // The restart count of the container's current instance (its log is <restart_count>.log;
+  // `previous` reads <restart_count - 1>.log).
+  int restart_count = 0;
+  // Optional: false once the current instance no longer runs (a follow then reads the rest of
+  // the file and ends). Without it, a follow ends only with the client or the file.
+  std::function<bool()> running;
+};
+
+// How the server learns about the kubelet's pods. Every callback must be set.
+struct PodLookup {
+  // /pods: the pods this kubelet runs, as a v1 PodList (JSON text).
+  std::function<std::string()> pod_list;
+  // /containerLogs: the container's logs. Errors become the answer: kNotFound → 404, any other
+  // code → 400 (e.g. "container \"c\" in pod \"p\" is waiting to start: ContainerCreating"),
+  // with the Status' message as the body.
+  std::function<Result<ContainerLogTarget>(const std::string& ns, const std::string& pod,
+                                           const std::string& container)>
+      container_log;
+};
+
+// Message texts for PodLookup::container_log errors, as upstream's kubelet words them.
+std::string pod_not_found_message(const std::string& pod);
+std::string container_not_found_message(const std::string& container, const std::string& pod);
+
+struct KubeletServerOptions {
+  std::string node_name;
+  std::string address = "0.0.0.0";
+  int port = 10250;  // 0 picks a free port
+  // Plain HTTP without authentication; nullopt: off (upstream's --read-only-port=0).
+  std::optional<int> read_only_port;
+  std::string healthz_bind_address = "127.0.0.1";
+  std::optional<int> healthz_port = 10248;  // nullopt: off
+
+  // TLS. With tls_cert_file/tls_key_file, those are served; otherwise a certificate is kept in
+  // cert_dir (see serving_cert.h): issued by the cluster CA when ca_key_file is set, else
+  // self-signed. serving_sans adds names and addresses (the node's IPs) to it.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string cert_dir;
+  std::vector<std::string> serving_sans;
+  std::string client_ca_file;  // the cluster CA: client certificates must chain to it
+  std::string ca_key_file;
+
+  // Bearer tokens (optional): the user for a token, or nullopt when the token is not valid.
+  std::function<std::optional<http::UserInfo>(std::string_view token)> token_authenticator;
+  // Lets requests without credentials in (as system:anonymous); off by default.
+  bool anonymous_auth = false;
+  // /healthz: ok unless this returns an error (optional).
+  std::function<Status()> health_check;
+
+  int worker_threads = 8;
+  // Log streams open at once; more are answered 429.
+  int max_log_streams = 256;
+  std::chrono::milliseconds follow_poll_interval{250};
+};
+
+// The query of a /containerLogs request, decoded.
+struct ContainerLogQuery {
+  logs::LogOptions options;
+  bool previous = false;
+};
+
+// Decodes and validates PodLogOptions from the query; `now_ns` resolves sinceSeconds.
+// kInvalidArgument: a value does not decode (400); kOutOfRange: a value is not allowed (422).
+Result<ContainerLogQuery> parse_container_log_query(const http::Request& request, int64_t now_ns);
+
+class KubeletServer {
+ public:
+  // Prepares the serving certificate, binds every enabled port and starts serving.
+  static Result<std::unique_ptr<KubeletServer>> create(KubeletServerOptions options,
+                                                       PodLookup lookup);
+  ~KubeletServer();
+  KubeletServer(const KubeletServer&) = delete;
+  KubeletServer& operator=(const KubeletServer&) = delete;
+
+  // Bound ports (useful with port 0); 0 for a port that is off.
+  int port() const;
+  int read_only_port() const;
+  int healthz_port() const;
+  // The serving certificate in use (PEM file).
+  const std::string& cert_file() const;
+  // Log streams being served right now.
+  int active_log_streams() const;
+
+  // Ends log streams, stops serving and joins every thread. Idempotent.
+  void stop();
+
+  struct Impl;
+
+ private:
+  explicit KubeletServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace skiff::kubelet::server
