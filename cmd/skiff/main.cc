@@ -18,6 +18,7 @@
 #include "client/http_client.h"
 #include "controllers/manager/controller_manager.h"
 #include "hollow/hollow_node.h"
+#include "kubelet/agent.h"
 #include "scheduler/scheduler_server.h"
 
 namespace {
@@ -36,6 +37,8 @@ struct ServerFlags {
   skiff::controllers::ControllerManagerOptions cm;
   bool disable_scheduler = false;
   skiff::scheduler::SchedulerServerOptions scheduler;
+  // skiff server only: the in-process node agent.
+  skiff::kubelet::KubeletOptions kubelet;
 };
 
 void add_server_flags(CLI::App* cmd, ServerFlags& f) {
@@ -133,6 +136,33 @@ void add_controller_manager_flags(CLI::App* cmd, ControllerManagerFlags& f) {
                   "CA certificate published as kube-root-ca.crt in every namespace");
 }
 
+// Node flags shared by `skiff kubelet`, `skiff agent` and `skiff server`.
+void add_node_flags(CLI::App* cmd, skiff::kubelet::KubeletOptions& o) {
+  cmd->add_option("--hostname-override", o.hostname_override, "Node name (default: host name)");
+  cmd->add_option("--node-ip", o.node_ip, "Node address (default: first non-loopback IPv4)");
+  cmd->add_option("--node-labels", o.node_labels, "Extra node labels key=value,...")
+      ->delimiter(',');
+  cmd->add_option("--register-node", o.register_node, "Register the Node with the API server")
+      ->capture_default_str();
+  cmd->add_option("--max-pods", o.max_pods, "Pods this node runs at most")->capture_default_str();
+  cmd->add_option("--pod-cidr", o.pod_cidr, "Pod CIDR (default: the one the node is assigned)");
+  cmd->add_option("--container-runtime-endpoint", o.container_runtime_endpoint,
+                  "An existing CRI socket (default: run containerd under the data dir)");
+  cmd->add_option("--pod-logs-dir", o.pod_log_dir, "Where container logs are written")
+      ->capture_default_str();
+  cmd->add_option("--cgroup-root", o.cgroup_root, "Parent cgroup of the pods")
+      ->capture_default_str();
+  cmd->add_option("--cluster-dns", o.cluster_dns, "DNS server addresses for pods")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--cluster-domain", o.cluster_domain, "Cluster DNS domain")
+      ->capture_default_str();
+  cmd->add_option("--cni-bin-dir", o.cni_bin_dir, "CNI plugin directory")->capture_default_str();
+  add_duration_option(cmd, "--node-status-update-frequency", o.node_status_update_frequency,
+                      "How often the node status is reported");
+  add_duration_option(cmd, "--sync-frequency", o.sync_frequency, "How often each pod is resynced");
+}
+
 // The API server alone (`skiff apiserver`), or with the control-plane components in the same
 // process (`skiff server`). The components reach the API server over HTTPS like any client.
 int run_apiserver(ServerFlags& flags, bool with_components) {
@@ -166,6 +196,13 @@ int run_apiserver(ServerFlags& flags, bool with_components) {
     flags.scheduler.kubeconfig = server.value()->admin_kubeconfig();
     start_component("scheduler", [&flags](std::stop_token token) {
       return skiff::scheduler::run_scheduler(flags.scheduler, token);
+    });
+  }
+  if (with_components && !flags.disable_agent) {
+    flags.kubelet.kubeconfig = server.value()->admin_kubeconfig();
+    flags.kubelet.data_dir = flags.api.data_dir;
+    start_component("kubelet", [&flags](std::stop_token token) {
+      return skiff::kubelet::run_kubelet(flags.kubelet, token);
     });
   }
   std::printf("skiff is ready. To use kubectl:\n  export KUBECONFIG=%s\n",
@@ -330,6 +367,8 @@ int main(int argc, char** argv) {
                       server_flags.cm.controller.node_monitor_period,
                       "How often node health is checked");
 
+  add_node_flags(server, server_flags.kubelet);
+
   ServerFlags apiserver_flags;
   auto* apiserver = app.add_subcommand("apiserver", "Run the API server alone");
   add_server_flags(apiserver, apiserver_flags);
@@ -366,6 +405,21 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 100))
       ->capture_default_str();
 
+  skiff::kubelet::KubeletOptions kubelet_options;
+  auto* kubelet =
+      app.add_subcommand("kubelet", "Run the kubelet (node agent) against an API server");
+  skiff::kubelet::KubeletOptions agent_options;
+  auto* agent = app.add_subcommand("agent", "Run a node agent that joins a cluster");
+  for (auto [cmd, o] : {std::pair{kubelet, &kubelet_options}, std::pair{agent, &agent_options}}) {
+    cmd->add_option("--kubeconfig", o->kubeconfig, "Kubeconfig of the API server");
+    cmd->add_option("--server", o->server, "API server URL (with --token)");
+    cmd->add_option("--token", o->token, "Bearer token for --server");
+    cmd->add_option("--certificate-authority", o->ca_file,
+                    "CA of the API server (default: <data-dir>/tls/ca.crt if present)");
+    cmd->add_option("--data-dir", o->data_dir, "State directory")->capture_default_str();
+    add_node_flags(cmd, *o);
+  }
+
   CLI11_PARSE(app, argc, argv);
   if (!skiff::set_log_level(log_level)) {
     std::fprintf(stderr, "skiff: unknown log level \"%s\"\n", log_level.c_str());
@@ -390,5 +444,11 @@ int main(int argc, char** argv) {
     });
   }
   if (*hollow_node) return run_hollow_node(hollow_flags);
+  if (*kubelet || *agent) {
+    auto& o = *kubelet ? kubelet_options : agent_options;
+    return run_component(*kubelet ? "kubelet" : "agent", [&o](std::stop_token stop) {
+      return skiff::kubelet::run_kubelet(o, stop);
+    });
+  }
   return 0;
 }

@@ -111,8 +111,9 @@ def _kill_leftovers():
 class Server:
     """A `skiff server` child process with its own data dir."""
 
-    def __init__(self, extra_args=(), token_file_lines=None, subcommand="server"):
+    def __init__(self, extra_args=(), token_file_lines=None, subcommand="server", agent=False):
         self.extra_args = list(extra_args)
+        self.agent = agent  # run the node agent (kubelet) too; see node.py
         self.token_file_lines = token_file_lines
         self.subcommand = subcommand
         self.proc = None
@@ -140,27 +141,10 @@ class Server:
                 args += ["--token-auth-file", self.token_file]
             help_text = subprocess.run([SKIFF_BIN, self.subcommand, "--help"], capture_output=True,
                                        text=True, timeout=10).stdout
-            if "--disable-agent" in help_text:
+            if "--disable-agent" in help_text and not self.agent:
                 args.append("--disable-agent")  # these tests need no kubelet
-            last_err = None
-            for _attempt in range(3):  # a port picked free can be taken before the server binds
-                self.port = free_port()
-                self.log_path = os.path.join(self.dir, "server-%d.log" % self.port)
-                cmd = [SKIFF_BIN, self.subcommand, "--data-dir", self.data_dir, "--bind-address",
-                       "127.0.0.1", "--https-port", str(self.port)] + args
-                self._log = open(self.log_path, "wb")
-                self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True,
-                                             preexec_fn=_die_with_parent)
-                try:
-                    self._wait_ready(timeout)
-                    break
-                except Exception as e:  # noqa: BLE001
-                    last_err = e
-                    self._kill()
-            else:
-                raise RuntimeError("skiff server did not become ready: %s\n--- log ---\n%s" %
-                                   (last_err, self.log_tail()))
+            self.args = args
+            self._launch(timeout, new_port=True)
             self.kubeconfig = os.path.join(self.data_dir, "admin.kubeconfig")
             self.ca = os.path.join(self.data_dir, "tls", "ca.crt")
             self.version_info = json.loads(self.request("GET", "/version")[2])
@@ -169,6 +153,33 @@ class Server:
         except BaseException:
             self.stop()
             raise
+
+    def _launch(self, timeout, new_port):
+        last_err = None
+        for _attempt in range(3):  # a port picked free can be taken before the server binds
+            if new_port or self.port is None:
+                self.port = free_port()
+            self.log_path = os.path.join(self.dir, "server-%d.log" % self.port)
+            cmd = [SKIFF_BIN, self.subcommand, "--data-dir", self.data_dir, "--bind-address",
+                   "127.0.0.1", "--https-port", str(self.port)] + self.args
+            self._log = open(self.log_path, "ab")
+            self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+            try:
+                self._wait_ready(timeout)
+                return
+            except Exception as e:  # noqa: BLE001
+                last_err = e
+                self._kill()
+                new_port = True
+        raise RuntimeError("skiff server did not become ready: %s\n--- log ---\n%s" %
+                           (last_err, self.log_tail()))
+
+    def restart(self, timeout=30):
+        """Stops the server (SIGTERM) and starts it again on the same data dir and port."""
+        self._kill()
+        self._launch(timeout, new_port=False)
 
     def _wait_ready(self, timeout):
         kubeconfig = os.path.join(self.data_dir, "admin.kubeconfig")

@@ -1,0 +1,157 @@
+#include "kubelet/agent.h"
+
+#include <unistd.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include "base/kubeconfig.h"
+#include "base/log.h"
+#include "client/http_client.h"
+#include "kubelet/cni/cni_config.h"
+#include "kubelet/containerd/supervisor.h"
+#include "kubelet/cri/grpc_runtime.h"
+#include "kubelet/images/builtin.h"
+#include "kubelet/images/import.h"
+#include "kubelet/kubelet.h"
+#include "kubelet/node_status.h"
+
+namespace skiff::kubelet {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  std::string name = buf;
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
+Result<std::string> read_text(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return error(StatusCode::kNotFound, "cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Result<std::unique_ptr<client::HttpApiClient>> api_client(const KubeletOptions& o) {
+  client::HttpClientOptions http;
+  http.user_agent = "skiff-kubelet";
+  http.field_manager = "skiff-kubelet";
+  if (!o.kubeconfig.empty()) return client::HttpApiClient::from_kubeconfig_file(o.kubeconfig, http);
+  if (o.server.empty()) {
+    return error(StatusCode::kInvalidArgument, "the kubelet needs --kubeconfig or --server");
+  }
+  Kubeconfig config;
+  config.server = o.server;
+  config.token = o.token;
+  std::string ca = o.ca_file.empty() ? o.data_dir + "/tls/ca.crt" : o.ca_file;
+  if (auto pem = read_text(ca); pem.is_ok()) {
+    config.certificate_authority_data = *pem;
+  } else if (!o.ca_file.empty()) {
+    return pem.status();
+  }
+  return client::HttpApiClient::create(config, http);
+}
+
+}  // namespace
+
+Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
+  std::string agent_dir = fs::absolute(o.data_dir).string() + "/agent";
+  std::error_code ec;
+  fs::create_directories(agent_dir + "/images", ec);
+  if (ec) return error(StatusCode::kInternal, "creating " + agent_dir + ": " + ec.message());
+  std::string node_name = o.hostname_override.empty() ? host_name() : o.hostname_override;
+  std::string node_ip = o.node_ip.empty() ? first_host_ipv4() : o.node_ip;
+  if (node_ip.empty()) {
+    return error(StatusCode::kInvalidArgument,
+                 "the host has no non-loopback IPv4 address; pass --node-ip");
+  }
+  SKIFF_ASSIGN_OR_RETURN(auto api, api_client(o));
+
+  // The container runtime: our own containerd unless an endpoint was given.
+  std::unique_ptr<containerd::ContainerdSupervisor> supervisor;
+  std::string endpoint = o.container_runtime_endpoint;
+  std::string cni_conf_dir = agent_dir + "/cni/net.d";
+  if (endpoint.empty()) {
+    containerd::ContainerdOptions co;
+    co.data_dir = agent_dir;
+    co.cni_conf_dir = cni_conf_dir;
+    co.cni_bin_dir = o.cni_bin_dir;
+    supervisor = std::make_unique<containerd::ContainerdSupervisor>(co);
+    SKIFF_RETURN_IF_ERROR(supervisor->start());
+    endpoint = supervisor->address();
+    SKIFF_LOG_INFO("kubelet: containerd ready at {} in {} ms", endpoint,
+                   supervisor->last_start_to_ready().count());
+    SKIFF_ASSIGN_OR_RETURN(std::string builtin, images::builtin_images_dir());
+    SKIFF_RETURN_IF_ERROR(images::import_builtin_images(endpoint, builtin));
+  }
+  if (auto imported = images::import_images_dir(endpoint, agent_dir + "/images");
+      imported.is_ok()) {
+    for (const std::string& ref : *imported) SKIFF_LOG_INFO("kubelet: imported image {}", ref);
+  } else {
+    SKIFF_LOG_WARN("kubelet: importing {}: {}", agent_dir + "/images",
+                   imported.status().to_string());
+  }
+  SKIFF_ASSIGN_OR_RETURN(auto runtime, cri::connect_runtime(endpoint, milliseconds(30000)));
+
+  NodeStatusOptions node;
+  node.node_name = node_name;
+  node.node_ip = node_ip;
+  node.hostname = node_name;
+  node.max_pods = o.max_pods;
+  node.data_dir = o.data_dir;
+  node.labels = o.node_labels;
+  node.register_node = o.register_node;
+  node.pod_cidr = o.pod_cidr;
+  node.status_update_interval = o.node_status_update_frequency;
+  NodeStatusManager* status_ptr = nullptr;
+  NodeStatusManager status(*api, *runtime, node, [&](const std::string& cidr) {
+    cni::CniConfigOptions cni;
+    cni.pod_cidrs = {cidr};
+    cni.ipam_data_dir = agent_dir + "/cni/networks";
+    auto written = cni::write_cni_conflist(cni_conf_dir, cni);
+    if (!written.is_ok()) {
+      SKIFF_LOG_ERROR("kubelet: writing the CNI configuration: {}", written.status().to_string());
+      return;
+    }
+    if (*written) SKIFF_LOG_INFO("kubelet: pod network {} configured", cidr);
+    if (status_ptr != nullptr) status_ptr->poke();
+  });
+  status_ptr = &status;
+
+  PodManagerOptions pods;
+  pods.node.node_name = node_name;
+  pods.node.node_ip = node_ip;
+  pods.node.log_root = o.pod_log_dir;
+  pods.node.cgroup_root = o.cgroup_root;
+  pods.node.cluster_dns = o.cluster_dns;
+  pods.node.cluster_domain = o.cluster_domain;
+  pods.pods_dir = agent_dir + "/pods";
+  pods.resync_period = o.sync_frequency;
+  PodManager manager(*api, *runtime, *runtime, pods);
+
+  status.start();
+  manager.start();
+  SKIFF_LOG_INFO("kubelet: node {} ({}) running", node_name, node_ip);
+
+  std::mutex mu;
+  std::condition_variable_any cv;
+  std::unique_lock lock(mu);
+  cv.wait(lock, stop, [] { return false; });
+
+  manager.stop();
+  status.stop();
+  runtime.reset();
+  if (supervisor) supervisor->stop();
+  return Status::ok();
+}
+
+}  // namespace skiff::kubelet

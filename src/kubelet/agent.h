@@ -1,0 +1,50 @@
+#pragma once
+
+// The kubelet as a component: `skiff kubelet`, and the kubelet inside `skiff agent` and
+// `skiff server`. run_kubelet() starts (unless given an existing CRI endpoint) and supervises the
+// node's own containerd, imports the built-in images and any image tarballs in
+// <data_dir>/agent/images, connects to the runtime over CRI, registers the Node, writes the CNI
+// configuration once the node has a pod CIDR, runs the pod workers, and serves until stopped.
+//
+// Thread-safety: run_kubelet() blocks the calling thread until `stop` is requested.
+
+#include <chrono>
+#include <map>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace skiff::kubelet {
+
+struct KubeletOptions {
+  // The API server: a kubeconfig, or a server URL with a bearer token (`skiff agent`).
+  std::string kubeconfig;
+  std::string server;
+  std::string token;
+  std::string ca_file;  // with --server: the cluster CA (empty: taken from the data dir if present)
+
+  std::string data_dir = "/var/lib/skiff";
+  std::string hostname_override;  // the node name (default: the host name)
+  std::string node_ip;            // default: the host's first non-loopback IPv4 address
+  std::map<std::string, std::string> node_labels;
+  bool register_node = true;
+  int max_pods = 110;
+  std::string pod_cidr;  // default: the Node's spec.podCIDR from the node IPAM controller
+
+  // An existing CRI socket; empty: run containerd under <data_dir>/agent/containerd.
+  std::string container_runtime_endpoint;
+  std::string pod_log_dir = "/var/log/pods";
+  std::string cgroup_root = "/skiff";
+  std::vector<std::string> cluster_dns = {"10.43.0.10"};
+  std::string cluster_domain = "cluster.local";
+  std::string cni_bin_dir = "/usr/lib/cni";
+
+  std::chrono::milliseconds node_status_update_frequency{10000};
+  std::chrono::milliseconds sync_frequency{10000};
+};
+
+Status run_kubelet(const KubeletOptions& options, std::stop_token stop);
+
+}  // namespace skiff::kubelet

@@ -1,0 +1,181 @@
+"""Pods as real containers: `skiff server` with its node agent (containerd through CRI, CNI
+bridge networking) inside a network namespace, driven by the real kubectl."""
+
+import json
+import os
+import time
+import unittest
+
+import harness
+import node
+
+
+@harness.requires_modern_kubectl
+class PodsTest(node.NodeTestCase):
+
+    def test_node_registers_with_machine_facts(self):
+        n = self.get_json("node", node.NODE_NAME)
+        info = n["status"]["nodeInfo"]
+        self.assertTrue(info["containerRuntimeVersion"].startswith("containerd://"))
+        self.assertEqual(info["operatingSystem"], "linux")
+        addresses = {a["type"]: a["address"] for a in n["status"]["addresses"]}
+        self.assertEqual(addresses["InternalIP"], node.NODE_IP)
+        self.assertEqual(n["status"]["capacity"]["pods"], "110")
+        self.assertEqual(n["spec"]["podCIDR"], "10.42.0.0/24")
+        lease = self.get_json("lease", node.NODE_NAME, "-n", "kube-node-lease")
+        self.assertEqual(lease["spec"]["holderIdentity"], node.NODE_NAME)
+
+    def test_run_to_completion_and_failure(self):
+        name = self.uniq("done")
+        self.ok("run", name, "--image=busybox", "--image-pull-policy=IfNotPresent",
+                "--restart=Never", "--", "sh", "-c", "echo hi; exit 0")
+        self.wait_for(lambda: self.phase(name) == "Succeeded", what="Succeeded")
+        out = self.ok("get", "pod", name)
+        self.assertIn("Completed", out)
+        st = self.container_status(name)
+        self.assertEqual(st["state"]["terminated"]["exitCode"], 0)
+        self.assertTrue(st["containerID"].startswith("containerd://"))
+        p = self.pod(name)
+        self.assertTrue(p["status"]["podIP"].startswith("10.42.0."))
+        self.assertEqual(p["status"]["hostIP"], node.NODE_IP)
+
+        bad = self.uniq("fail")
+        self.ok("run", bad, "--image=busybox", "--image-pull-policy=IfNotPresent",
+                "--restart=Never", "--", "sh", "-c", "exit 3")
+        self.wait_for(lambda: self.phase(bad) == "Failed", what="Failed")
+        st = self.container_status(bad)
+        self.assertEqual(st["state"]["terminated"]["exitCode"], 3)
+        self.assertEqual(st["state"]["terminated"]["reason"], "Error")
+        self.ok("delete", "pod", name, bad)
+
+    def test_crash_loop_backs_off(self):
+        name = self.uniq("crash")
+        self.ok("run", name, "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
+                "sh", "-c", "exit 1")
+        self.wait_for(lambda: "CrashLoopBackOff" in self.ok("get", "pod", name), timeout=60,
+                      what="CrashLoopBackOff")
+        st = self.container_status(name)
+        self.assertGreaterEqual(st["restartCount"], 1)
+        self.assertEqual(st["lastState"]["terminated"]["exitCode"], 1)
+        self.assertEqual(self.phase(name), "Running")
+        self.ok("delete", "pod", name, "--grace-period=1")
+
+    def test_deployment_rolls_out_and_scales(self):
+        name = self.uniq("web")
+        self.ok("create", "deployment", name, "--image=busybox", "--replicas=2", "--",
+                "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done")
+        # image busybox:latest defaults to Always: the pull must work offline.
+        self.ok("rollout", "status", "deployment/" + name, "--timeout=90s", timeout=100)
+        pods = self.get_json("pods", "-l", "app=" + name)["items"]
+        self.assertEqual(len(pods), 2)
+        ips = {p["status"]["podIP"] for p in pods}
+        self.assertEqual(len(ips), 2)
+        for p in pods:
+            self.assertEqual(p["status"]["phase"], "Running")
+            self.assertTrue(p["status"]["containerStatuses"][0]["ready"])
+        self.ok("scale", "deployment", name, "--replicas=1")
+        self.wait_for(lambda: len(self.get_json("pods", "-l", "app=" + name)["items"]) == 1,
+                      what="scale down")
+        self.ok("delete", "deployment", name)
+
+    def test_config_map_and_secret_as_files_and_env(self):
+        name = self.uniq("cfg")
+        self.ok("create", "configmap", name, "--from-literal=greeting=hello")
+        self.ok("create", "secret", "generic", name, "--from-literal=password=s3cret")
+        check = ('test "$(cat /etc/cfg/greeting)" = hello && '
+                 'test "$(cat /etc/sec/password)" = s3cret && '
+                 'test "$GREETING" = hello && test "$PASSWORD" = s3cret && '
+                 'test "$POD_NAME" = "%s" && grep -q "%s" /etc/hosts' % (name, name))
+        pod = {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                    "command": ["sh", "-c", check],
+                    "env": [
+                        {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": name, "key": "greeting"}}},
+                        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": name, "key": "password"}}},
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                    "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"},
+                                     {"name": "sec", "mountPath": "/etc/sec"}]}],
+                "volumes": [{"name": "cfg", "configMap": {"name": name}},
+                            {"name": "sec", "secret": {"secretName": name}}]}}
+        self.create_json(pod)
+        self.wait_for(lambda: self.phase(name) in ("Succeeded", "Failed"), what="pod end")
+        self.assertEqual(self.phase(name), "Succeeded", json.dumps(self.container_status(name)))
+        self.ok("delete", "pod", name)
+
+    def test_missing_config_map_is_reported(self):
+        name = self.uniq("nocfg")
+        self.create_json({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{
+                "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "30"],
+                "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "absent-" + name,
+                                                                      "key": "k"}}}]}]}})
+        self.wait_for(lambda: "CreateContainerConfigError" in self.ok("get", "pod", name),
+                      what="CreateContainerConfigError")
+        self.ok("delete", "pod", name, "--grace-period=0", "--force")
+
+    def test_job_completes(self):
+        name = self.uniq("job")
+        self.ok("create", "job", name, "--image=busybox", "--", "sh", "-c", "echo working; sleep 1")
+        self.ok("wait", "--for=condition=complete", "job/" + name, "--timeout=90s", timeout=100)
+        self.ok("delete", "job", name)
+
+    def test_graceful_termination(self):
+        polite = self.uniq("polite")
+        stubborn = self.uniq("stubborn")
+        self.ok("run", polite, "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
+                "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done")
+        self.ok("run", stubborn, "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
+                "sh", "-c", "trap '' TERM; while true; do sleep 0.2; done")
+        for n in (polite, stubborn):
+            self.wait_for(lambda n=n: self.phase(n) == "Running", what=n + " Running")
+        t0 = time.time()
+        self.ok("delete", "pod", polite, "--grace-period=30", timeout=60)
+        self.assertLess(time.time() - t0, 15)  # it stopped on SIGTERM, long before the grace
+        t0 = time.time()
+        self.ok("delete", "pod", stubborn, "--grace-period=3", timeout=60)
+        took = time.time() - t0
+        self.assertGreaterEqual(took, 2.5)  # SIGTERM ignored: killed after the grace period
+        self.assertLess(took, 20)
+
+    def test_restarted_agent_adopts_running_pods(self):
+        name = self.uniq("adopt")
+        self.ok("run", name, "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
+                "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done")
+        self.wait_for(lambda: self.phase(name) == "Running", what="Running")
+        before = self.container_status(name)["containerID"]
+        self.server.restart(timeout=60)
+        self.wait_node_ready()
+        time.sleep(3)  # a few sync rounds of the new kubelet
+        st = self.container_status(name)
+        self.assertEqual(st["containerID"], before)
+        self.assertEqual(st["restartCount"], 0)
+        self.assertEqual(self.phase(name), "Running")
+        self.ok("delete", "pod", name)
+
+    def test_deleted_pods_leave_nothing_behind(self):
+        name = self.uniq("clean")
+        shims_before = len(node._pids_using(self.socket))
+        self.ok("run", name, "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
+                "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done")
+        self.wait_for(lambda: self.phase(name) == "Running", what="Running")
+        self.assertGreater(len(node._pids_using(self.socket)), shims_before)
+        uid = self.pod(name)["metadata"]["uid"]
+        pod_dir = os.path.join(self.server.data_dir, "agent", "pods", uid)
+        self.assertTrue(os.path.isdir(pod_dir))
+        self.assertTrue(any(uid in d for d in node._cgroup_dirs(self.cgroup_root)))
+        self.ok("delete", "pod", name)
+        self.wait_for(lambda: not os.path.exists(pod_dir), what="pod dir removed")
+        self.wait_for(lambda: not any(uid in d for d in node._cgroup_dirs(self.cgroup_root)),
+                      what="pod cgroups removed")
+        # The pod's shim is gone with its sandbox.
+        self.wait_for(lambda: len(node._pids_using(self.socket)) <= shims_before,
+                      what="shim gone")
+
+if __name__ == "__main__":
+    unittest.main()
