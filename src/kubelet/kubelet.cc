@@ -76,7 +76,25 @@ PodManager::PodManager(client::ApiClient& api, cri::RuntimeService& runtime,
       runtime_(runtime, images, options_.node, volumes_, api_object_source(api), options_.backoff),
       pods_(api, kPods,
             client::InformerOptions{.field_selector = "spec.nodeName=" + options_.node.node_name}),
-      queue_(milliseconds(200), milliseconds(10000)) {
+      queue_(milliseconds(200), milliseconds(10000)),
+      recorder_(api, "kubelet", options_.node.node_name),
+      prober_(runtime, Prober::Callbacks{
+                           .on_change = [this](const std::string& uid) { queue_.add(uid); },
+                           .on_failure =
+                               [this](const Json& pod, const std::string& container, ProbeType type,
+                                      const std::string& message, bool restarting) {
+                                 recorder_.event(pod, "Warning", "Unhealthy",
+                                                 std::string(probe_type_name(type)) +
+                                                     " probe failed: " + message);
+                                 if (restarting) {
+                                   recorder_.event(
+                                       pod, "Normal", "Killing",
+                                       "Container " + container + " failed " +
+                                           (type == ProbeType::kLiveness ? "liveness" : "startup") +
+                                           " probe, will be restarted");
+                                 }
+                               },
+                       }) {
   pods_.add_handlers({
       .on_add = [this](const client::ObjectPtr& pod) { set_pod(pod); },
       .on_update = [this](const client::ObjectPtr&, const client::ObjectPtr& pod) { set_pod(pod); },
@@ -159,6 +177,7 @@ Status PodManager::sync(const std::string& uid) {
 
   if (meta.contains("deletionTimestamp") || is_terminal(pod)) {
     // Terminating: stop everything, report the final status.
+    prober_.forget_pod(uid);
     if (runtime.any_running()) {
       int64_t grace = grace_period_seconds(pod);
       if (!meta.contains("deletionTimestamp")) grace = 0;
@@ -196,7 +215,19 @@ Status PodManager::sync(const std::string& uid) {
                    result.status.to_string());
   }
   SKIFF_ASSIGN_OR_RETURN(RuntimePod after, runtime_.inspect(uid));
-  Json status = runtime_.pod_status(pod, after, result, {});
+  // Probes follow the running containers.
+  const RuntimeSandbox* sandbox = after.ready_sandbox();
+  std::string pod_ip = sandbox != nullptr ? sandbox->ip : "";
+  std::vector<std::string> running;
+  for (const Json& c : pod["spec"].value("containers", Json::array())) {
+    std::string name = c.value("name", "");
+    const RuntimeContainer* rc = after.latest(name);
+    if (rc == nullptr || rc->state != v1::CONTAINER_RUNNING) continue;
+    running.push_back(name);
+    prober_.ensure(pod, c, rc->id, pod_ip);
+  }
+  prober_.retain(uid, running);
+  Json status = runtime_.pod_status(pod, after, result, prober_.readiness(uid));
   if (!result.sandbox_error.empty()) {
     for (Json& c : status["conditions"]) {
       if (c["type"] == "PodReadyToStartContainers") c["message"] = result.sandbox_error;
@@ -235,6 +266,7 @@ Status PodManager::clean_up(const std::string& uid, const RuntimePod& runtime) {
     SKIFF_RETURN_IF_ERROR(runtime_.kill(runtime, runtime.any_running() ? grace : 0));
     SKIFF_RETURN_IF_ERROR(runtime_.remove(runtime));
   }
+  prober_.forget_pod(uid);
   SKIFF_RETURN_IF_ERROR(volumes_.tear_down(uid));
   remove_cgroups(uid);
   runtime_.forget(uid);

@@ -24,10 +24,12 @@
 #include <vector>
 
 #include "client/api_client.h"
+#include "client/event_recorder.h"
 #include "client/informer.h"
 #include "client/workqueue.h"
 #include "kubelet/cri/runtime_service.h"
 #include "kubelet/pod_runtime.h"
+#include "kubelet/prober.h"
 #include "kubelet/volumes.h"
 
 namespace skiff::kubelet {
@@ -76,6 +78,8 @@ class PodManager {
   PodRuntime runtime_;
   client::Informer pods_;
   client::WorkQueue queue_;
+  client::EventRecorder recorder_;
+  Prober prober_;
 
   mutable std::mutex mu_;
   std::map<std::string, Entry> entries_;  // by UID; guarded by mu_
