@@ -8,6 +8,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <limits>
+#include <mutex>
 #include <vector>
 
 namespace skiff::http {
@@ -106,7 +107,34 @@ class ResponseImpl final : public ProxyResponse {
   const ProxyHead& head() const override { return head_; }
 
   Result<std::string> read() override {
-    if (cancelled_) return Status(StatusCode::kCancelled, "cancelled");
+    {
+      std::lock_guard lock(mu_);
+      if (cancelled_) return cancelled();
+      reading_ = true;
+    }
+    Result<std::string> out = read_piece();
+    std::lock_guard lock(mu_);
+    reading_ = false;
+    if (cancelled_) return cancelled();
+    return out;
+  }
+
+  void cancel() override {
+    std::lock_guard lock(mu_);
+    if (cancelled_) return;
+    cancelled_ = true;
+    cancel_seen_ = true;
+    if (reading_) {
+      // The reading thread owns the socket while it waits: close it from inside its
+      // io_context, which wakes the read.
+      net::post(ioc_, [this] { close(); });
+    } else {
+      close();
+    }
+  }
+
+ private:
+  Result<std::string> read_piece() {
     std::string out;
     while (out.empty() && !parser_.is_done()) {
       auto& body = parser_.get().body();
@@ -117,28 +145,25 @@ class ResponseImpl final : public ProxyResponse {
       });
       out.append(piece_.data(), piece_.size() - body.size);
       if (ec == bhttp::error::need_buffer) ec = {};
-      if (cancelled_) return Status(StatusCode::kCancelled, "cancelled");
+      if (cancel_seen_) return Status(StatusCode::kCancelled, "cancelled");
       if (ec) {
         if (!out.empty()) {
           // Hand over what arrived; the error comes with the next read.
           pending_error_ = ec;
           return out;
         }
+        close();
         return failure("", ec);
       }
     }
-    if (out.empty() && pending_error_) return failure("", pending_error_);
+    if (out.empty() && pending_error_) {
+      close();
+      return failure("", pending_error_);
+    }
     if (parser_.is_done() && out.empty()) close();
     return out;
   }
 
-  void cancel() override {
-    if (cancelled_.exchange(true)) return;
-    // The socket belongs to the reading thread: close it from inside its io_context.
-    net::post(ioc_, [this] { close(); });
-  }
-
- private:
   beast::tcp_stream& lowest() { return tls_ ? beast::get_lowest_layer(*tls_) : *plain_; }
 
   template <class F>
@@ -160,6 +185,12 @@ class ResponseImpl final : public ProxyResponse {
     }
     if (!finished) result = net::error::operation_aborted;
     return result;
+  }
+
+  // With mu_ held.
+  Status cancelled() {
+    close();
+    return Status(StatusCode::kCancelled, "cancelled");
   }
 
   Status failure(const std::string& what, ErrorCode ec) {
@@ -188,7 +219,12 @@ class ResponseImpl final : public ProxyResponse {
   ProxyHead head_;
   std::string url_;
   ErrorCode pending_error_;
-  std::atomic<bool> cancelled_{false};
+  // Whether a read is under way (then only the reading thread touches the socket) and whether
+  // cancel() was called.
+  std::mutex mu_;
+  bool reading_ = false;                  // guarded by mu_
+  bool cancelled_ = false;                // guarded by mu_
+  std::atomic<bool> cancel_seen_{false};  // cancelled_, for the reading thread
 };
 
 }  // namespace
