@@ -10,6 +10,7 @@
 #include "apiserver/admission.h"
 #include "apiserver/authn.h"
 #include "apiserver/discovery.h"
+#include "apiserver/pod_log.h"
 #include "apiserver/registry.h"
 #include "apiserver/request_info.h"
 #include "apiserver/strategies.h"
@@ -85,6 +86,7 @@ struct ApiServer::Impl {
   std::unique_ptr<Discovery> discovery;
   std::unique_ptr<api::OpenApi> openapi;
   std::unique_ptr<Authenticator> authenticator;
+  std::unique_ptr<PodLogs> pod_logs;
   std::unique_ptr<http::HttpServer> server;
   std::string kubeconfig_path;
   std::string service_ip;
@@ -131,6 +133,11 @@ struct ApiServer::Impl {
       return;
     }
     RequestInfo info = parse_request_info(req);
+    if (info.is_resource_request && info.group.empty() && info.resource == "pods" &&
+        info.subresource == "log" && !info.name.empty()) {
+      pod_logs->handle(info, req, responder);
+      return;
+    }
     if (info.is_resource_request) {
       registry->handle(info, req, responder);
       return;
@@ -217,6 +224,16 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options) {
   install_admission(*s.registry);
   // Before the bootstrap writes, so every write since the start is in the caches' windows.
   s.registry->start_watch_caches();
+  // pods/log reaches kubelets with a client certificate of the API server's own.
+  SKIFF_ASSIGN_OR_RETURN(KubeletClientCert kubelet_cert,
+                         ensure_kubelet_client_cert(tls.paths.dir, tls.ca));
+  http::ProxyClientOptions kubelet_client;
+  kubelet_client.ca_file = s.options.kubelet_certificate_authority;
+  kubelet_client.cert_file = kubelet_cert.cert_file;
+  kubelet_client.key_file = kubelet_cert.key_file;
+  SKIFF_ASSIGN_OR_RETURN(std::unique_ptr<http::ProxyClient> kubelets,
+                         http::ProxyClient::create(kubelet_client));
+  s.pod_logs = std::make_unique<PodLogs>(*s.registry, std::move(kubelets));
   s.discovery = std::make_unique<Discovery>(*s.schema);
   s.openapi = std::make_unique<api::OpenApi>(*s.schema);
 
@@ -267,6 +284,8 @@ const std::string& ApiServer::admin_kubeconfig() const {
 void ApiServer::stop() {
   if (!impl_) return;
   if (impl_->registry) impl_->registry->shutdown();
+  // Log relays write to the server's connections: they end before it stops.
+  if (impl_->pod_logs) impl_->pod_logs->stop();
   if (impl_->server) impl_->server->stop();
 }
 

@@ -24,6 +24,10 @@ struct ApiServerOptions {
   std::string service_cidr = "10.43.0.0/16";
   // The store; an empty data_dir here means <data_dir>/db for the embedded backend.
   storage::StoreConfig store;
+  // PEM file of the CA kubelets' serving certificates are verified against when the API server
+  // calls them (pods/log); "" skips the verification (upstream's
+  // --kubelet-certificate-authority, unset by default).
+  std::string kubelet_certificate_authority;
   int worker_threads = 32;
   int64_t event_ttl_seconds = 3600;
 };

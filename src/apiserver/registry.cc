@@ -2083,6 +2083,14 @@ Response Registry::remove_collection(Ctx& c) {
   return json_response(200, list.dump());
 }
 
+Result<std::optional<json>> Registry::read(const api::ResourceInfo& res, const std::string& ns,
+                                           const std::string& name) {
+  auto kv = store_.get(object_key(res, ns, name));
+  if (!kv.is_ok()) return kv.status();
+  if (!*kv) return std::optional<json>();
+  return std::optional<json>(parse_stored(**kv, &strategy(res)));
+}
+
 Status Registry::ensure(const api::ResourceInfo& res, json object) {
   object["apiVersion"] = res.group_version();
   object["kind"] = res.kind;

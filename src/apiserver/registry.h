@@ -111,6 +111,11 @@ class Registry {
   // Serves one resource request; info.is_resource_request must be true.
   void handle(const RequestInfo& info, Request& request, Responder& responder);
 
+  // For internal readers (subresources served outside the registry, such as pods/log): the
+  // stored object as a GET returns it, nullopt when there is none.
+  Result<std::optional<nlohmann::json>> read(const api::ResourceInfo& resource,
+                                             const std::string& ns, const std::string& name);
+
   // For bootstrap and internal writers: creates the object (JSON) unless it exists.
   Status ensure(const api::ResourceInfo& resource, nlohmann::json object);
 
