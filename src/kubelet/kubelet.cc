@@ -181,7 +181,7 @@ Status PodManager::sync(const std::string& uid) {
     if (runtime.any_running()) {
       int64_t grace = grace_period_seconds(pod);
       if (!meta.contains("deletionTimestamp")) grace = 0;
-      SKIFF_RETURN_IF_ERROR(runtime_.kill(runtime, grace));
+      SKIFF_RETURN_IF_ERROR(runtime_.kill(runtime, grace, &pod));
       SKIFF_ASSIGN_OR_RETURN(runtime, runtime_.inspect(uid));
     }
     Json status = runtime_.pod_status(pod, runtime, {}, {});

@@ -4,9 +4,11 @@
 #include <filesystem>
 #include <future>
 #include <set>
+#include <thread>
 
 #include "base/log.h"
 #include "base/time.h"
+#include "kubelet/prober.h"
 
 namespace skiff::kubelet {
 namespace {
@@ -41,6 +43,31 @@ bool should_restart(const std::string& policy, int exit_code) {
   if (policy == "Never") return false;
   if (policy == "OnFailure") return exit_code != 0;
   return true;
+}
+
+// Runs a lifecycle handler (exec, httpGet, tcpSocket or sleep) within `timeout_seconds`.
+ProbeOutcome run_handler(cri::RuntimeService& runtime, const Json& handler, const Json& container,
+                         const std::string& container_id, const std::string& pod_ip,
+                         int64_t timeout_seconds) {
+  if (handler.contains("sleep")) {
+    int64_t seconds = member(handler["sleep"], "seconds").is_number_integer()
+                          ? handler["sleep"]["seconds"].get<int64_t>()
+                          : 0;
+    std::this_thread::sleep_for(std::chrono::seconds(std::min(seconds, timeout_seconds)));
+    return {true, ""};
+  }
+  Json probe = handler;
+  probe["timeoutSeconds"] = std::max<int64_t>(1, timeout_seconds);
+  return run_probe(runtime, probe, container, container_id, pod_ip);
+}
+
+const Json* container_spec(const Json& pod, const std::string& name) {
+  for (const char* list : {"containers", "initContainers"}) {
+    for (const Json& c : member(member(pod, "spec"), list)) {
+      if (member(c, "name") == name) return &c;
+    }
+  }
+  return nullptr;
 }
 
 std::string pod_key(const Json& pod) {
@@ -278,6 +305,17 @@ Status PodRuntime::start_container(const Json& pod, const Json& container, bool 
     *waiting = {"RunContainerError", started.message()};
     return started;
   }
+  const Json& post_start = member(member(container, "lifecycle"), "postStart");
+  if (post_start.is_object()) {
+    // Upstream: a failed postStart hook kills the container (it then restarts per policy).
+    ProbeOutcome hook =
+        run_handler(runtime_, post_start, container, *id, sandbox.ip, grace_period_seconds(pod));
+    if (!hook.success) {
+      (void)runtime_.stop_container(*id, 0);
+      *waiting = {"PostStartHookError", hook.message};
+      return error(StatusCode::kInternal, "PostStartHook failed: " + hook.message);
+    }
+  }
   return Status::ok();
 }
 
@@ -448,13 +486,31 @@ SyncResult PodRuntime::sync(const Json& pod, const RuntimePod& known) {
   return result;
 }
 
-Status PodRuntime::kill(const RuntimePod& pod, int64_t grace_seconds) {
+Status PodRuntime::kill(const RuntimePod& pod, int64_t grace_seconds, const Json* spec) {
   std::vector<std::future<Status>> stops;
+  std::string pod_ip;
+  if (const RuntimeSandbox* s = pod.ready_sandbox()) pod_ip = s->ip;
   for (const RuntimeContainer& c : pod.containers) {
     if (c.state != v1::CONTAINER_RUNNING && c.state != v1::CONTAINER_CREATED) continue;
     std::string id = c.id;
-    stops.push_back(std::async(std::launch::async, [this, id, grace_seconds] {
-      Status s = runtime_.stop_container(id, grace_seconds);
+    Json container;
+    if (spec != nullptr) {
+      if (const Json* found = container_spec(*spec, c.name)) container = *found;
+    }
+    stops.push_back(std::async(std::launch::async, [this, id, grace_seconds, container, pod_ip,
+                                                    running = c.state == v1::CONTAINER_RUNNING] {
+      // preStop runs first, within the grace period; the stop gets what is left of it.
+      auto start = std::chrono::steady_clock::now();
+      const Json& pre_stop = member(member(container, "lifecycle"), "preStop");
+      if (running && grace_seconds > 0 && pre_stop.is_object()) {
+        ProbeOutcome hook = run_handler(runtime_, pre_stop, container, id, pod_ip, grace_seconds);
+        if (!hook.success) SKIFF_LOG_INFO("kubelet: preStop hook of {}: {}", id, hook.message);
+      }
+      int64_t used =
+          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start)
+              .count();
+      int64_t left = grace_seconds > 0 ? std::max<int64_t>(2, grace_seconds - used) : 0;
+      Status s = runtime_.stop_container(id, left);
       return s.code() == StatusCode::kNotFound ? Status::ok() : s;
     }));
   }

@@ -103,8 +103,10 @@ class PodRuntime {
 
   // Brings the runtime in line with the pod's spec. `known` is what inspect() returned.
   SyncResult sync(const Json& pod, const RuntimePod& known);
-  // Stops every container (grace from the pod, preStop-free) and the sandboxes.
-  Status kill(const RuntimePod& pod, int64_t grace_seconds);
+  // Stops every container and then the sandboxes: each running container's preStop hook (from
+  // `spec`, the pod, when given) runs first, within the grace period; the stop signal gets what
+  // is left of it (at least 2 s, as upstream), then the kill.
+  Status kill(const RuntimePod& pod, int64_t grace_seconds, const Json* spec = nullptr);
   // Removes containers and sandboxes (after kill).
   Status remove(const RuntimePod& pod);
   // Removes exited containers of the pod beyond the newest two per name.

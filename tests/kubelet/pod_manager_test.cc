@@ -408,5 +408,42 @@ TEST_F(PodManagerTest, ReadinessProbeDrivesReadyAndLivenessRestarts) {
                          milliseconds(8000)));
 }
 
+TEST_F(PodManagerTest, LifecycleHooksRunAroundTheContainer) {
+  Json p = seed(pod("hooks", Json::parse(R"([{"name": "main", "lifecycle": {
+      "postStart": {"exec": {"command": ["started"]}},
+      "preStop": {"exec": {"command": ["stopping"]}}}}])")));
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("hooks") == "Running"; }));
+  auto calls = runtime_.calls();
+  auto start_at = std::find(calls.begin(), calls.end(), "StartContainer");
+  ASSERT_NE(start_at, calls.end());
+  EXPECT_NE(std::find(start_at, calls.end(), "ExecSync"), calls.end());  // postStart
+  runtime_.clear_calls();
+  client::DeleteOptions graceful;
+  graceful.grace_period_seconds = 3;
+  ASSERT_TRUE(api_.remove(kPods, "default", "hooks", graceful).is_ok());
+  ASSERT_TRUE(eventually([&] { return !api_.get(kPods, "default", "hooks").is_ok(); }));
+  calls = runtime_.calls();
+  auto exec_at = std::find(calls.begin(), calls.end(), "ExecSync");  // preStop
+  auto stop_at = std::find(calls.begin(), calls.end(), "StopContainer");
+  ASSERT_NE(exec_at, calls.end());
+  ASSERT_NE(stop_at, calls.end());
+  EXPECT_LT(exec_at - calls.begin(), stop_at - calls.begin());
+}
+
+TEST_F(PodManagerTest, FailedPostStartHookKillsTheContainer) {
+  v1::ExecSyncResponse fail;
+  fail.set_exit_code(2);
+  fail.set_stderr("no config");
+  runtime_.set_exec_result({"setup"}, fail);
+  seed(pod("badhook", Json::parse(R"([{"name": "main", "lifecycle": {
+      "postStart": {"exec": {"command": ["setup"]}}}}])"),
+           "Never"));
+  start();
+  // The container was killed right after it started; under Never the pod fails.
+  ASSERT_TRUE(eventually([&] { return phase("badhook") == "Failed"; }));
+  EXPECT_EQ(container_status("badhook")["state"]["terminated"]["exitCode"], 137);
+}
+
 }  // namespace
 }  // namespace skiff::kubelet
