@@ -450,8 +450,11 @@ Result<std::unique_ptr<KubeletServer>> KubeletServer::create(KubeletServerOption
     s.healthz = std::make_unique<http::HttpServer>(hz, handler(Port::kHealthz), nullptr);
     Status started = s.healthz->start();
     if (!started.is_ok()) {
-      s.stop();
-      return started;
+      // As upstream: a healthz port that cannot be bound (another kubelet on this machine has
+      // it) is reported, not fatal.
+      SKIFF_LOG_WARN("kubelet: healthz server not started: {}", started.message());
+      s.healthz->stop();
+      s.healthz.reset();
     }
   }
   SKIFF_LOG_INFO("kubelet: serving on {}:{} (read-only port {}, healthz {}:{})", o.address,

@@ -7,7 +7,8 @@
 //   API server's pods/log).
 // - the read-only port (--read-only-port, plain HTTP, off unless set): /healthz and /pods,
 //   without authentication.
-// - the healthz port (--healthz-port, 10248 on 127.0.0.1, plain HTTP): /healthz.
+// - the healthz port (--healthz-port, 10248 on 127.0.0.1, plain HTTP): /healthz. When it
+//   cannot be bound the kubelet carries on without it (logged), as upstream's does.
 //
 // /containerLogs takes PodLogOptions as query parameters: follow, previous, timestamps,
 // tailLines (and the older "tail", where "all" means every line), sinceSeconds, sinceTime

@@ -360,6 +360,21 @@ TEST_F(KubeletServerTest, PortsOffByOption) {
   EXPECT_NE(server_->port(), 0);
 }
 
+TEST_F(KubeletServerTest, ATakenHealthzPortIsNotFatal) {
+  start();
+  int taken = server_->healthz_port();
+  ASSERT_NE(taken, 0);
+  options_.healthz_port = taken;
+  auto second = KubeletServer::create(options_, lookup());
+  ASSERT_TRUE(second.is_ok()) << second.status().to_string();
+  EXPECT_EQ((*second)->healthz_port(), 0);
+  EXPECT_NE((*second)->port(), 0);
+  // But the main port is: it is what the API server needs.
+  options_.port = server_->port();
+  options_.healthz_port.reset();
+  EXPECT_FALSE(KubeletServer::create(options_, lookup()).is_ok());
+}
+
 TEST_F(KubeletServerTest, SelfSignedWithoutTheCaKey) {
   options_.ca_key_file.clear();
   start();
