@@ -16,6 +16,7 @@
 #include "kubelet/cri/grpc_runtime.h"
 #include "kubelet/images/builtin.h"
 #include "kubelet/images/import.h"
+#include "kubelet/images/registry_mirror.h"
 #include "kubelet/kubelet.h"
 #include "kubelet/node_status.h"
 
@@ -76,7 +77,9 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   }
   SKIFF_ASSIGN_OR_RETURN(auto api, api_client(o));
 
-  // The container runtime: our own containerd unless an endpoint was given.
+  // The container runtime: our own containerd unless an endpoint was given. The registry mirror
+  // is declared first so that it outlives containerd on every path out of here.
+  std::unique_ptr<images::RegistryMirror> mirror;
   std::unique_ptr<containerd::ContainerdSupervisor> supervisor;
   std::string endpoint = o.container_runtime_endpoint;
   std::string cni_conf_dir = agent_dir + "/cni/net.d";
@@ -85,6 +88,16 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     co.data_dir = agent_dir;
     co.cni_conf_dir = cni_conf_dir;
     co.cni_bin_dir = o.cni_bin_dir;
+    // The node's own images, served as the registry mirror containerd asks first: a pull of an
+    // image the node has (imagePullPolicy Always) succeeds offline.
+    SKIFF_ASSIGN_OR_RETURN(containerd::ContainerdPaths paths, containerd::containerd_paths(co));
+    images::RegistryMirrorOptions mirror_options;
+    mirror_options.content_dir = images::containerd_content_dir(paths.root);
+    mirror_options.hosts_dir = paths.base + "/certs.d";
+    mirror_options.resolve_tag = images::containerd_tag_resolver(paths.socket);
+    mirror = std::make_unique<images::RegistryMirror>(std::move(mirror_options));
+    SKIFF_RETURN_IF_ERROR(mirror->start());
+    co.registry_config_path = mirror->hosts_dir();
     supervisor = std::make_unique<containerd::ContainerdSupervisor>(co);
     SKIFF_RETURN_IF_ERROR(supervisor->start());
     endpoint = supervisor->address();
@@ -151,6 +164,7 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   status.stop();
   runtime.reset();
   if (supervisor) supervisor->stop();
+  if (mirror) mirror->stop();
   return Status::ok();
 }
 
