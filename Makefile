@@ -4,7 +4,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 DATA_DIR ?= /var/lib/skiff
 
-.PHONY: all deps build test run bench bench-store bench-apiserver bench-scheduler bench-cluster format clean
+.PHONY: all deps build test run bench bench-store bench-apiserver bench-scheduler bench-cluster bench-pods format clean
 
 all: build
 
@@ -28,7 +28,7 @@ run: build
 	@scripts/install-deps.sh run
 	$(BUILD_DIR)/skiff server --data-dir $(DATA_DIR)
 
-bench: bench-store bench-apiserver bench-scheduler bench-cluster
+bench: bench-store bench-apiserver bench-scheduler bench-cluster bench-pods
 
 bench-store: build
 	@scripts/install-deps.sh test
@@ -43,6 +43,10 @@ bench-scheduler: build
 
 bench-cluster: build
 	$(BUILD_DIR)/bench/cluster_bench --skiff $(BUILD_DIR)/skiff
+
+bench-pods: build
+	@scripts/install-deps.sh test
+	bench/pod_startup_bench.py --skiff $(BUILD_DIR)/skiff
 
 format:
 	find cmd src tests bench -name '*.h' -o -name '*.cc' | xargs clang-format -i

@@ -145,6 +145,7 @@ void add_node_flags(CLI::App* cmd, skiff::kubelet::KubeletOptions& o) {
   cmd->add_option("--register-node", o.register_node, "Register the Node with the API server")
       ->capture_default_str();
   cmd->add_option("--max-pods", o.max_pods, "Pods this node runs at most")->capture_default_str();
+  cmd->add_option("--port", o.port, "The kubelet's HTTPS port")->capture_default_str();
   cmd->add_option("--pod-cidr", o.pod_cidr, "Pod CIDR (default: the one the node is assigned)");
   cmd->add_option("--container-runtime-endpoint", o.container_runtime_endpoint,
                   "An existing CRI socket (default: run containerd under the data dir)");

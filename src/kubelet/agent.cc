@@ -19,6 +19,7 @@
 #include "kubelet/images/registry_mirror.h"
 #include "kubelet/kubelet.h"
 #include "kubelet/node_status.h"
+#include "kubelet/server/kubelet_server.h"
 
 namespace skiff::kubelet {
 namespace {
@@ -153,6 +154,32 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
 
   status.start();
   manager.start();
+
+  // The kubelet's own endpoints (10250 for the API server's pods/log, 10248 healthz).
+  server::KubeletServerOptions so;
+  so.node_name = node_name;
+  so.port = o.port;
+  so.cert_dir = agent_dir + "/tls";
+  so.serving_sans = {node_ip, node_name};
+  std::string ca =
+      o.ca_file.empty() ? fs::absolute(o.data_dir).string() + "/tls/ca.crt" : o.ca_file;
+  if (fs::exists(ca, ec)) so.client_ca_file = ca;
+  std::string ca_key = fs::absolute(o.data_dir).string() + "/tls/ca.key";
+  if (o.ca_file.empty() && fs::exists(ca_key, ec)) so.ca_key_file = ca_key;
+  server::PodLookup lookup;
+  lookup.pod_list = [&manager] { return manager.pod_list().dump(); };
+  lookup.container_log = [&manager](
+                             const std::string& ns, const std::string& pod,
+                             const std::string& container) -> Result<server::ContainerLogTarget> {
+    SKIFF_ASSIGN_OR_RETURN(auto loc, manager.container_log(ns, pod, container));
+    server::ContainerLogTarget target;
+    target.container_log_dir = loc.dir;
+    target.restart_count = loc.restart_count;
+    std::string id = loc.container_id;
+    target.running = [&manager, id] { return manager.container_running(id); };
+    return target;
+  };
+  SKIFF_ASSIGN_OR_RETURN(auto kubelet_server, server::KubeletServer::create(so, lookup));
   SKIFF_LOG_INFO("kubelet: node {} ({}) running", node_name, node_ip);
 
   std::mutex mu;
@@ -160,6 +187,7 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   std::unique_lock lock(mu);
   cv.wait(lock, stop, [] { return false; });
 
+  kubelet_server->stop();
   manager.stop();
   status.stop();
   runtime.reset();

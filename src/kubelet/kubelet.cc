@@ -150,6 +150,50 @@ size_t PodManager::pods_tracked() const {
   return entries_.size();
 }
 
+Json PodManager::pod_list() const {
+  Json items = Json::array();
+  for (const auto& pod : pods_.list()) items.push_back(*pod);
+  return {{"kind", "PodList"},
+          {"apiVersion", "v1"},
+          {"metadata", Json::object()},
+          {"items", std::move(items)}};
+}
+
+Result<PodManager::LogLocation> PodManager::container_log(const std::string& ns,
+                                                          const std::string& name,
+                                                          const std::string& container) {
+  auto pod = pods_.get(ns, name);
+  if (pod == nullptr) return error(StatusCode::kNotFound, "pod \"" + name + "\" does not exist");
+  bool known = false;
+  for (const char* list : {"containers", "initContainers"}) {
+    for (const Json& c : member(member(*pod, "spec"), list)) {
+      if (member(c, "name") == container) known = true;
+    }
+  }
+  if (!known) {
+    return error(StatusCode::kNotFound,
+                 "container \"" + container + "\" not found in pod \"" + name + "\"");
+  }
+  SKIFF_ASSIGN_OR_RETURN(RuntimePod runtime, runtime_.inspect(client::uid_of(*pod)));
+  const RuntimeContainer* latest = runtime.latest(container);
+  if (latest == nullptr) {
+    return error(StatusCode::kFailedPrecondition,
+                 "container \"" + container + "\" in pod \"" + name +
+                     "\" is waiting to start: " + "ContainerCreating");
+  }
+  LogLocation loc;
+  loc.dir = pod_log_dir(options_.node, *pod) + "/" + container;
+  loc.restart_count = static_cast<int>(latest->restart_count);
+  loc.running = latest->state == v1::CONTAINER_RUNNING;
+  loc.container_id = latest->id;
+  return loc;
+}
+
+bool PodManager::container_running(const std::string& container_id) {
+  auto status = cri_.container_status(container_id);
+  return status.is_ok() && status->state() == v1::CONTAINER_RUNNING;
+}
+
 void PodManager::worker_loop() {
   while (auto uid = queue_.get()) {
     Status s = sync(*uid);

@@ -37,7 +37,8 @@ namespace skiff::kubelet {
 struct PodManagerOptions {
   NodeSettings node;
   std::string pods_dir = "/var/lib/skiff/agent/pods";
-  int workers = 4;
+  // Pods synced at once (upstream runs one goroutine per pod; the runtime does the waiting).
+  int workers = 16;
   std::chrono::milliseconds pleg_period{1000};
   std::chrono::milliseconds resync_period{10000};
   BackoffPolicy backoff;
@@ -56,6 +57,22 @@ class PodManager {
   bool wait_for_sync(std::chrono::milliseconds timeout) const;
   // Pods this kubelet is responsible for right now (from the API, not yet cleaned up).
   size_t pods_tracked() const;
+
+  // The pods bound to this node, as a v1 PodList (the kubelet's /pods).
+  Json pod_list() const;
+  // Where a container's logs are: its log directory, the restart count of its newest instance
+  // and whether that instance runs. kNotFound for an unknown pod or container (messages as
+  // upstream's kubelet words them); kFailedPrecondition while the container has not started.
+  struct LogLocation {
+    std::string dir;
+    int restart_count = 0;
+    bool running = false;
+    std::string container_id;
+  };
+  Result<LogLocation> container_log(const std::string& ns, const std::string& pod,
+                                    const std::string& container);
+  // Whether the container instance still runs.
+  bool container_running(const std::string& container_id);
 
  private:
   struct Entry {

@@ -176,6 +176,86 @@ class PodsTest(node.NodeTestCase):
         # The pod's shim is gone with its sandbox.
         self.wait_for(lambda: len(node._pids_using(self.socket)) <= shims_before,
                       what="shim gone")
+    def test_logs(self):
+        name = self.uniq("logs")
+        self.ok("run", name, "--image=busybox", "--image-pull-policy=IfNotPresent",
+                "--restart=Never", "--", "sh", "-c", "echo one; echo two; echo three; echo oops >&2")
+        self.wait_for(lambda: self.phase(name) == "Succeeded", what="Succeeded")
+        # stdout and stderr are separate pipes: only lines of one stream keep their order.
+        out = self.ok("logs", name)
+        self.assertEqual(sorted(out.splitlines()), ["one", "oops", "three", "two"])
+        self.assertEqual([l for l in out.splitlines() if l != "oops"], ["one", "two", "three"])
+        self.assertEqual(len(self.ok("logs", name, "--tail=1").splitlines()), 1)
+        stamped = self.ok("logs", name, "--timestamps").splitlines()
+        self.assertEqual(len(stamped), 4)
+        for line in stamped:
+            self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z (one|two|three|oops)$")
+        rc, _, err = self.kubectl("logs", name, "-c", "nope")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("container nope is not valid for pod " + name, err)
+        self.ok("delete", "pod", name)
+
+    def test_logs_follow_and_previous(self):
+        name = self.uniq("follow")
+        self.ok("run", name, "--image=busybox", "--image-pull-policy=IfNotPresent",
+                "--restart=Never", "--", "sh", "-c",
+                "for i in 1 2 3 4 5; do echo line $i; sleep 0.4; done")
+        self.wait_for(lambda: self.phase(name) in ("Running", "Succeeded"), what="started")
+        out = self.ok("logs", "-f", name, timeout=60)
+        self.assertEqual(out, "".join("line %d\n" % i for i in range(1, 6)))
+        crash = self.uniq("prev")
+        self.ok("run", crash, "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
+                "sh", "-c", "echo run at $(date +%s%N); exit 1")
+        self.wait_for(lambda: (self.container_status(crash).get("restartCount") or 0) >= 1,
+                      what="a restart")
+        previous = self.ok("logs", crash, "--previous")
+        self.assertTrue(previous.startswith("run at "), previous)
+        self.ok("delete", "pod", name, crash, "--grace-period=1")
+
+    def test_readiness_gates_a_rollout(self):
+        name = self.uniq("ready")
+        self.create_json({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                         "terminationGracePeriodSeconds": 2,
+                         "containers": [{
+                             "name": "main", "image": "busybox",
+                             "imagePullPolicy": "IfNotPresent",
+                             "command": ["sh", "-c", "sleep 3; touch /tmp/ready; "
+                                         "trap 'exit 0' TERM; while true; do sleep 1; done"],
+                             "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]},
+                                                "periodSeconds": 1}}]}}}})
+        t0 = time.time()
+        self.wait_for(lambda: len(self.get_json("pods", "-l", "app=" + name)["items"]) == 2 and all(
+            p["status"].get("phase") == "Running"
+            for p in self.get_json("pods", "-l", "app=" + name)["items"]), what="Running")
+        # Running but not Ready until the probe passes.
+        pods = self.get_json("pods", "-l", "app=" + name)["items"]
+        if time.time() - t0 < 2.5:
+            self.assertFalse(any(p["status"]["containerStatuses"][0]["ready"] for p in pods))
+        self.ok("rollout", "status", "deployment/" + name, "--timeout=60s", timeout=70)
+        for p in self.get_json("pods", "-l", "app=" + name)["items"]:
+            ready = [c for c in p["status"]["conditions"] if c["type"] == "Ready"][0]
+            self.assertEqual(ready["status"], "True")
+        self.ok("delete", "deployment", name)
+
+    def test_liveness_failure_restarts_the_container(self):
+        name = self.uniq("live")
+        self.create_json({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                "name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "sleep 2; touch /tmp/dead; while true; do sleep 1; done"],
+                "livenessProbe": {"exec": {"command": ["sh", "-c", "test ! -e /tmp/dead"]},
+                                  "periodSeconds": 1, "failureThreshold": 1}}]}})
+        self.wait_for(lambda: (self.container_status(name).get("restartCount") or 0) >= 1,
+                      timeout=60, what="a liveness restart")
+        events = self.ok("get", "events", "--field-selector", "involvedObject.name=" + name)
+        self.assertIn("Liveness probe failed", events)
+        self.ok("delete", "pod", name, "--grace-period=1")
+
 
 if __name__ == "__main__":
     unittest.main()
