@@ -146,6 +146,8 @@ void add_node_flags(CLI::App* cmd, skiff::kubelet::KubeletOptions& o) {
       ->capture_default_str();
   cmd->add_option("--max-pods", o.max_pods, "Pods this node runs at most")->capture_default_str();
   cmd->add_option("--port", o.port, "The kubelet's HTTPS port")->capture_default_str();
+  cmd->add_option("--pod-manifest-path", o.pod_manifest_path,
+                  "Directory of static pod manifests (default: <data-dir>/agent/manifests)");
   cmd->add_option("--pod-cidr", o.pod_cidr, "Pod CIDR (default: the one the node is assigned)");
   cmd->add_option("--container-runtime-endpoint", o.container_runtime_endpoint,
                   "An existing CRI socket (default: run containerd under the data dir)");

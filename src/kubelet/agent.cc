@@ -150,6 +150,8 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   pods.node.cluster_domain = o.cluster_domain;
   pods.pods_dir = agent_dir + "/pods";
   pods.resync_period = o.sync_frequency;
+  pods.manifest_dir = o.pod_manifest_path.empty() ? agent_dir + "/manifests" : o.pod_manifest_path;
+  fs::create_directories(pods.manifest_dir, ec);
   PodManager manager(*api, *runtime, *runtime, pods);
 
   status.start();

@@ -31,8 +31,9 @@ struct KubeletOptions {
   std::map<std::string, std::string> node_labels;
   bool register_node = true;
   int max_pods = 110;
-  int port = 10250;      // the kubelet's HTTPS port
-  std::string pod_cidr;  // default: the Node's spec.podCIDR from the node IPAM controller
+  int port = 10250;               // the kubelet's HTTPS port
+  std::string pod_manifest_path;  // static pods; default <data_dir>/agent/manifests
+  std::string pod_cidr;           // default: the Node's spec.podCIDR from the node IPAM controller
 
   // An existing CRI socket; empty: run containerd under <data_dir>/agent/containerd.
   std::string container_runtime_endpoint;

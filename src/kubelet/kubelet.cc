@@ -6,6 +6,7 @@
 
 #include "base/kubeconfig.h"
 #include "base/log.h"
+#include "kubelet/static_pods.h"
 
 namespace skiff::kubelet {
 namespace {
@@ -100,6 +101,7 @@ PodManager::PodManager(client::ApiClient& api, cri::RuntimeService& runtime,
       .on_update = [this](const client::ObjectPtr&, const client::ObjectPtr& pod) { set_pod(pod); },
       .on_delete =
           [this](const client::ObjectPtr& pod) {
+            if (is_mirror_pod(*pod)) return;  // the static loop recreates it
             std::string uid = client::uid_of(*pod);
             {
               std::lock_guard lock(mu_);
@@ -116,6 +118,7 @@ PodManager::~PodManager() {
 }
 
 void PodManager::set_pod(const client::ObjectPtr& pod) {
+  if (is_mirror_pod(*pod)) return;  // its static pod is what runs
   std::string uid = client::uid_of(*pod);
   {
     std::lock_guard lock(mu_);
@@ -130,6 +133,7 @@ void PodManager::start() {
   pods_.start();
   for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this] { worker_loop(); });
   threads_.emplace_back([this] { pleg_loop(); });
+  if (!options_.manifest_dir.empty()) threads_.emplace_back([this] { static_loop(); });
 }
 
 void PodManager::stop() {
@@ -163,6 +167,13 @@ Result<PodManager::LogLocation> PodManager::container_log(const std::string& ns,
                                                           const std::string& name,
                                                           const std::string& container) {
   auto pod = pods_.get(ns, name);
+  if (pod != nullptr && is_mirror_pod(*pod)) {
+    // A static pod's mirror: the logs are the static pod's.
+    std::string uid = (*pod)["metadata"]["annotations"].value(kConfigMirrorAnnotation, "");
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(uid);
+    pod = it != entries_.end() ? it->second.pod : nullptr;
+  }
   if (pod == nullptr) return error(StatusCode::kNotFound, "pod \"" + name + "\" does not exist");
   bool known = false;
   for (const char* list : {"containers", "initContainers"}) {
@@ -331,6 +342,100 @@ void PodManager::remove_cgroups(const std::string& uid) {
   }
 }
 
+void PodManager::static_loop() {
+  auto next_full = std::chrono::steady_clock::now();
+  while (!stopping_) {
+    auto now = std::chrono::steady_clock::now();
+    bool full = now >= next_full;
+    if (full) next_full = now + options_.manifest_period;
+    if (pods_.has_synced()) sync_static_pods(full);
+    std::unique_lock lock(pleg_mu_);
+    pleg_cv_.wait_for(lock, options_.manifest_check_period, [&] { return stopping_.load(); });
+  }
+}
+
+void PodManager::sync_static_pods(bool reread) {
+  // A cheap signature (names, sizes, modification times) tells whether anything changed.
+  std::string signature;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(options_.manifest_dir, ec)) {
+    auto time = std::filesystem::last_write_time(entry.path(), ec).time_since_epoch().count();
+    signature += entry.path().filename().string() + ":" +
+                 std::to_string(entry.is_regular_file(ec) ? entry.file_size(ec) : 0) + ":" +
+                 std::to_string(time) + "\n";
+  }
+  if (reread || signature != manifest_signature_) {
+    manifest_signature_ = signature;
+    std::vector<ManifestFile> skipped;
+    std::map<std::string, client::ObjectPtr> fresh;
+    for (Json& pod : read_manifest_dir(options_.manifest_dir, options_.node.node_name, &skipped)) {
+      std::string uid = pod["metadata"].value("uid", "");
+      auto old = static_pods_.find(uid);
+      fresh[uid] =
+          old != static_pods_.end() ? old->second : std::make_shared<const Json>(std::move(pod));
+    }
+    for (const ManifestFile& f : skipped) {
+      SKIFF_LOG_WARN("kubelet: static pod manifest {}: {}", f.path, f.error.message());
+    }
+    std::vector<std::string> changed;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [uid, pod] : fresh) {
+        if (static_pods_.count(uid)) continue;
+        Entry& e = entries_[uid];
+        e.pod = pod;
+        e.is_static = true;
+        changed.push_back(uid);
+      }
+      for (const auto& [uid, pod] : static_pods_) {
+        if (fresh.count(uid)) continue;
+        auto it = entries_.find(uid);
+        if (it != entries_.end()) it->second.pod = nullptr;
+        changed.push_back(uid);
+        // Its mirror pod goes too.
+        const Json& meta = (*pod)["metadata"];
+        auto mirror = pods_.get(meta.value("namespace", ""), meta.value("name", ""));
+        if (mirror != nullptr && is_mirror_pod(*mirror)) {
+          client::DeleteOptions now;
+          now.grace_period_seconds = 0;
+          now.precondition_uid = client::uid_of(*mirror);
+          (void)api_.remove(kPods, meta.value("namespace", ""), meta.value("name", ""), now);
+        }
+      }
+    }
+    static_pods_ = std::move(fresh);
+    static_read_ = true;
+    for (const std::string& uid : changed) queue_.add(uid);
+  }
+  // Every static pod has its mirror pod in the API (recreated if someone deleted it).
+  for (const auto& [uid, pod] : static_pods_) {
+    const Json& meta = (*pod)["metadata"];
+    std::string ns = meta.value("namespace", "");
+    std::string name = meta.value("name", "");
+    auto mirror = pods_.get(ns, name);
+    if (mirror != nullptr) {
+      const Json& annotations = (*mirror)["metadata"].value("annotations", Json::object());
+      bool ours = annotations.is_object() && annotations.value(kConfigMirrorAnnotation, "") == uid;
+      if (!is_mirror_pod(*mirror)) continue;  // a regular pod of that name: leave it
+      if (ours && !(*mirror)["metadata"].contains("deletionTimestamp")) continue;
+      // The mirror of an older version, or one being deleted (a static pod runs on: the
+      // deletion finishes at once and the mirror comes back).
+      client::DeleteOptions now;
+      now.grace_period_seconds = 0;
+      now.precondition_uid = client::uid_of(*mirror);
+      (void)api_.remove(kPods, ns, name, now);
+      continue;
+    }
+    auto created = api_.create(kPods, ns, mirror_pod_for(*pod));
+    if (created.is_ok()) {
+      queue_.add(uid);  // its status can be written now
+    } else if (created.status().code() != StatusCode::kAlreadyExists) {
+      SKIFF_LOG_WARN("kubelet: creating mirror pod {}/{}: {}", ns, name,
+                     created.status().to_string());
+    }
+  }
+}
+
 void PodManager::pleg_loop() {
   std::map<std::string, std::pair<int, std::string>> last;  // id → (state, pod uid)
   bool first = true;
@@ -342,6 +447,8 @@ void PodManager::pleg_loop() {
     }
     if (stopping_) break;
     if (!pods_.has_synced()) continue;
+    // Static pods must be known before anything in the runtime is taken for an orphan.
+    if (!options_.manifest_dir.empty() && !static_read_) continue;
     auto containers = cri_.list_containers({});
     auto sandboxes = cri_.list_pod_sandbox({});
     if (!containers.is_ok() || !sandboxes.is_ok()) continue;

@@ -39,6 +39,12 @@ struct PodManagerOptions {
   std::string pods_dir = "/var/lib/skiff/agent/pods";
   // Pods synced at once (upstream runs one goroutine per pod; the runtime does the waiting).
   int workers = 16;
+  // Static pods: manifests in this directory run here, shown in the API as mirror pods. Empty:
+  // no static pods.
+  std::string manifest_dir;
+  // The directory is checked for changes this often, and read whole every manifest_period.
+  std::chrono::milliseconds manifest_check_period{1000};
+  std::chrono::milliseconds manifest_period{20000};
   std::chrono::milliseconds pleg_period{1000};
   std::chrono::milliseconds resync_period{10000};
   BackoffPolicy backoff;
@@ -76,7 +82,8 @@ class PodManager {
 
  private:
   struct Entry {
-    client::ObjectPtr pod;       // nullptr once the API no longer has it
+    client::ObjectPtr pod;  // nullptr once the API (or the manifest directory) no longer has it
+    bool is_static = false;
     std::string written_status;  // the status last written, as JSON text
   };
 
@@ -85,6 +92,9 @@ class PodManager {
   Status clean_up(const std::string& uid, const RuntimePod& runtime);
   Status write_status(const Json& pod, const Json& status, Entry* snapshot);
   void pleg_loop();
+  void static_loop();
+  // Reads the manifest directory, updates the static entries and keeps their mirror pods.
+  void sync_static_pods(bool reread);
   void set_pod(const client::ObjectPtr& pod);
   void remove_cgroups(const std::string& uid);
 
@@ -99,9 +109,12 @@ class PodManager {
   Prober prober_;
 
   mutable std::mutex mu_;
-  std::map<std::string, Entry> entries_;  // by UID; guarded by mu_
+  std::map<std::string, Entry> entries_;                  // by UID; guarded by mu_
+  std::map<std::string, client::ObjectPtr> static_pods_;  // by UID; static_loop only
+  std::string manifest_signature_;                        // static_loop only
 
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> static_read_{false};  // the manifest directory was read once
   std::vector<std::thread> threads_;
   std::mutex pleg_mu_;
   std::condition_variable pleg_cv_;

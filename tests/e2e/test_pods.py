@@ -256,6 +256,31 @@ class PodsTest(node.NodeTestCase):
         self.assertIn("Liveness probe failed", events)
         self.ok("delete", "pod", name, "--grace-period=1")
 
+    def test_static_pod_from_the_manifest_directory(self):
+        manifests = os.path.join(self.server.data_dir, "agent", "manifests")
+        path = os.path.join(manifests, "static-web.yaml")
+        with open(path, "w") as f:
+            f.write("apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\nspec:\n"
+                    "  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n"
+                    "    image: busybox\n    command: [sh, -c, 'echo static; sleep 3600']\n")
+        mirror = "static-web-" + node.NODE_NAME
+        try:
+            self.wait_for(lambda: self.phase(mirror) == "Running", timeout=60, what="mirror Running")
+            p = self.pod(mirror)
+            self.assertIn("kubernetes.io/config.mirror", p["metadata"]["annotations"])
+            self.assertEqual(self.ok("logs", mirror), "static\n")
+            # Deleting the mirror pod does not stop the static pod: the mirror comes back.
+            container = self.container_status(mirror)["containerID"]
+            self.ok("delete", "pod", mirror)
+            self.wait_for(lambda: self.pod(mirror) is not None and
+                          self.pod(mirror)["metadata"]["uid"] != p["metadata"]["uid"],
+                          what="mirror recreated")
+            self.wait_for(lambda: self.container_status(mirror).get("containerID") == container,
+                          what="same container")
+        finally:
+            os.remove(path)
+        self.wait_for(lambda: self.pod(mirror) is None, timeout=60, what="mirror removed")
+
 
 if __name__ == "__main__":
     unittest.main()

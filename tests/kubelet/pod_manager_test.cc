@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "client/fake_api_client.h"
 #include "kubelet/cri/fake_runtime.h"
@@ -71,13 +72,16 @@ class PodManagerTest : public ::testing::Test {
 
   Json container_status(const std::string& name, size_t i = 0) {
     Json p = get(name);
+    if (!p.is_object()) return Json();
     const Json& s = p.value("status", Json::object());
     if (!s.contains("containerStatuses") || s["containerStatuses"].size() <= i) return Json();
     return s["containerStatuses"][i];
   }
 
   std::string phase(const std::string& name) {
-    return get(name).value("status", Json::object()).value("phase", "");
+    Json p = get(name);
+    if (!p.is_object()) return "";
+    return p.value("status", Json::object()).value("phase", "");
   }
 
   // The ids of the pod's containers in the runtime, newest first.
@@ -443,6 +447,38 @@ TEST_F(PodManagerTest, FailedPostStartHookKillsTheContainer) {
   // The container was killed right after it started; under Never the pod fails.
   ASSERT_TRUE(eventually([&] { return phase("badhook") == "Failed"; }));
   EXPECT_EQ(container_status("badhook")["state"]["terminated"]["exitCode"], 137);
+}
+
+TEST_F(PodManagerTest, StaticPodsRunWithMirrorPods) {
+  std::string dir = tmp_.sub("manifests");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/web.yaml") << "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n"
+                                      "spec:\n  containers:\n  - name: main\n"
+                                      "    image: busybox\n    imagePullPolicy: IfNotPresent\n";
+  options_.manifest_dir = dir;
+  options_.manifest_check_period = milliseconds(100);
+  start();
+  // The mirror pod appears and carries the static pod's status.
+  ASSERT_TRUE(eventually([&] { return phase("web-n1") == "Running"; }));
+  Json mirror = get("web-n1");
+  std::string hash = mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"];
+  EXPECT_EQ(hash.size(), 32u);
+  EXPECT_EQ(runtime_.call_count("RunPodSandbox"), 1);
+  EXPECT_TRUE(stays([&] { return !running_container(hash).empty(); }, milliseconds(300)));
+  // A deleted mirror pod comes back; the static pod keeps running.
+  client::DeleteOptions now;
+  now.grace_period_seconds = 0;
+  std::string running = running_container(hash);
+  ASSERT_TRUE(api_.remove(kPods, "default", "web-n1", now).is_ok());
+  ASSERT_TRUE(eventually([&] {
+    Json m = get("web-n1");
+    return m.is_object() && client::uid_of(m) != client::uid_of(mirror);
+  }));
+  EXPECT_EQ(running_container(hash), running);
+  // Removing the manifest stops the pod and deletes its mirror.
+  std::filesystem::remove(dir + "/web.yaml");
+  ASSERT_TRUE(eventually([&] { return containers_of(hash).empty(); }));
+  ASSERT_TRUE(eventually([&] { return !api_.get(kPods, "default", "web-n1").is_ok(); }));
 }
 
 }  // namespace
