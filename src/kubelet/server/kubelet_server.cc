@@ -264,12 +264,51 @@ struct KubeletServer::Impl {
       responder.respond(std::move(r));
       return;
     }
+    if (path == "/stats/summary" || path == "/stats/summary/") {
+      serve_summary(req, responder);
+      return;
+    }
+    if ((path == "/metrics/resource" || path == "/metrics/resource/") && lookup.resource_metrics) {
+      if (req.method != "GET") {
+        responder.respond(text(405, "405: Method Not Allowed"));
+        return;
+      }
+      Response r = text(200, lookup.resource_metrics());
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      responder.respond(std::move(r));
+      return;
+    }
     std::string ns, pod, container;
     if (port == Port::kSecure && split_log_path(path, &ns, &pod, &container)) {
       serve_logs(req, responder, ns, pod, container);
       return;
     }
     responder.respond(text(404, "404 page not found\n"));
+  }
+
+  void serve_summary(Request& req, Responder& responder) {
+    if (!lookup.stats_summary) {
+      responder.respond(text(404, "404 page not found\n"));
+      return;
+    }
+    if (req.method != "GET" && req.method != "POST") {
+      responder.respond(text(405, "405: Method Not Allowed"));
+      return;
+    }
+    // As upstream: only a single, parseable value turns it on.
+    bool only_cpu_and_memory = false;
+    if (std::vector<std::string> v = req.params("only_cpu_and_memory"); v.size() == 1) {
+      only_cpu_and_memory = parse_bool(v[0]).value_or(false);
+    }
+    Result<std::string> summary = lookup.stats_summary(only_cpu_and_memory);
+    if (!summary.is_ok()) {
+      SKIFF_LOG_ERROR("kubelet: /stats/summary: {}", summary.status().to_string());
+      responder.respond(text(500, "Internal Error: " + summary.status().message()));
+      return;
+    }
+    Response r;
+    r.body = std::move(summary).value();
+    responder.respond(std::move(r));
   }
 
   void serve_logs(Request& req, Responder& responder, const std::string& ns, const std::string& pod,

@@ -2,11 +2,11 @@
 
 // The kubelet's HTTP endpoints, as upstream's kubelet serves them:
 // - the HTTPS port (--port, 10250): client certificates verified against the cluster CA (or
-//   bearer tokens, when a token authenticator is given) are required; serves /healthz, /pods
-//   and /containerLogs/{namespace}/{pod}/{container} (what `kubectl logs` reaches through the
-//   API server's pods/log).
-// - the read-only port (--read-only-port, plain HTTP, off unless set): /healthz and /pods,
-//   without authentication.
+//   bearer tokens, when a token authenticator is given) are required; serves /healthz, /pods,
+//   /stats/summary, /metrics/resource and /containerLogs/{namespace}/{pod}/{container} (what
+//   `kubectl logs` reaches through the API server's pods/log).
+// - the read-only port (--read-only-port, plain HTTP, off unless set): /healthz, /pods,
+//   /stats/summary and /metrics/resource, without authentication.
 // - the healthz port (--healthz-port, 10248 on 127.0.0.1, plain HTTP): /healthz. When it
 //   cannot be bound the kubelet carries on without it (logged), as upstream's does.
 //
@@ -19,6 +19,11 @@
 // container runs and ends when it exits, the log file goes away, or the client disconnects.
 // Each log stream is read on a thread of its own, so long follows never hold the server's
 // worker threads.
+//
+// /stats/summary (GET or POST) answers the node's stats Summary as JSON (stats/v1alpha1);
+// only_cpu_and_memory=true asks for CPU and memory only. /metrics/resource (GET) answers the
+// resource metrics in the Prometheus text format. A provider error is 500 ("Internal Error: ...").
+// Both are 404 when their PodLookup callback is not set.
 //
 // Thread-safety: create() and stop() from one thread; the lookup callbacks are called from the
 // server's threads, concurrently.
@@ -49,7 +54,7 @@ struct ContainerLogTarget {
   std::function<bool()> running;
 };
 
-// How the server learns about the kubelet's pods. Every callback must be set.
+// How the server learns about the kubelet's pods. pod_list and container_log must be set.
 struct PodLookup {
   // /pods: the pods this kubelet runs, as a v1 PodList (JSON text).
   std::function<std::string()> pod_list;
@@ -59,6 +64,10 @@ struct PodLookup {
   std::function<Result<ContainerLogTarget>(const std::string& ns, const std::string& pod,
                                            const std::string& container)>
       container_log;
+  // Optional. /stats/summary: the Summary as JSON text; the argument is only_cpu_and_memory.
+  std::function<Result<std::string>(bool only_cpu_and_memory)> stats_summary;
+  // Optional. /metrics/resource: the metrics as Prometheus text (scrape errors are in the text).
+  std::function<std::string()> resource_metrics;
 };
 
 // Message texts for PodLookup::container_log errors, as upstream's kubelet words them.
