@@ -146,9 +146,18 @@ std::vector<PodInfo> pods_from_pod_list(const nlohmann::json& pod_list) {
     const Json& status = member(pod, "status");
     PodInfo info;
     info.uid = text(meta, "uid");
+    // A static pod's mirror: what runs (cgroup, volumes, logs) is the static pod, by its own UID.
+    if (std::string mirror = text(member(meta, "annotations"), "kubernetes.io/config.mirror");
+        !mirror.empty()) {
+      info.uid = mirror;
+    }
     info.namespace_name = text(meta, "namespace");
     info.name = text(meta, "name");
     if (info.uid.empty()) continue;
+    // Finished pods have nothing running left to measure.
+    if (std::string phase = text(status, "phase"); phase == "Succeeded" || phase == "Failed") {
+      continue;
+    }
     std::optional<TimePoint> start = time_of(text(status, "startTime"));
     if (!start) start = time_of(text(meta, "creationTimestamp"));
     info.start_time = start.value_or(TimePoint());

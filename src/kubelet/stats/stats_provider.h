@@ -60,10 +60,12 @@ struct PodInfo {
   std::vector<ContainerInfo> containers;  // the running ones
 };
 
-// The pods of a v1 PodList (the kubelet's /pods) with their running containers (init and
-// regular): ids from status.(init)containerStatuses[].containerID ("containerd://<id>"), start
-// times from state.running.startedAt and the pod's status.startTime (else its
-// creationTimestamp).
+// The pods of a v1 PodList (the kubelet's /pods), but for finished ones (phase Succeeded or
+// Failed), with their running containers (init and regular): ids from
+// status.(init)containerStatuses[].containerID ("containerd://<id>"), start times from
+// state.running.startedAt and the pod's status.startTime (else its creationTimestamp). A static
+// pod's mirror stands for the static pod: its UID is the one in the kubernetes.io/config.mirror
+// annotation.
 std::vector<PodInfo> pods_from_pod_list(const nlohmann::json& pod_list);
 
 class StatsProvider {

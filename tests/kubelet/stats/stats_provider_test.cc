@@ -408,10 +408,17 @@ TEST(PodsFromPodListTest, TakesRunningContainers) {
       {"metadata": {"name": "pending", "namespace": "kube-system", "uid": "u2",
                     "creationTimestamp": "2024-05-01T09:30:00Z"},
        "status": {"phase": "Pending"}},
+      {"metadata": {"name": "etcd-node-1", "namespace": "kube-system", "uid": "mirror-uid",
+                    "annotations": {"kubernetes.io/config.mirror": "static-uid"}},
+       "status": {"startTime": "2024-05-01T08:00:00Z"}},
+      {"metadata": {"name": "done", "namespace": "default", "uid": "u3"},
+       "status": {"phase": "Succeeded"}},
       {"metadata": {"name": "no-uid"}}
     ]})");
   std::vector<PodInfo> pods = pods_from_pod_list(list);
-  ASSERT_EQ(pods.size(), 2u);
+  ASSERT_EQ(pods.size(), 3u);
+  EXPECT_EQ(pods[2].name, "etcd-node-1");
+  EXPECT_EQ(pods[2].uid, "static-uid");
   EXPECT_EQ(pods[0].uid, "u1");
   EXPECT_EQ(pods[0].namespace_name, "default");
   EXPECT_EQ(pods[0].name, "web");
