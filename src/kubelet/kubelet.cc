@@ -30,8 +30,15 @@ bool is_terminal(const Json& pod) {
 
 }  // namespace
 
-ObjectSource api_object_source(client::ApiClient& api) {
+ObjectSource api_object_source(client::ApiClient& api, client::Informer* services) {
   ObjectSource source;
+  if (services != nullptr) {
+    source.services = [services](const std::string& ns) {
+      std::vector<Json> out;
+      for (const auto& svc : services->list(ns)) out.push_back(*svc);
+      return out;
+    };
+  }
   source.config_map = [&api](
                           const std::string& ns,
                           const std::string& name) -> Result<std::map<std::string, std::string>> {
@@ -73,8 +80,10 @@ PodManager::PodManager(client::ApiClient& api, cri::RuntimeService& runtime,
     : api_(api),
       cri_(runtime),
       options_(std::move(options)),
+      services_(api, client::resources::kServices),
       volumes_(options_.pods_dir, api_object_source(api)),
-      runtime_(runtime, images, options_.node, volumes_, api_object_source(api), options_.backoff),
+      runtime_(runtime, images, options_.node, volumes_, api_object_source(api, &services_),
+               options_.backoff),
       pods_(api, kPods,
             client::InformerOptions{.field_selector = "spec.nodeName=" + options_.node.node_name}),
       queue_(milliseconds(200), milliseconds(10000)),
@@ -96,6 +105,11 @@ PodManager::PodManager(client::ApiClient& api, cri::RuntimeService& runtime,
                                  }
                                },
                        }) {
+  runtime_.set_event_sink([this](const Json& pod, const std::string& type,
+                                 const std::string& reason, const std::string& message) {
+    // A static pod's events are about its mirror pod (same name), as upstream.
+    recorder_.event(pod, type, reason, message);
+  });
   pods_.add_handlers({
       .on_add = [this](const client::ObjectPtr& pod) { set_pod(pod); },
       .on_update = [this](const client::ObjectPtr&, const client::ObjectPtr& pod) { set_pod(pod); },
@@ -130,6 +144,7 @@ void PodManager::set_pod(const client::ObjectPtr& pod) {
 void PodManager::start() {
   std::error_code ec;
   std::filesystem::create_directories(options_.pods_dir, ec);
+  services_.start();
   pods_.start();
   for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this] { worker_loop(); });
   threads_.emplace_back([this] { pleg_loop(); });
@@ -140,6 +155,7 @@ void PodManager::stop() {
   if (stopping_.exchange(true)) return;
   pleg_cv_.notify_all();
   pods_.stop();
+  services_.stop();
   queue_.shut_down();
   for (auto& t : threads_) t.join();
   threads_.clear();
@@ -206,6 +222,8 @@ bool PodManager::container_running(const std::string& container_id) {
 }
 
 void PodManager::worker_loop() {
+  // Containers started before the Services are known would miss their service variables.
+  services_.wait_for_sync(milliseconds(10000));
   while (auto uid = queue_.get()) {
     Status s = sync(*uid);
     if (!s.is_ok()) {

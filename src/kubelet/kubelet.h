@@ -101,6 +101,7 @@ class PodManager {
   client::ApiClient& api_;
   cri::RuntimeService& cri_;
   const PodManagerOptions options_;
+  client::Informer services_;  // for the pods' service environment variables
   VolumeManager volumes_;
   PodRuntime runtime_;
   client::Informer pods_;
@@ -120,6 +121,7 @@ class PodManager {
   std::condition_variable pleg_cv_;
 };
 
-ObjectSource api_object_source(client::ApiClient& api);
+// ConfigMaps and Secrets read through the API; Services from `services` when given.
+ObjectSource api_object_source(client::ApiClient& api, client::Informer* services = nullptr);
 
 }  // namespace skiff::kubelet

@@ -253,11 +253,61 @@ std::string expand_vars(const std::string& s,
   return out;
 }
 
+std::vector<std::pair<std::string, std::string>> service_env(const Json& pod,
+                                                             const ObjectSource& source) {
+  std::vector<std::pair<std::string, std::string>> env;
+  if (!source.services) return env;
+  std::string ns = str(metadata(pod), "namespace");
+  bool links = member(spec(pod), "enableServiceLinks") != false;
+  std::vector<Json> services;
+  if (links) services = source.services(ns);
+  if (ns != "default" || !links) {
+    for (Json& svc : source.services("default")) {
+      if (str(metadata(svc), "name") == "kubernetes") services.push_back(std::move(svc));
+    }
+  }
+  std::sort(services.begin(), services.end(), [](const Json& a, const Json& b) {
+    return str(metadata(a), "name") < str(metadata(b), "name");
+  });
+  for (const Json& svc : services) {
+    std::string ip = str(spec(svc), "clusterIP");
+    if (ip.empty() || ip == "None") continue;
+    std::string prefix = str(metadata(svc), "name");
+    for (char& c : prefix) c = c == '-' ? '_' : static_cast<char>(std::toupper(c));
+    const Json& ports = member(spec(svc), "ports");
+    if (!ports.is_array() || ports.empty()) continue;
+    env.emplace_back(prefix + "_SERVICE_HOST", ip);
+    env.emplace_back(prefix + "_SERVICE_PORT", std::to_string(ports[0].value("port", 0)));
+    for (const Json& p : ports) {
+      std::string name = str(p, "name");
+      if (name.empty()) continue;
+      for (char& c : name) c = c == '-' ? '_' : static_cast<char>(std::toupper(c));
+      env.emplace_back(prefix + "_SERVICE_PORT_" + name, std::to_string(p.value("port", 0)));
+    }
+    std::string proto0 = str(ports[0], "protocol", "TCP");
+    for (char& c : proto0) c = static_cast<char>(std::tolower(c));
+    env.emplace_back(prefix + "_PORT",
+                     proto0 + "://" + ip + ":" + std::to_string(ports[0].value("port", 0)));
+    for (const Json& p : ports) {
+      std::string proto = str(p, "protocol", "TCP");
+      std::string lower = proto;
+      for (char& c : lower) c = static_cast<char>(std::tolower(c));
+      std::string port = std::to_string(p.value("port", 0));
+      std::string base = prefix + "_PORT_" + port + "_" + proto;
+      env.emplace_back(base, lower + "://" + ip + ":" + port);
+      env.emplace_back(base + "_PROTO", lower);
+      env.emplace_back(base + "_PORT", port);
+      env.emplace_back(base + "_ADDR", ip);
+    }
+  }
+  return env;
+}
+
 Result<std::vector<std::pair<std::string, std::string>>> container_env(const Json& pod,
                                                                        const Json& container,
                                                                        const std::string& pod_ip,
                                                                        const ObjectSource& source) {
-  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<std::pair<std::string, std::string>> env = service_env(pod, source);
   std::string ns = str(metadata(pod), "namespace");
   auto set = [&](const std::string& name, std::string value) {
     for (auto& kv : env) {

@@ -58,12 +58,21 @@ struct ObjectSource {
   std::function<Result<std::map<std::string, std::string>>(const std::string& ns,
                                                            const std::string& name)>
       config_map;
+  // The Services of a namespace, for the service environment variables (optional).
+  std::function<std::vector<Json>(const std::string& ns)> services;
   std::function<Result<std::map<std::string, std::string>>(const std::string& ns,
                                                            const std::string& name)>
       secret;
 };
 
-// The container's environment, in upstream's order: envFrom sources, then env entries (with
+// The service links of a pod (upstream's FOO_SERVICE_HOST, FOO_PORT_80_TCP_ADDR, ...): the
+// Services with a cluster IP in the pod's namespace when spec.enableServiceLinks is not false,
+// and always the `kubernetes` Service of the default namespace.
+std::vector<std::pair<std::string, std::string>> service_env(const Json& pod,
+                                                             const ObjectSource& source);
+
+// The container's environment, in upstream's order: service links, envFrom sources, then env
+// entries (with
 // $(VAR) references to earlier ones expanded), each later one replacing an earlier one of the
 // same name. Errors name the missing ConfigMap, Secret or key (CreateContainerConfigError).
 Result<std::vector<std::pair<std::string, std::string>>> container_env(const Json& pod,

@@ -246,14 +246,19 @@ Status PodRuntime::ensure_image(const Json& pod, const Json& container, std::str
   std::string uid = str(member(pod, "metadata"), "uid");
   v1::ImageSpec spec;
   spec.set_image(image);
+  auto event = [&](const char* type, const char* reason, const std::string& message) {
+    if (events_) events_(pod, type, reason, message);
+  };
   SKIFF_ASSIGN_OR_RETURN(auto present, images_.image_status(spec));
   if (present && policy != "Always") {
     *image_ref = present->id();
+    event("Normal", "Pulled", "Container image \"" + image + "\" already present on machine");
     return Status::ok();
   }
   if (!present && policy == "Never") {
     *waiting = {"ErrImageNeverPull",
                 "Container image \"" + image + "\" is not present with pull policy of Never"};
+    event("Warning", "ErrImageNeverPull", waiting->message);
     return error(StatusCode::kFailedPrecondition, waiting->message);
   }
   milliseconds left{};
@@ -284,6 +289,7 @@ Status PodRuntime::start_container(const Json& pod, const Json& container, bool 
   auto env = container_env(pod, container, sandbox.ip, objects_);
   if (!env.is_ok()) {
     *waiting = {"CreateContainerConfigError", env.status().message()};
+    if (events_) events_(pod, "Warning", "Failed", "Error: " + env.status().message());
     return env.status();
   }
   auto mounts = volumes_.mounts_for(pod, container, sandbox.ip, sandbox_config.hostname());
@@ -295,16 +301,23 @@ Status PodRuntime::start_container(const Json& pod, const Json& container, bool 
       container_config(node_, pod, container, init, restart_count, *env, *mounts);
   std::error_code ec;
   std::filesystem::create_directories(sandbox_config.log_directory() + "/" + name, ec);
+  auto event = [&](const char* type, const char* reason, const std::string& message) {
+    if (events_) events_(pod, type, reason, message);
+  };
   auto id = runtime_.create_container(sandbox.id, config, sandbox_config);
   if (!id.is_ok()) {
     *waiting = {"CreateContainerError", id.status().message()};
+    event("Warning", "Failed", "Error: " + id.status().message());
     return id.status();
   }
+  event("Normal", "Created", "Created container " + name);
   Status started = runtime_.start_container(*id);
   if (!started.is_ok()) {
     *waiting = {"RunContainerError", started.message()};
+    event("Warning", "Failed", "Error: " + started.message());
     return started;
   }
+  event("Normal", "Started", "Started container " + name);
   const Json& post_start = member(member(container, "lifecycle"), "postStart");
   if (post_start.is_object()) {
     // Upstream: a failed postStart hook kills the container (it then restarts per policy).
@@ -401,6 +414,10 @@ SyncResult PodRuntime::sync(const Json& pod, const RuntimePod& known) {
     std::string name = str(c, "name");
     milliseconds left{};
     if (in_backoff(uid, name, &left)) {
+      if (events_) {
+        events_(pod, "Warning", "BackOff",
+                "Back-off restarting failed container " + name + " in pod " + pod_key(pod));
+      }
       result.waiting[name] = {"CrashLoopBackOff",
                               "back-off " + std::to_string((left.count() + 999) / 1000) +
                                   "s restarting failed container=" + name + " pod=" + pod_key(pod)};
@@ -496,6 +513,9 @@ Status PodRuntime::kill(const RuntimePod& pod, int64_t grace_seconds, const Json
     Json container;
     if (spec != nullptr) {
       if (const Json* found = container_spec(*spec, c.name)) container = *found;
+    }
+    if (events_ && spec != nullptr && c.state == v1::CONTAINER_RUNNING) {
+      events_(*spec, "Normal", "Killing", "Stopping container " + c.name);
     }
     stops.push_back(std::async(std::launch::async, [this, id, grace_seconds, container, pod_ip,
                                                     running = c.state == v1::CONTAINER_RUNNING] {

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -119,6 +120,12 @@ class PodRuntime {
   // Forgets back-off state for a pod that is gone.
   void forget(const std::string& uid);
 
+  // Where the kubelet's events about pods go (Pulled, Created, Started, Killing, BackOff,
+  // Failed, as upstream names them). Set before use; optional.
+  using EventSink = std::function<void(const Json& pod, const std::string& type,
+                                       const std::string& reason, const std::string& message)>;
+  void set_event_sink(EventSink sink) { events_ = std::move(sink); }
+
  private:
   struct Backoff {
     std::chrono::steady_clock::time_point until;
@@ -140,6 +147,7 @@ class PodRuntime {
   VolumeManager& volumes_;
   const ObjectSource objects_;
   const BackoffPolicy backoff_;
+  EventSink events_;
 
   std::mutex mu_;
   std::map<std::string, Backoff> backoff_state_;  // "uid/container"; guarded by mu_

@@ -229,5 +229,55 @@ TEST(PodConfigTest, GracePeriodPrefersTheDeletions) {
   EXPECT_EQ(grace_period_seconds(pod), 3);
 }
 
+TEST(PodConfigTest, ServiceLinksFollowUpstreamNaming) {
+  ObjectSource source = test_source();
+  source.services = [](const std::string& ns) {
+    std::vector<Json> out;
+    if (ns == "shop") {
+      out.push_back(Json::parse(R"({"metadata": {"name": "web-api", "namespace": "shop"},
+          "spec": {"clusterIP": "10.43.0.20", "ports": [
+            {"name": "http", "port": 80, "protocol": "TCP"},
+            {"name": "dns-udp", "port": 53, "protocol": "UDP"}]}})"));
+      out.push_back(Json::parse(R"({"metadata": {"name": "headless", "namespace": "shop"},
+          "spec": {"clusterIP": "None", "ports": [{"port": 80}]}})"));
+    }
+    if (ns == "default") {
+      out.push_back(Json::parse(R"({"metadata": {"name": "kubernetes", "namespace": "default"},
+          "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}})"));
+      out.push_back(Json::parse(R"({"metadata": {"name": "other", "namespace": "default"},
+          "spec": {"clusterIP": "10.43.0.30", "ports": [{"port": 1}]}})"));
+    }
+    return out;
+  };
+  Json pod = test_pod();
+  auto env = service_env(pod, source);
+  std::map<std::string, std::string> m(env.begin(), env.end());
+  EXPECT_EQ(m["WEB_API_SERVICE_HOST"], "10.43.0.20");
+  EXPECT_EQ(m["WEB_API_SERVICE_PORT"], "80");
+  EXPECT_EQ(m["WEB_API_SERVICE_PORT_HTTP"], "80");
+  EXPECT_EQ(m["WEB_API_SERVICE_PORT_DNS_UDP"], "53");
+  EXPECT_EQ(m["WEB_API_PORT"], "tcp://10.43.0.20:80");
+  EXPECT_EQ(m["WEB_API_PORT_53_UDP"], "udp://10.43.0.20:53");
+  EXPECT_EQ(m["WEB_API_PORT_53_UDP_PROTO"], "udp");
+  EXPECT_EQ(m["WEB_API_PORT_80_TCP_ADDR"], "10.43.0.20");
+  EXPECT_EQ(m["KUBERNETES_SERVICE_HOST"], "10.43.0.1");
+  EXPECT_EQ(m["KUBERNETES_SERVICE_PORT"], "443");
+  EXPECT_EQ(m.count("HEADLESS_SERVICE_HOST"), 0u);  // no cluster IP
+  EXPECT_EQ(m.count("OTHER_SERVICE_HOST"), 0u);     // another namespace
+  // enableServiceLinks false: only the API server's service.
+  pod["spec"]["enableServiceLinks"] = false;
+  env = service_env(pod, source);
+  m = std::map<std::string, std::string>(env.begin(), env.end());
+  EXPECT_EQ(m.count("WEB_API_SERVICE_HOST"), 0u);
+  EXPECT_EQ(m["KUBERNETES_SERVICE_HOST"], "10.43.0.1");
+  // The container's own env comes after, and wins.
+  pod["spec"]["containers"][0]["env"] =
+      Json::parse(R"([{"name": "KUBERNETES_SERVICE_HOST", "value": "mine"}])");
+  auto all = container_env(pod, pod["spec"]["containers"][0], "", source);
+  ASSERT_TRUE(all.is_ok());
+  EXPECT_EQ(env_value(*all, "KUBERNETES_SERVICE_HOST"), "mine");
+  EXPECT_EQ(all->front().first.rfind("KUBERNETES_", 0), 0u);
+}
+
 }  // namespace
 }  // namespace skiff::kubelet

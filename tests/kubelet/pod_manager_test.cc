@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "client/fake_api_client.h"
 #include "kubelet/cri/fake_runtime.h"
@@ -140,6 +141,17 @@ TEST_F(PodManagerTest, BoundPodRunsAndReportsRunningStatus) {
   bool found = false;
   for (const auto& kv : config->envs()) found |= kv.key() == "A" && kv.value() == "1";
   EXPECT_TRUE(found);
+  // The kubelet's events tell the story, as upstream's do.
+  ASSERT_TRUE(eventually([&] {
+    std::set<std::string> reasons;
+    auto events = api_.list(client::resources::kEvents, "default");
+    if (events.is_ok()) {
+      for (const Json& e : (*events)["items"]) {
+        if (e["involvedObject"].value("name", "") == "web") reasons.insert(e.value("reason", ""));
+      }
+    }
+    return reasons.count("Pulled") && reasons.count("Created") && reasons.count("Started");
+  }));
   // Nothing more happens while nothing changes.
   int creates = runtime_.call_count("CreateContainer");
   EXPECT_TRUE(
@@ -174,7 +186,7 @@ TEST_F(PodManagerTest, CrashingContainerRestartsWithBackOff) {
            container_status("crash")["state"].contains("running");
   }));
   // Old exited containers beyond the newest two are pruned.
-  EXPECT_LE(containers_of(uid).size(), 2u);
+  EXPECT_TRUE(eventually([&] { return containers_of(uid).size() <= 2u; }));
 }
 
 TEST_F(PodManagerTest, NeverAndOnFailurePoliciesEndThePod) {
@@ -264,8 +276,6 @@ TEST_F(PodManagerTest, DeletedPodIsStoppedWithGraceThenRemovedAndCleanedUp) {
   client::DeleteOptions graceful;
   graceful.grace_period_seconds = 4;
   ASSERT_TRUE(api_.remove(kPods, "default", "bye", graceful).is_ok());
-  Json deleting = get("bye");
-  ASSERT_TRUE(deleting["metadata"].contains("deletionTimestamp"));
   ASSERT_TRUE(eventually([&] { return !api_.get(kPods, "default", "bye").is_ok(); }));
   // The final status was written before the delete, and the delete was unconditional.
   bool final_status = false;
