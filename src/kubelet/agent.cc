@@ -20,6 +20,8 @@
 #include "kubelet/kubelet.h"
 #include "kubelet/node_status.h"
 #include "kubelet/server/kubelet_server.h"
+#include "kubelet/stats/resource_metrics.h"
+#include "kubelet/stats/stats_provider.h"
 
 namespace skiff::kubelet {
 namespace {
@@ -82,6 +84,7 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   // is declared first so that it outlives containerd on every path out of here.
   std::unique_ptr<images::RegistryMirror> mirror;
   std::unique_ptr<containerd::ContainerdSupervisor> supervisor;
+  std::string image_fs_path;  // containerd's root, when it is ours
   std::string endpoint = o.container_runtime_endpoint;
   std::string cni_conf_dir = agent_dir + "/cni/net.d";
   if (endpoint.empty()) {
@@ -92,6 +95,7 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     // The node's own images, served as the registry mirror containerd asks first: a pull of an
     // image the node has (imagePullPolicy Always) succeeds offline.
     SKIFF_ASSIGN_OR_RETURN(containerd::ContainerdPaths paths, containerd::containerd_paths(co));
+    image_fs_path = paths.root;
     images::RegistryMirrorOptions mirror_options;
     mirror_options.content_dir = images::containerd_content_dir(paths.root);
     mirror_options.hosts_dir = paths.base + "/certs.d";
@@ -154,6 +158,19 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   fs::create_directories(pods.manifest_dir, ec);
   PodManager manager(*api, *runtime, *runtime, pods);
 
+  // Resource usage from the node's and pods' cgroups (cAdvisor's part), for /stats/summary.
+  stats::StatsProviderOptions st;
+  st.node_name = node_name;
+  st.cgroup_root = o.cgroup_root;
+  st.pods_dir = pods.pods_dir;
+  st.pod_log_root = o.pod_log_dir;
+  st.node_fs_path = fs::absolute(o.data_dir).string();
+  st.image_fs_path = image_fs_path;
+  st.runtime = runtime.get();
+  st.images = runtime.get();
+  st.pods = [&manager] { return stats::pods_from_pod_list(manager.pod_list()); };
+  stats::CgroupStatsProvider stats_provider(st);
+
   status.start();
   manager.start();
 
@@ -181,6 +198,11 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     target.running = [&manager, id] { return manager.container_running(id); };
     return target;
   };
+  lookup.stats_summary = [&stats_provider](bool only_cpu_and_memory) {
+    return stats::summary_json(stats_provider, only_cpu_and_memory);
+  };
+  lookup.resource_metrics = [&stats_provider] { return stats::resource_metrics(stats_provider); };
+  stats_provider.start();
   SKIFF_ASSIGN_OR_RETURN(auto kubelet_server, server::KubeletServer::create(so, lookup));
   SKIFF_LOG_INFO("kubelet: node {} ({}) running", node_name, node_ip);
 
@@ -190,6 +212,7 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   cv.wait(lock, stop, [] { return false; });
 
   kubelet_server->stop();
+  stats_provider.stop();
   manager.stop();
   status.stop();
   runtime.reset();
