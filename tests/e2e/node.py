@@ -184,7 +184,12 @@ class NodeTestCase(harness.ServerTestCase):
                     if rc == 0 and not out.strip():
                         break
                     time.sleep(0.5)
-                time.sleep(2)  # the kubelet's last clean-ups
+                # The kubelet has cleaned up (sandboxes, network namespaces, volumes) once
+                # its pod directories are gone.
+                pods_dir = os.path.join(srv.data_dir, "agent", "pods")
+                deadline = time.time() + 60
+                while time.time() < deadline and os.path.isdir(pods_dir) and os.listdir(pods_dir):
+                    time.sleep(0.5)
             if srv is not None:
                 srv._kill()
             # Whatever is left: processes of this node's containers and shims, by PID.
