@@ -474,6 +474,60 @@ v1::ContainerConfig container_config(const NodeSettings& node, const Json& pod,
   return config;
 }
 
+std::string image_registry(const std::string& image) {
+  size_t slash = image.find('/');
+  if (slash == std::string::npos) return "docker.io";
+  std::string first = image.substr(0, slash);
+  if (first.find('.') == std::string::npos && first.find(':') == std::string::npos &&
+      first != "localhost") {
+    return "docker.io";
+  }
+  return first;
+}
+
+namespace {
+
+// "https://index.docker.io/v1/" → "docker.io"; "r.example:5000/path" → "r.example:5000".
+std::string registry_of_key(std::string key) {
+  size_t scheme = key.find("://");
+  if (scheme != std::string::npos) key = key.substr(scheme + 3);
+  size_t slash = key.find('/');
+  if (slash != std::string::npos) key = key.substr(0, slash);
+  if (key == "index.docker.io" || key == "registry-1.docker.io") key = "docker.io";
+  return key;
+}
+
+}  // namespace
+
+std::optional<RegistryAuth> pull_credentials(const Json& pod, const std::string& image,
+                                             const ObjectSource& source) {
+  if (!source.secret) return std::nullopt;
+  std::string registry = image_registry(image);
+  std::string ns = str(metadata(pod), "namespace");
+  for (const Json& ref : member(spec(pod), "imagePullSecrets")) {
+    auto data = source.secret(ns, str(ref, "name"));
+    if (!data.is_ok()) continue;
+    Json auths;
+    if (auto it = data->find(".dockerconfigjson"); it != data->end()) {
+      auths = Json::parse(it->second, nullptr, false);
+      auths = auths.is_object() ? member(auths, "auths") : Json();
+    } else if (auto old = data->find(".dockercfg"); old != data->end()) {
+      auths = Json::parse(old->second, nullptr, false);
+    }
+    if (!auths.is_object()) continue;
+    for (auto& [key, entry] : auths.items()) {
+      if (registry_of_key(key) != registry || !entry.is_object()) continue;
+      RegistryAuth auth;
+      auth.server = key;
+      auth.username = str(entry, "username");
+      auth.password = str(entry, "password");
+      auth.auth = str(entry, "auth");
+      return auth;
+    }
+  }
+  return std::nullopt;
+}
+
 int64_t grace_period_seconds(const Json& pod) {
   const Json& meta = metadata(pod);
   if (member(meta, "deletionGracePeriodSeconds").is_number_integer())

@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -97,6 +98,22 @@ v1::ContainerConfig container_config(const NodeSettings& node, const Json& pod,
                                      const Json& container, bool init, uint32_t restart_count,
                                      const std::vector<std::pair<std::string, std::string>>& env,
                                      const std::vector<ContainerMount>& mounts);
+
+// The registry host of an image reference ("busybox" → "docker.io", "r.example:5000/a/b:1" →
+// "r.example:5000").
+std::string image_registry(const std::string& image);
+
+// Credentials for pulling `image` from the pod's imagePullSecrets (kubernetes.io/dockerconfigjson
+// and kubernetes.io/dockercfg secrets), the first entry whose registry matches the image's.
+// Missing secrets are skipped, as upstream does. nullopt when none matches.
+struct RegistryAuth {
+  std::string server;
+  std::string username;
+  std::string password;
+  std::string auth;  // base64 "user:password", when the secret gives it that way
+};
+std::optional<RegistryAuth> pull_credentials(const Json& pod, const std::string& image,
+                                             const ObjectSource& source);
 
 // The pod's grace period for a stop: the deletion's when it is being deleted, else the spec's.
 int64_t grace_period_seconds(const Json& pod);

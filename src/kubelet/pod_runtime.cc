@@ -268,6 +268,12 @@ Status PodRuntime::ensure_image(const Json& pod, const Json& container, std::str
     return error(StatusCode::kUnavailable, waiting->message);
   }
   v1::AuthConfig auth;
+  if (auto creds = pull_credentials(pod, image, objects_)) {
+    auth.set_server_address(creds->server);
+    auth.set_username(creds->username);
+    auth.set_password(creds->password);
+    auth.set_auth(creds->auth);
+  }
   auto pulled = images_.pull_image(spec, auth, v1::PodSandboxConfig());
   if (!pulled.is_ok()) {
     bump_backoff(uid, key);

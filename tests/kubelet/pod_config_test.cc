@@ -279,5 +279,42 @@ TEST(PodConfigTest, ServiceLinksFollowUpstreamNaming) {
   EXPECT_EQ(all->front().first.rfind("KUBERNETES_", 0), 0u);
 }
 
+TEST(PodConfigTest, PullCredentialsComeFromImagePullSecrets) {
+  EXPECT_EQ(image_registry("busybox"), "docker.io");
+  EXPECT_EQ(image_registry("library/busybox:1"), "docker.io");
+  EXPECT_EQ(image_registry("registry.example:5000/team/app:1"), "registry.example:5000");
+  EXPECT_EQ(image_registry("localhost/app"), "localhost");
+  ObjectSource source;
+  source.secret = [](const std::string& ns,
+                     const std::string& name) -> Result<std::map<std::string, std::string>> {
+    if (name == "regcred") {
+      return std::map<std::string, std::string>{
+          {".dockerconfigjson",
+           R"({"auths": {"https://index.docker.io/v1/": {"username": "hub", "password": "p1"},
+                         "127.0.0.1:5000": {"auth": "dXNlcjpwdw=="}}})"}};
+    }
+    if (name == "old") {
+      return std::map<std::string, std::string>{
+          {".dockercfg", R"({"quay.example": {"username": "q", "password": "p2"}})"}};
+    }
+    return error(StatusCode::kNotFound, "not found");
+  };
+  Json pod = test_pod();
+  EXPECT_FALSE(pull_credentials(pod, "busybox", source).has_value());  // no secrets named
+  pod["spec"]["imagePullSecrets"] =
+      Json::parse(R"([{"name": "missing"}, {"name": "regcred"}, {"name": "old"}])");
+  auto hub = pull_credentials(pod, "busybox", source);
+  ASSERT_TRUE(hub.has_value());
+  EXPECT_EQ(hub->username, "hub");
+  EXPECT_EQ(hub->password, "p1");
+  auto local = pull_credentials(pod, "127.0.0.1:5000/app:1", source);
+  ASSERT_TRUE(local.has_value());
+  EXPECT_EQ(local->auth, "dXNlcjpwdw==");
+  auto quay = pull_credentials(pod, "quay.example/x/y", source);
+  ASSERT_TRUE(quay.has_value());
+  EXPECT_EQ(quay->username, "q");
+  EXPECT_FALSE(pull_credentials(pod, "other.example/z", source).has_value());
+}
+
 }  // namespace
 }  // namespace skiff::kubelet

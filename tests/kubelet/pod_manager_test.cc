@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 
+#include "base/kubeconfig.h"
 #include "client/fake_api_client.h"
 #include "kubelet/cri/fake_runtime.h"
 #include "kubelet/kubelet.h"
@@ -489,6 +490,31 @@ TEST_F(PodManagerTest, StaticPodsRunWithMirrorPods) {
   std::filesystem::remove(dir + "/web.yaml");
   ASSERT_TRUE(eventually([&] { return containers_of(hash).empty(); }));
   ASSERT_TRUE(eventually([&] { return !api_.get(kPods, "default", "web-n1").is_ok(); }));
+}
+
+TEST_F(PodManagerTest, PullsUseThePodsImagePullSecrets) {
+  runtime_.add_pullable_image("registry.example:5000/app:1");
+  api_.seed(
+      client::resources::kSecrets,
+      {{"apiVersion", "v1"},
+       {"kind", "Secret"},
+       {"metadata", {{"name", "regcred"}, {"namespace", "default"}}},
+       {"type", "kubernetes.io/dockerconfigjson"},
+       {"data",
+        {{".dockerconfigjson",
+          base64_encode(
+              R"({"auths": {"registry.example:5000": {"username": "u", "password": "pw"}}})")}}}});
+  Json p = pod("private", Json::parse(R"([{"name": "main", "image": "registry.example:5000/app:1",
+                                           "imagePullPolicy": "Always"}])"));
+  p["spec"]["imagePullSecrets"] = Json::parse(R"([{"name": "regcred"}])");
+  seed(p);
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("private") == "Running"; }));
+  auto auths = runtime_.pull_auths();
+  ASSERT_FALSE(auths.empty());
+  EXPECT_EQ(auths[0].username(), "u");
+  EXPECT_EQ(auths[0].password(), "pw");
+  EXPECT_EQ(auths[0].server_address(), "registry.example:5000");
 }
 
 }  // namespace

@@ -615,6 +615,7 @@ Result<std::string> FakeRuntime::pull_image(const v1::ImageSpec& spec, const v1:
   SKIFF_RETURN_IF_ERROR(begin_call("PullImage"));
   std::string name = normalize_image(spec.image());
   if (name.empty()) return Status(StatusCode::kInvalidArgument, "no image to pull");
+  pull_auths_.push_back(auth);
   if (!pullable_.contains(name)) {
     return Status(pull_error_.code(),
                   "failed to pull and unpack image \"" + name + "\": " + pull_error_.message());
@@ -629,6 +630,11 @@ Result<std::string> FakeRuntime::pull_image(const v1::ImageSpec& spec, const v1:
     it = images_.emplace(name, record).first;
   }
   return it->second.id;
+}
+
+std::vector<v1::AuthConfig> FakeRuntime::pull_auths() const {
+  std::lock_guard lock(mu_);
+  return pull_auths_;
 }
 
 Status FakeRuntime::remove_image(const v1::ImageSpec& spec) {

@@ -90,6 +90,8 @@ class FakeRuntime final : public RuntimeService, public ImageService {
   void set_pull_error(Status error);
   // Names of the images pulled so far, in order.
   std::vector<std::string> pulled_images() const;
+  // The credentials each pull was given, in order (empty AuthConfig when none).
+  std::vector<v1::AuthConfig> pull_auths() const;
 
   // The next call of `method` (its CRI name: "RunPodSandbox", "StartContainer", "PullImage",
   // ...) fails with `error` instead of doing anything. Injected errors queue up per method.
@@ -186,6 +188,7 @@ class FakeRuntime final : public RuntimeService, public ImageService {
   std::set<std::string> pullable_;             // normalized names
   Status pull_error_;
   std::vector<std::string> pulled_;
+  std::vector<v1::AuthConfig> pull_auths_;
   std::map<std::string, std::deque<Status>> injected_;
   std::map<std::pair<std::string, std::string>, v1::ExecSyncResponse> exec_results_;
   std::map<std::string, v1::RuntimeCondition> conditions_;
