@@ -161,6 +161,9 @@ void add_node_flags(CLI::App* cmd, skiff::kubelet::KubeletOptions& o) {
   cmd->add_option("--cluster-domain", o.cluster_domain, "Cluster DNS domain")
       ->capture_default_str();
   cmd->add_option("--cni-bin-dir", o.cni_bin_dir, "CNI plugin directory")->capture_default_str();
+  cmd->add_option("--eviction-hard", o.eviction_hard,
+                  "Hard eviction thresholds (\"\" disables eviction)")
+      ->capture_default_str();
   add_duration_option(cmd, "--node-status-update-frequency", o.node_status_update_frequency,
                       "How often the node status is reported");
   add_duration_option(cmd, "--sync-frequency", o.sync_frequency, "How often each pod is resynced");

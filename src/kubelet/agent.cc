@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "kubelet/cni/cni_config.h"
 #include "kubelet/containerd/supervisor.h"
 #include "kubelet/cri/grpc_runtime.h"
+#include "kubelet/eviction.h"
 #include "kubelet/images/builtin.h"
 #include "kubelet/images/import.h"
 #include "kubelet/images/registry_mirror.h"
@@ -130,6 +132,16 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   node.register_node = o.register_node;
   node.pod_cidr = o.pod_cidr;
   node.status_update_interval = o.node_status_update_frequency;
+  SKIFF_ASSIGN_OR_RETURN(std::vector<Threshold> thresholds, parse_thresholds(o.eviction_hard));
+  std::atomic<EvictionManager*> eviction_ptr{nullptr};
+  node.memory_pressure = [&eviction_ptr] {
+    EvictionManager* e = eviction_ptr.load();
+    return e != nullptr && e->memory_pressure();
+  };
+  node.disk_pressure = [&eviction_ptr] {
+    EvictionManager* e = eviction_ptr.load();
+    return e != nullptr && e->disk_pressure();
+  };
   NodeStatusManager* status_ptr = nullptr;
   NodeStatusManager status(*api, *runtime, node, [&](const std::string& cidr) {
     cni::CniConfigOptions cni;
@@ -171,6 +183,17 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   st.pods = [&manager] { return stats::pods_from_pod_list(manager.pod_list()); };
   stats::CgroupStatsProvider stats_provider(st);
 
+  EvictionManager eviction(
+      thresholds,
+      EvictionManager::Hooks{
+          .summary = [&stats_provider] { return stats_provider.summary(false); },
+          .active_pods = [&manager] { return manager.active_pods(); },
+          .evict = [&manager](const std::string& uid,
+                              const std::string& message) { manager.evict(uid, message); },
+          .pressure_changed = [&status] { status.poke(); },
+      });
+  eviction_ptr = &eviction;
+
   status.start();
   manager.start();
 
@@ -203,6 +226,7 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   };
   lookup.resource_metrics = [&stats_provider] { return stats::resource_metrics(stats_provider); };
   stats_provider.start();
+  if (!thresholds.empty()) eviction.start();
   SKIFF_ASSIGN_OR_RETURN(auto kubelet_server, server::KubeletServer::create(so, lookup));
   SKIFF_LOG_INFO("kubelet: node {} ({}) running", node_name, node_ip);
 
@@ -212,6 +236,8 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   cv.wait(lock, stop, [] { return false; });
 
   kubelet_server->stop();
+  eviction.stop();
+  eviction_ptr = nullptr;
   stats_provider.stop();
   manager.stop();
   status.stop();

@@ -43,6 +43,9 @@ struct KubeletOptions {
   std::string cluster_domain = "cluster.local";
   std::string cni_bin_dir = "/usr/lib/cni";
 
+  // Hard eviction thresholds; "" disables eviction.
+  std::string eviction_hard = "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%";
+
   std::chrono::milliseconds node_status_update_frequency{10000};
   std::chrono::milliseconds sync_frequency{10000};
 };

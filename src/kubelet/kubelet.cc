@@ -216,6 +216,29 @@ Result<PodManager::LogLocation> PodManager::container_log(const std::string& ns,
   return loc;
 }
 
+std::vector<Json> PodManager::active_pods() const {
+  std::vector<Json> out;
+  std::lock_guard lock(mu_);
+  for (const auto& [uid, e] : entries_) {
+    if (e.pod == nullptr || !e.evicted.empty() || is_terminal(*e.pod) ||
+        (*e.pod)["metadata"].contains("deletionTimestamp") || e.is_static) {
+      continue;  // upstream never evicts static (critical) pods
+    }
+    out.push_back(*e.pod);
+  }
+  return out;
+}
+
+void PodManager::evict(const std::string& uid, const std::string& message) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(uid);
+    if (it == entries_.end()) return;
+    it->second.evicted = message;
+  }
+  queue_.add(uid);
+}
+
 bool PodManager::container_running(const std::string& container_id) {
   auto status = cri_.container_status(container_id);
   return status.is_ok() && status->state() == v1::CONTAINER_RUNNING;
@@ -248,6 +271,20 @@ Status PodManager::sync(const std::string& uid) {
   const Json& pod = *entry.pod;
   const Json& meta = pod["metadata"];
 
+  if (!entry.evicted.empty() && !is_terminal(pod) && !meta.contains("deletionTimestamp")) {
+    // Evicted: kill everything at once and end the pod Failed, reason Evicted.
+    prober_.forget_pod(uid);
+    recorder_.event(pod, "Warning", "Evicted", entry.evicted);
+    if (runtime.any_running()) {
+      SKIFF_RETURN_IF_ERROR(runtime_.kill(runtime, 0, &pod));
+      SKIFF_ASSIGN_OR_RETURN(runtime, runtime_.inspect(uid));
+    }
+    Json status = runtime_.pod_status(pod, runtime, {}, {});
+    status["phase"] = "Failed";
+    status["reason"] = "Evicted";
+    status["message"] = entry.evicted;
+    return write_status(pod, status, &entry);
+  }
   if (meta.contains("deletionTimestamp") || is_terminal(pod)) {
     // Terminating: stop everything, report the final status.
     prober_.forget_pod(uid);

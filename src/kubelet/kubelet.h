@@ -80,10 +80,16 @@ class PodManager {
   // Whether the container instance still runs.
   bool container_running(const std::string& container_id);
 
+  // Pods that run here and are neither finished nor being deleted (eviction candidates).
+  std::vector<Json> active_pods() const;
+  // Evicts a pod: its containers are killed and it ends Failed, reason Evicted, with `message`.
+  void evict(const std::string& uid, const std::string& message);
+
  private:
   struct Entry {
     client::ObjectPtr pod;  // nullptr once the API (or the manifest directory) no longer has it
     bool is_static = false;
+    std::string evicted;         // the eviction message, once evicted
     std::string written_status;  // the status last written, as JSON text
   };
 

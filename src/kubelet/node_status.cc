@@ -256,13 +256,20 @@ Json NodeStatusManager::node_status(const cri::v1::StatusResponse* runtime_statu
     return Json{{"type", type}, {"status", status},         {"reason", r},
                 {"message", m}, {"lastHeartbeatTime", now}, {"lastTransitionTime", now}};
   };
-  Json conditions = Json::array({condition("MemoryPressure", "False", "KubeletHasSufficientMemory",
-                                           "kubelet has sufficient memory available"),
-                                 condition("DiskPressure", "False", "KubeletHasNoDiskPressure",
-                                           "kubelet has no disk pressure"),
-                                 condition("PIDPressure", "False", "KubeletHasSufficientPID",
-                                           "kubelet has sufficient PID available"),
-                                 condition("Ready", ready, reason, message)});
+  bool memory = options_.memory_pressure && options_.memory_pressure();
+  bool disk = options_.disk_pressure && options_.disk_pressure();
+  Json conditions =
+      Json::array({memory ? condition("MemoryPressure", "True", "KubeletHasInsufficientMemory",
+                                      "kubelet has insufficient memory available")
+                          : condition("MemoryPressure", "False", "KubeletHasSufficientMemory",
+                                      "kubelet has sufficient memory available"),
+                   disk ? condition("DiskPressure", "True", "KubeletHasDiskPressure",
+                                    "kubelet has disk pressure")
+                        : condition("DiskPressure", "False", "KubeletHasNoDiskPressure",
+                                    "kubelet has no disk pressure"),
+                   condition("PIDPressure", "False", "KubeletHasSufficientPID",
+                             "kubelet has sufficient PID available"),
+                   condition("Ready", ready, reason, message)});
   Json capacity = {
       {"cpu", std::to_string(machine_.cpus)},
       {"memory", std::to_string(machine_.memory_bytes / 1024) + "Ki"},

@@ -37,6 +37,9 @@ struct NodeStatusOptions {
   std::chrono::milliseconds lease_duration{40000};
   std::chrono::milliseconds lease_renew_interval{10000};
   std::chrono::milliseconds status_update_interval{10000};
+  // Whether the node is under memory and disk pressure (the eviction manager's view); optional.
+  std::function<bool()> memory_pressure;
+  std::function<bool()> disk_pressure;
 };
 
 // What the node reports about the machine (capacity, node info), read once at start.

@@ -517,5 +517,22 @@ TEST_F(PodManagerTest, PullsUseThePodsImagePullSecrets) {
   EXPECT_EQ(auths[0].server_address(), "registry.example:5000");
 }
 
+TEST_F(PodManagerTest, EvictedPodIsKilledAndEndsFailed) {
+  Json p = seed(pod("victim", Json::parse(R"([{"name": "main"}])")));
+  std::string uid = client::uid_of(p);
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("victim") == "Running"; }));
+  ASSERT_EQ(manager_->active_pods().size(), 1u);
+  manager_->evict(uid, "The node was low on resource: memory. ");
+  ASSERT_TRUE(eventually([&] { return phase("victim") == "Failed"; }));
+  Json status = get("victim")["status"];
+  EXPECT_EQ(status["reason"], "Evicted");
+  EXPECT_EQ(status["message"], "The node was low on resource: memory. ");
+  EXPECT_TRUE(running_container(uid).empty());
+  EXPECT_TRUE(manager_->active_pods().empty());
+  // It stays Failed: no restart.
+  EXPECT_TRUE(stays([&] { return running_container(uid).empty(); }, milliseconds(700)));
+}
+
 }  // namespace
 }  // namespace skiff::kubelet
