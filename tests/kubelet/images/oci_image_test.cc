@@ -284,8 +284,9 @@ TEST(PauseBinaryTest, ReapsOrphansAsPidOne) {
   }
   ASSERT_GT(pause_pid, 0);
   // A shell inside the namespace leaves a short-lived orphan behind; it is re-parented to pause.
+  // (Its output goes elsewhere: run_command waits for the end of the shell's pipes.)
   auto orphan = run_command({*nsenter, "-t", std::to_string(pause_pid), "-p", "--", "/bin/sh", "-c",
-                             "sleep 0.3 & echo $!"},
+                             "sleep 1.5 >/dev/null 2>&1 & echo $!"},
                             seconds(10));
   ASSERT_TRUE(orphan.is_ok() && orphan->status.success()) << orphan->err;
   // Once it has exited, pause must have reaped it: no zombie child of pause remains.
@@ -293,7 +294,8 @@ TEST(PauseBinaryTest, ReapsOrphansAsPidOne) {
       "/proc/" + std::to_string(pause_pid) + "/task/" + std::to_string(pause_pid) + "/children";
   bool adopted = false;
   bool reaped = false;
-  for (int i = 0; i < 300 && !reaped; ++i) {
+  // The orphan lives long enough to be seen adopted even when the shell is slow to return.
+  for (int i = 0; i < 600 && !reaped; ++i) {
     auto read = pki::read_file(children_file);
     std::string children = read.is_ok() ? *read : "";
     if (!children.empty()) adopted = true;
