@@ -5,16 +5,10 @@
 
 #include "api/quantity.h"
 #include "base/log.h"
+#include "kubelet/json_fields.h"
 
 namespace skiff::kubelet {
 namespace {
-
-const Json& member(const Json& obj, const char* key) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(key);
-  return it == obj.end() ? kNull : *it;
-}
 
 int64_t quantity(const Json& list, const char* name, bool milli) {
   const Json& q = member(list, name);

@@ -6,6 +6,7 @@
 
 #include "base/kubeconfig.h"
 #include "base/log.h"
+#include "kubelet/json_fields.h"
 #include "kubelet/static_pods.h"
 
 namespace skiff::kubelet {
@@ -15,13 +16,6 @@ using client::resources::kConfigMaps;
 using client::resources::kPods;
 using client::resources::kSecrets;
 using std::chrono::milliseconds;
-
-const Json& member(const Json& obj, const char* key) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(key);
-  return it == obj.end() ? kNull : *it;
-}
 
 bool is_terminal(const Json& pod) {
   std::string phase = member(pod, "status").value("phase", "");

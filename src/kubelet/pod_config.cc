@@ -4,22 +4,10 @@
 #include <string_view>
 
 #include "api/quantity.h"
+#include "kubelet/json_fields.h"
 
 namespace skiff::kubelet {
 namespace {
-
-std::string str(const Json& obj, const char* key, const std::string& fallback = "") {
-  auto it = obj.find(key);
-  if (it == obj.end() || !it->is_string()) return fallback;
-  return it->get<std::string>();
-}
-
-const Json& member(const Json& obj, const char* key) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(key);
-  return it == obj.end() ? kNull : *it;
-}
 
 const Json& metadata(const Json& pod) {
   return member(pod, "metadata");

@@ -11,24 +11,13 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "kubelet/json_fields.h"
 
 namespace skiff::kubelet {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-const Json& member(const Json& obj, const char* key) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(key);
-  return it == obj.end() ? kNull : *it;
-}
-
-int int_of(const Json& obj, const char* key, int fallback) {
-  const Json& v = member(obj, key);
-  return v.is_number_integer() ? v.get<int>() : fallback;
-}
 
 }  // namespace
 

@@ -9,23 +9,11 @@
 #include <map>
 #include <sstream>
 
+#include "kubelet/json_fields.h"
+
 namespace skiff::kubelet {
 namespace fs = std::filesystem;
 namespace {
-
-std::string str(const Json& obj, const char* key, const std::string& fallback = "") {
-  if (!obj.is_object()) return fallback;
-  auto it = obj.find(key);
-  if (it == obj.end() || !it->is_string()) return fallback;
-  return it->get<std::string>();
-}
-
-const Json& member(const Json& obj, const char* key) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(key);
-  return it == obj.end() ? kNull : *it;
-}
 
 Status io_error(const std::string& what, const std::error_code& ec) {
   return error(StatusCode::kInternal, what + ": " + ec.message());
