@@ -412,7 +412,9 @@ TEST_F(PodManagerTest, ReadinessProbeDrivesReadyAndLivenessRestarts) {
                          milliseconds(5000)));
   Json status = get("probed")["status"];
   for (const Json& c : status["conditions"]) {
-    if (c["type"] == "Ready") EXPECT_EQ(c["status"], "True");
+    if (c["type"] == "Ready") {
+      EXPECT_EQ(c["status"], "True");
+    }
   }
   // Liveness fails: the container is stopped and restarted.
   runtime_.set_exec_result({"alive"}, fail);
