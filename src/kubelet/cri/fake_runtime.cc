@@ -470,14 +470,8 @@ Status FakeRuntime::update_container_resources(const std::string& container_id,
 Status FakeRuntime::reopen_container_log(const std::string& container_id) {
   std::lock_guard lock(mu_);
   SKIFF_RETURN_IF_ERROR(begin_call("ReopenContainerLog"));
-  auto it = containers_.find(container_id);
-  if (it == containers_.end()) {
-    return Status(StatusCode::kNotFound, "container " + container_id + " not found");
-  }
-  if (it->second.state != v1::CONTAINER_RUNNING) {
-    return Status(StatusCode::kFailedPrecondition, "container " + container_id + " is not running");
-  }
-  ++it->second.reopen_count;
+  SKIFF_ASSIGN_OR_RETURN(ContainerRecord * c, running_container_locked(container_id));
+  ++c->reopen_count;
   return Status::ok();
 }
 
@@ -506,14 +500,7 @@ Result<v1::ExecSyncResponse> FakeRuntime::exec_sync(const std::string& container
 Result<std::string> FakeRuntime::exec(const v1::ExecRequest& request) {
   std::lock_guard lock(mu_);
   SKIFF_RETURN_IF_ERROR(begin_call("Exec"));
-  auto it = containers_.find(request.container_id());
-  if (it == containers_.end()) {
-    return Status(StatusCode::kNotFound, "container " + request.container_id() + " not found");
-  }
-  if (it->second.state != v1::CONTAINER_RUNNING) {
-    return Status(StatusCode::kFailedPrecondition,
-                  "container " + request.container_id() + " is not running");
-  }
+  SKIFF_RETURN_IF_ERROR(running_container_locked(request.container_id()).status());
   if (request.cmd().empty()) return Status(StatusCode::kInvalidArgument, "cmd is empty");
   return std::string(kStreamingBase) + "/exec/" + hex_id(++id_counter_).substr(0, 8);
 }
@@ -521,14 +508,7 @@ Result<std::string> FakeRuntime::exec(const v1::ExecRequest& request) {
 Result<std::string> FakeRuntime::attach(const v1::AttachRequest& request) {
   std::lock_guard lock(mu_);
   SKIFF_RETURN_IF_ERROR(begin_call("Attach"));
-  auto it = containers_.find(request.container_id());
-  if (it == containers_.end()) {
-    return Status(StatusCode::kNotFound, "container " + request.container_id() + " not found");
-  }
-  if (it->second.state != v1::CONTAINER_RUNNING) {
-    return Status(StatusCode::kFailedPrecondition,
-                  "container " + request.container_id() + " is not running");
-  }
+  SKIFF_RETURN_IF_ERROR(running_container_locked(request.container_id()).status());
   return std::string(kStreamingBase) + "/attach/" + hex_id(++id_counter_).substr(0, 8);
 }
 
@@ -694,17 +674,29 @@ void FakeRuntime::inject_error(const std::string& method, Status error) {
   injected_[method].push_back(std::move(error));
 }
 
-Status FakeRuntime::exit_container(const std::string& container_id, int32_t exit_code,
-                                   const std::string& reason, const std::string& message) {
-  std::lock_guard lock(mu_);
+Result<FakeRuntime::ContainerRecord*> FakeRuntime::container_locked(
+    const std::string& container_id) {
   auto it = containers_.find(container_id);
   if (it == containers_.end()) {
     return Status(StatusCode::kNotFound, "container " + container_id + " not found");
   }
-  if (it->second.state != v1::CONTAINER_RUNNING) {
+  return &it->second;
+}
+
+Result<FakeRuntime::ContainerRecord*> FakeRuntime::running_container_locked(
+    const std::string& container_id) {
+  SKIFF_ASSIGN_OR_RETURN(ContainerRecord * c, container_locked(container_id));
+  if (c->state != v1::CONTAINER_RUNNING) {
     return Status(StatusCode::kFailedPrecondition, "container " + container_id + " is not running");
   }
-  finish_container(it->second, exit_code, reason, message);
+  return c;
+}
+
+Status FakeRuntime::exit_container(const std::string& container_id, int32_t exit_code,
+                                   const std::string& reason, const std::string& message) {
+  std::lock_guard lock(mu_);
+  SKIFF_ASSIGN_OR_RETURN(ContainerRecord * c, running_container_locked(container_id));
+  finish_container(*c, exit_code, reason, message);
   return Status::ok();
 }
 

@@ -174,6 +174,9 @@ class FakeRuntime final : public RuntimeService, public ImageService {
   std::string next_id();
   std::string allocate_ip();
   const ImageRecord* find_image(const std::string& name_or_id) const;
+  // The container, or kNotFound; running_container_locked also kFailedPrecondition unless it runs.
+  Result<ContainerRecord*> container_locked(const std::string& container_id);
+  Result<ContainerRecord*> running_container_locked(const std::string& container_id);
   void finish_container(ContainerRecord& c, int32_t exit_code, std::string reason,
                         std::string message);
   void stop_sandbox_locked(Sandbox& sandbox, const std::string& sandbox_id);
