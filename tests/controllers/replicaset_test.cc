@@ -331,10 +331,16 @@ TEST_F(ReplicaSetControllerTest, RelabelledPodIsReleasedAndReplaced) {
   Json p = get(kPods, moved);
   p["metadata"]["labels"] = {{"app", "debug"}};
   ASSERT_TRUE(api_.update(kPods, "default", p).is_ok());
+  // One snapshot for both checks: reading the moved pod separately could see the release
+  // while the list was taken before it, with the replacement not yet created.
   ASSERT_TRUE(eventually([&] {
     int mine = 0;
-    for (const auto& q : pods()) mine += is_controlled_by(q, client::uid_of(rs));
-    return mine == 2 && client::controller_of(get(kPods, moved)) == nullptr;
+    bool released = false;
+    for (const auto& q : pods()) {
+      mine += is_controlled_by(q, client::uid_of(rs));
+      if (client::name_of(q) == moved) released = client::controller_of(q) == nullptr;
+    }
+    return mine == 2 && released;
   }));
   EXPECT_EQ(pods().size(), 3u);
 }
