@@ -6,7 +6,8 @@ set -euo pipefail
 build_pkgs=(g++ cmake ninja-build ccache pkg-config
   libboost-dev libboost-system-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev
-  libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev)
+  libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libldns-dev)
 test_pkgs=(etcd-server etcd-client python3-kubernetes)
 run_pkgs=(containerd runc containernetworking-plugins busybox-static nftables conntrack iproute2 iptables)
 
