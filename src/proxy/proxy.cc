@@ -1,0 +1,107 @@
+#include "proxy/proxy.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "base/kubeconfig.h"
+#include "base/log.h"
+#include "client/http_client.h"
+#include "proxy/nftables.h"
+#include "proxy/proxier.h"
+
+namespace skiff::proxy {
+namespace {
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  std::string name = buf;
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
+Result<std::unique_ptr<client::HttpApiClient>> api_client(const ProxyOptions& o) {
+  client::HttpClientOptions http;
+  http.user_agent = "skiff-proxy";
+  http.field_manager = "skiff-proxy";
+  if (!o.kubeconfig.empty()) return client::HttpApiClient::from_kubeconfig_file(o.kubeconfig, http);
+  if (o.server.empty()) {
+    return error(StatusCode::kInvalidArgument, "the proxy needs --kubeconfig or --server");
+  }
+  Kubeconfig config;
+  config.server = o.server;
+  config.token = o.token;
+  std::string ca = o.ca_file.empty() ? o.data_dir + "/tls/ca.crt" : o.ca_file;
+  std::ifstream in(ca);
+  if (in) {
+    std::stringstream ss;
+    ss << in.rdbuf();
+    config.certificate_authority_data = ss.str();
+  } else if (!o.ca_file.empty()) {
+    return error(StatusCode::kNotFound, "cannot read " + ca);
+  }
+  return client::HttpApiClient::create(config, http);
+}
+
+// Writes a sysctl when it differs; a warning, not an error, when it cannot (the rules still
+// serve what does not depend on it).
+void ensure_sysctl(const std::string& path, const std::string& value, const char* why) {
+  std::ifstream in(path);
+  std::string current;
+  if (in && std::getline(in, current) && current == value) return;
+  std::ofstream out(path);
+  out << value << "\n";
+  out.close();
+  if (!out) SKIFF_LOG_WARN("proxy: cannot set {} to {} ({})", path, value, why);
+}
+
+Result<std::unique_ptr<Backend>> make_backend(const std::string& mode, const ProxyConfig& config) {
+  if (mode == "nftables") {
+    return std::unique_ptr<Backend>(
+        std::make_unique<NftablesBackend>(config, make_libnftables_runner()));
+  }
+  return error(StatusCode::kInvalidArgument,
+               "unknown proxy mode \"" + mode + "\" (want nftables or iptables)");
+}
+
+}  // namespace
+
+Status run_proxy(const ProxyOptions& o, std::stop_token stop) {
+  ProxyConfig config;
+  config.cluster_cidr = o.cluster_cidr;
+  SKIFF_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(o.mode, config));
+  SKIFF_ASSIGN_OR_RETURN(auto api, api_client(o));
+  ensure_sysctl("/proc/sys/net/ipv4/ip_forward", "1", "Services are forwarded");
+  // Pods on one bridge talk at layer 2; their replies must pass the IP hooks to be un-NATed.
+  ensure_sysctl("/proc/sys/net/bridge/bridge-nf-call-iptables", "1",
+                "pod-to-Service traffic on one bridge needs br_netfilter");
+
+  ProxierOptions po;
+  po.node_name = o.hostname_override.empty() ? host_name() : o.hostname_override;
+  po.min_sync_period = o.min_sync_period;
+  po.sync_period = o.sync_period;
+  const char* backend_name = backend->name();
+  Proxier proxier(*api, std::move(backend), po, make_conntrack_runner());
+  proxier.start();
+  SKIFF_LOG_INFO("proxy: {} rules for node {}", backend_name, po.node_name);
+  while (!stop.stop_requested()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  proxier.stop();
+  return Status::ok();
+}
+
+Status cleanup_proxy_rules(const std::string& mode) {
+  if (mode != "nftables" && mode != "iptables" && mode != "all") {
+    return error(StatusCode::kInvalidArgument,
+                 "unknown proxy mode \"" + mode + "\" (want nftables, iptables or all)");
+  }
+  if (mode == "nftables" || mode == "all") {
+    SKIFF_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b, make_backend("nftables", ProxyConfig{}));
+    SKIFF_RETURN_IF_ERROR(b->cleanup());
+  }
+  return Status::ok();
+}
+
+}  // namespace skiff::proxy
