@@ -105,7 +105,7 @@ inline std::vector<Bytes> tcp_exchange(int port, const std::vector<Bytes>& queri
     Bytes framed(2 + q.size());
     framed[0] = static_cast<uint8_t>(q.size() >> 8);
     framed[1] = static_cast<uint8_t>(q.size());
-    std::memcpy(framed.data() + 2, q.data(), q.size());
+    if (!q.empty()) std::memcpy(framed.data() + 2, q.data(), q.size());
     if (send(fd, framed.data(), framed.size(), MSG_NOSIGNAL) !=
         static_cast<ssize_t>(framed.size())) {
       break;

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <set>
+#include <thread>
 
 namespace skiff::dns {
 namespace {
@@ -414,6 +416,31 @@ TEST(ClusterRecordsTest, AnyReturnsEveryType) {
                              {"ports", {{{"port", 80}}}}}));
   Answer a = r->answer("ds.default.svc.cluster.local.", kAny);
   EXPECT_EQ(a.answer.size(), 3u);  // A, AAAA, SRV
+}
+
+TEST(ClusterRecordsTest, ReadsWhileUpdating) {
+  auto r = make();
+  r->upsert_service(cluster_ip_service("default", "stable", "10.43.0.2"));
+  std::atomic<bool> done{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&] {
+      while (!done) {
+        Answer a = r->answer("stable.default.svc.cluster.local.", kA);
+        if (a.answer.size() != 1 || a.answer[0].data != "10.43.0.2") ++bad;
+        Answer f = r->answer("flip.default.svc.cluster.local.", kA);
+        if (f.rcode == Rcode::kNoError && f.answer.size() != 1) ++bad;
+      }
+    });
+  }
+  for (int i = 0; i < 2000; ++i) {
+    r->upsert_service(cluster_ip_service("default", "flip", "10.43.1." + std::to_string(i % 250)));
+    if (i % 2 == 0) r->delete_service(cluster_ip_service("default", "flip", ""));
+  }
+  done = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(bad.load(), 0);
 }
 
 TEST(ClusterRecordsTest, ReverseNameHelper) {
