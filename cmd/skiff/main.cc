@@ -19,6 +19,7 @@
 #include "controllers/manager/controller_manager.h"
 #include "hollow/hollow_node.h"
 #include "kubelet/agent.h"
+#include "proxy/proxy.h"
 #include "scheduler/scheduler_server.h"
 
 namespace {
@@ -37,13 +38,17 @@ struct ServerFlags {
   skiff::controllers::ControllerManagerOptions cm;
   bool disable_scheduler = false;
   skiff::scheduler::SchedulerServerOptions scheduler;
-  // skiff server only: the in-process node agent.
+  // skiff server only: the in-process node agent (kubelet and proxy).
   skiff::kubelet::KubeletOptions kubelet;
+  skiff::proxy::ProxyOptions proxy;
+  bool disable_proxy = false;
 };
 
 void add_server_flags(CLI::App* cmd, ServerFlags& f) {
   auto& o = f.api;
   cmd->add_option("--data-dir", o.data_dir, "State directory")->capture_default_str();
+  cmd->add_option("--advertise-address", o.advertise_address,
+                  "Address the kubernetes Service points to (default: bind address or host IP)");
   cmd->add_option("--bind-address", o.bind_address, "Address to serve HTTPS on")
       ->capture_default_str();
   cmd->add_option("--https-port", o.https_port, "HTTPS port (0 picks a free one)")
@@ -169,6 +174,39 @@ void add_node_flags(CLI::App* cmd, skiff::kubelet::KubeletOptions& o) {
   add_duration_option(cmd, "--sync-frequency", o.sync_frequency, "How often each pod is resynced");
 }
 
+void add_proxy_flags(CLI::App* cmd, skiff::proxy::ProxyOptions& o) {
+  cmd->add_option("--proxy-mode", o.mode, "Service rules: nftables or iptables")
+      ->check(CLI::IsMember({"nftables", "iptables"}))
+      ->capture_default_str();
+  add_duration_option(cmd, "--proxy-min-sync-period", o.min_sync_period,
+                      "Pause after a Service change before the rules are written");
+  add_duration_option(cmd, "--proxy-sync-period", o.sync_period,
+                      "How often every Service's rules are checked again");
+}
+
+// The kubelet and, unless disabled, the proxy, stopping together: when one fails, both stop.
+skiff::Status run_node_agent(const skiff::kubelet::KubeletOptions& kubelet,
+                             const skiff::proxy::ProxyOptions* proxy, std::stop_token stop) {
+  std::stop_source both;
+  std::stop_callback forward(stop, [&both] { both.request_stop(); });
+  skiff::Status proxy_status;
+  std::thread proxy_thread;
+  if (proxy) {
+    proxy_thread = std::thread([&] {
+      proxy_status = skiff::proxy::run_proxy(*proxy, both.get_token());
+      if (!proxy_status.is_ok()) both.request_stop();
+    });
+  }
+  skiff::Status s = skiff::kubelet::run_kubelet(kubelet, both.get_token());
+  both.request_stop();
+  if (proxy_thread.joinable()) proxy_thread.join();
+  if (!s.is_ok()) return s;
+  if (!proxy_status.is_ok()) {
+    return skiff::error(proxy_status.code(), "proxy: " + proxy_status.message());
+  }
+  return skiff::Status::ok();
+}
+
 // The API server alone (`skiff apiserver`), or with the control-plane components in the same
 // process (`skiff server`). The components reach the API server over HTTPS like any client.
 int run_apiserver(ServerFlags& flags, bool with_components) {
@@ -210,6 +248,15 @@ int run_apiserver(ServerFlags& flags, bool with_components) {
     start_component("kubelet", [&flags](std::stop_token token) {
       return skiff::kubelet::run_kubelet(flags.kubelet, token);
     });
+    if (!flags.disable_proxy) {
+      flags.proxy.kubeconfig = flags.kubelet.kubeconfig;
+      flags.proxy.data_dir = flags.api.data_dir;
+      flags.proxy.hostname_override = flags.kubelet.hostname_override;
+      flags.proxy.cluster_cidr = flags.cm.node_ipam.cluster_cidr;
+      start_component("proxy", [&flags](std::stop_token token) {
+        return skiff::proxy::run_proxy(flags.proxy, token);
+      });
+    }
   }
   std::printf("skiff is ready. To use kubectl:\n  export KUBECONFIG=%s\n",
               server.value()->admin_kubeconfig().c_str());
@@ -374,6 +421,9 @@ int main(int argc, char** argv) {
                       "How often node health is checked");
 
   add_node_flags(server, server_flags.kubelet);
+  add_proxy_flags(server, server_flags.proxy);
+  server->add_flag("--disable-proxy", server_flags.disable_proxy,
+                   "Do not run the Service proxy in this process");
 
   ServerFlags apiserver_flags;
   auto* apiserver = app.add_subcommand("apiserver", "Run the API server alone");
@@ -425,6 +475,28 @@ int main(int argc, char** argv) {
     cmd->add_option("--data-dir", o->data_dir, "State directory")->capture_default_str();
     add_node_flags(cmd, *o);
   }
+  skiff::proxy::ProxyOptions agent_proxy;
+  bool agent_disable_proxy = false;
+  add_proxy_flags(agent, agent_proxy);
+  agent->add_option("--cluster-cidr", agent_proxy.cluster_cidr, "Pod address range")
+      ->capture_default_str();
+  agent->add_flag("--disable-proxy", agent_disable_proxy, "Do not run the Service proxy");
+
+  skiff::proxy::ProxyOptions proxy_options;
+  bool proxy_cleanup = false;
+  auto* proxy = app.add_subcommand("proxy", "Run the Service proxy against an API server");
+  proxy->add_option("--kubeconfig", proxy_options.kubeconfig, "Kubeconfig of the API server");
+  proxy->add_option("--server", proxy_options.server, "API server URL (with --token)");
+  proxy->add_option("--token", proxy_options.token, "Bearer token for --server");
+  proxy->add_option("--certificate-authority", proxy_options.ca_file,
+                    "CA of the API server (default: <data-dir>/tls/ca.crt if present)");
+  proxy->add_option("--data-dir", proxy_options.data_dir, "State directory")->capture_default_str();
+  proxy->add_option("--hostname-override", proxy_options.hostname_override,
+                    "Node name (default: host name)");
+  proxy->add_option("--cluster-cidr", proxy_options.cluster_cidr, "Pod address range")
+      ->capture_default_str();
+  add_proxy_flags(proxy, proxy_options);
+  proxy->add_flag("--cleanup", proxy_cleanup, "Remove the rules of every proxy mode and exit");
 
   CLI11_PARSE(app, argc, argv);
   if (!skiff::set_log_level(log_level)) {
@@ -450,10 +522,33 @@ int main(int argc, char** argv) {
     });
   }
   if (*hollow_node) return run_hollow_node(hollow_flags);
-  if (*kubelet || *agent) {
-    auto& o = *kubelet ? kubelet_options : agent_options;
-    return run_component(*kubelet ? "kubelet" : "agent", [&o](std::stop_token stop) {
-      return skiff::kubelet::run_kubelet(o, stop);
+  if (*kubelet) {
+    return run_component("kubelet", [&](std::stop_token stop) {
+      return skiff::kubelet::run_kubelet(kubelet_options, stop);
+    });
+  }
+  if (*agent) {
+    agent_proxy.kubeconfig = agent_options.kubeconfig;
+    agent_proxy.server = agent_options.server;
+    agent_proxy.token = agent_options.token;
+    agent_proxy.ca_file = agent_options.ca_file;
+    agent_proxy.data_dir = agent_options.data_dir;
+    agent_proxy.hostname_override = agent_options.hostname_override;
+    return run_component("agent", [&](std::stop_token stop) {
+      return run_node_agent(agent_options, agent_disable_proxy ? nullptr : &agent_proxy, stop);
+    });
+  }
+  if (*proxy) {
+    if (proxy_cleanup) {
+      skiff::Status s = skiff::proxy::cleanup_proxy_rules("all");
+      if (!s.is_ok()) {
+        std::fprintf(stderr, "skiff proxy: %s\n", s.message().c_str());
+        return 1;
+      }
+      return 0;
+    }
+    return run_component("proxy", [&](std::stop_token stop) {
+      return skiff::proxy::run_proxy(proxy_options, stop);
     });
   }
   return 0;

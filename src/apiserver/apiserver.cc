@@ -1,6 +1,8 @@
 #include "apiserver/apiserver.h"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 
 #include <nlohmann/json.hpp>
 
@@ -23,6 +25,29 @@
 
 namespace skiff::apiserver {
 namespace {
+
+// --advertise-address, defaulted: the bind address, or the first non-loopback IPv4 address of
+// the host when binding to all addresses (127.0.0.1 when there is none).
+std::string advertise_address(const ApiServerOptions& o) {
+  if (!o.advertise_address.empty()) return o.advertise_address;
+  if (o.bind_address != "0.0.0.0" && !o.bind_address.empty()) return o.bind_address;
+  ifaddrs* list = nullptr;
+  std::string found = "127.0.0.1";
+  if (::getifaddrs(&list) != 0) return found;
+  for (ifaddrs* a = list; a; a = a->ifa_next) {
+    if (!a->ifa_addr || a->ifa_addr->sa_family != AF_INET || (a->ifa_flags & IFF_LOOPBACK)) {
+      continue;
+    }
+    char buf[INET_ADDRSTRLEN];
+    auto* in = reinterpret_cast<sockaddr_in*>(a->ifa_addr);
+    if (::inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf)) {
+      found = buf;
+      break;
+    }
+  }
+  ::freeifaddrs(list);
+  return found;
+}
 
 using nlohmann::json;
 
@@ -173,14 +198,27 @@ struct ApiServer::Impl {
                   {"protocol", "TCP"},
                   {"targetPort", server->port()}}}}}}};
     SKIFF_RETURN_IF_ERROR(registry->ensure(*resource("", "services"), svc));
+    const std::string address = advertise_address(options);
     json ep{{"metadata",
              {{"name", "kubernetes"},
               {"namespace", "default"},
               {"labels", {{"endpointslice.kubernetes.io/skip-mirror", "true"}}}}},
             {"subsets",
-             {{{"addresses", {{{"ip", "127.0.0.1"}}}},
+             {{{"addresses", {{{"ip", address}}}},
                {"ports", {{{"name", "https"}, {"port", server->port()}, {"protocol", "TCP"}}}}}}}};
-    return registry->ensure(*resource("", "endpoints"), ep);
+    SKIFF_RETURN_IF_ERROR(registry->ensure(*resource("", "endpoints"), ep));
+    // The proxy reads EndpointSlices; upstream's API server keeps this one next to the
+    // Endpoints.
+    json slice{{"metadata",
+                {{"name", "kubernetes"},
+                 {"namespace", "default"},
+                 {"labels", {{"kubernetes.io/service-name", "kubernetes"}}}}},
+               {"addressType", "IPv4"},
+               {"endpoints", {{{"addresses", {address}}, {"conditions", {{"ready", true}}}}}},
+               {"ports", {{{"name", "https"}, {"port", server->port()}, {"protocol", "TCP"}}}}};
+    const api::ResourceInfo* slices = schema->resource("discovery.k8s.io", "v1", "endpointslices");
+    SKIFF_CHECK(slices != nullptr, "schema lacks endpointslices");
+    return registry->ensure(*slices, slice);
   }
 };
 

@@ -18,6 +18,9 @@ namespace skiff::apiserver {
 struct ApiServerOptions {
   std::string data_dir = "/var/lib/skiff";
   std::string bind_address = "0.0.0.0";
+  // The address the `kubernetes` Service's endpoints name; "" means the bind address, or the
+  // host's first non-loopback IPv4 address when binding to all of them.
+  std::string advertise_address;
   int https_port = 6443;  // 0 picks a free port
   std::vector<std::string> tls_sans;
   std::string token_auth_file;

@@ -9,6 +9,7 @@
 #include "base/kubeconfig.h"
 #include "base/log.h"
 #include "client/http_client.h"
+#include "proxy/iptables.h"
 #include "proxy/nftables.h"
 #include "proxy/proxier.h"
 
@@ -63,6 +64,10 @@ Result<std::unique_ptr<Backend>> make_backend(const std::string& mode, const Pro
     return std::unique_ptr<Backend>(
         std::make_unique<NftablesBackend>(config, make_libnftables_runner()));
   }
+  if (mode == "iptables") {
+    return std::unique_ptr<Backend>(
+        std::make_unique<IptablesBackend>(config, make_iptables_runner()));
+  }
   return error(StatusCode::kInvalidArgument,
                "unknown proxy mode \"" + mode + "\" (want nftables or iptables)");
 }
@@ -100,6 +105,12 @@ Status cleanup_proxy_rules(const std::string& mode) {
   if (mode == "nftables" || mode == "all") {
     SKIFF_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b, make_backend("nftables", ProxyConfig{}));
     SKIFF_RETURN_IF_ERROR(b->cleanup());
+  }
+  if (mode == "iptables" || mode == "all") {
+    SKIFF_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b, make_backend("iptables", ProxyConfig{}));
+    Status s = b->cleanup();
+    // A host without iptables has no iptables rules of ours either.
+    if (!s.is_ok() && !(mode == "all" && s.code() == StatusCode::kNotFound)) return s;
   }
   return Status::ok();
 }

@@ -24,6 +24,7 @@ import harness
 CLONE_NEWNET = 0x40000000
 NODE_IP = "172.31.250.1"
 NODE_NAME = "e2e-node"
+SERVICE_CIDR = "10.43.0.0/16"
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
@@ -63,6 +64,9 @@ class NodeNamespace:
             _ip("-n", self.name, "link", "add", "node0", "type", "bridge")
             _ip("-n", self.name, "addr", "add", NODE_IP + "/24", "dev", "node0")
             _ip("-n", self.name, "link", "set", "node0", "up")
+            # A node reaches Service IPs through its default route; the namespace has none, so
+            # the Service range gets one of its own (it never leaves the namespace).
+            _ip("-n", self.name, "route", "add", SERVICE_CIDR, "dev", "node0")
             self.orig_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
             fd = os.open("/var/run/netns/" + self.name, os.O_RDONLY)
             try:
@@ -176,6 +180,10 @@ class NodeTestCase(harness.ServerTestCase):
         srv = cls.server
         try:
             if srv is not None and srv.alive():
+                # Controllers first, or they would replace the pods deleted below.
+                srv.kubectl("delete", "deployments,replicasets,statefulsets,daemonsets,jobs,"
+                            "cronjobs,replicationcontrollers", "--all", "--all-namespaces",
+                            "--cascade=orphan", "--wait=false", timeout=60)
                 srv.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0",
                             "--force", "--wait=false", timeout=60)
                 deadline = time.time() + 60

@@ -3,6 +3,7 @@ bridge networking) inside a network namespace, driven by the real kubectl."""
 
 import json
 import os
+import subprocess
 import time
 import unittest
 
@@ -24,6 +25,14 @@ class PodsTest(node.NodeTestCase):
         self.assertEqual(n["spec"]["podCIDR"], "10.42.0.0/24")
         lease = self.get_json("lease", node.NODE_NAME, "-n", "kube-node-lease")
         self.assertEqual(lease["spec"]["holderIdentity"], node.NODE_NAME)
+
+    def test_agent_runs_the_service_proxy(self):
+        # The in-process proxy writes the node's rules: the `kubernetes` Service is among them.
+        svc = self.get_json("service", "kubernetes")
+        element = "%s . tcp . 443 : goto service-" % svc["spec"]["clusterIP"]
+        self.wait_for(lambda: element in subprocess.run(
+            ["nft", "list", "map", "ip", "skiff-proxy", "service-ips"], capture_output=True,
+            text=True, timeout=30).stdout, what="the kubernetes Service in the proxy's map")
 
     def test_run_to_completion_and_failure(self):
         name = self.uniq("done")

@@ -1,0 +1,301 @@
+"""Services through the proxy: a node (server + agent, in a network namespace of the test's own)
+with the Service proxy run as its own `skiff proxy` process, so the tests can restart it and
+clean up after it. Clients are the node itself (this process, inside the namespace) and pods."""
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import harness
+import node
+
+HTTPD = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
+ECHO = "exec nc -ll -p 7000 -e cat"
+
+
+def http_get(ip, port, path="/", timeout=2):
+    try:
+        with urllib.request.urlopen("http://%s:%d%s" % (ip, port, path), timeout=timeout) as r:
+            return r.read().decode().strip()
+    except OSError:
+        return None
+
+
+def nft_ruleset():
+    return subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True,
+                          timeout=30).stdout
+
+
+@harness.requires_modern_kubectl
+class ServicesTest(node.NodeTestCase):
+
+    SERVER_ARGS = ("--disable-proxy",)
+    proxy = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.start_proxy()
+        except BaseException:
+            cls.tear_down_node()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stop_proxy()
+        super().tearDownClass()
+
+    @classmethod
+    def start_proxy(cls):
+        cls.proxy_log = open(os.path.join(cls.server.dir, "proxy.log"), "ab")
+        cls.proxy = subprocess.Popen(
+            [harness.SKIFF_BIN, "proxy", "--kubeconfig", cls.server.kubeconfig,
+             "--hostname-override", node.NODE_NAME, "--proxy-sync-period", "5s"],
+            stdout=cls.proxy_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # The table appears with the first sync.
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if "table ip skiff-proxy" in nft_ruleset():
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the proxy never wrote its table")
+
+    @classmethod
+    def stop_proxy(cls):
+        if cls.proxy is not None:
+            cls.proxy.terminate()
+            try:
+                cls.proxy.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                cls.proxy.kill()
+                cls.proxy.wait()
+            cls.proxy = None
+            cls.proxy_log.close()
+
+    # ---- fixtures ----------------------------------------------------------------------------
+
+    def deployment(self, ns, name, replicas, command, ports, readiness=None, volumes=None):
+        container = {"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                     "command": ["sh", "-c", command], "ports": ports}
+        if readiness:
+            container["readinessProbe"] = readiness
+        spec = {"containers": [container], "terminationGracePeriodSeconds": 1}
+        if volumes:
+            container["volumeMounts"] = [{"name": v["name"], "mountPath": "/" + v["name"]}
+                                         for v in volumes]
+            spec["volumes"] = volumes
+        self.create_json({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}})
+        self.ok("rollout", "status", "-n", ns, "deployment/" + name, "--timeout=120s",
+                timeout=130)
+        return sorted(p["metadata"]["name"] for p in
+                      self.get_json("pods", "-n", ns, "-l", "app=" + name)["items"])
+
+    def service(self, ns, name, ports, selector=None, **spec):
+        body = {"ports": ports}
+        body.update(spec)
+        if selector is not None:
+            body["selector"] = selector
+        self.create_json({"apiVersion": "v1", "kind": "Service",
+                          "metadata": {"name": name, "namespace": ns}, "spec": body})
+        return self.get_json("service", name, "-n", ns)
+
+    def web(self, ns, replicas=3, **spec):
+        pods = self.deployment(ns, "web", replicas, HTTPD,
+                               [{"name": "http", "containerPort": 8080}])
+        svc = self.service(ns, "web", [{"port": 80, "targetPort": "http"}], {"app": "web"},
+                           **spec)
+        return pods, svc
+
+    def hits(self, ip, port, n):
+        seen = []
+        for _ in range(n):
+            body = http_get(ip, port)
+            if body:
+                seen.append(body)
+        return seen
+
+    # ---- tests -------------------------------------------------------------------------------
+
+    def test_cluster_ip_spreads_over_backends_from_node_and_pod(self):
+        ns = self.make_namespace("svc")
+        pods, svc = self.web(ns)
+        ip = svc["spec"]["clusterIP"]
+        self.wait_for(lambda: http_get(ip, 80), what="the ClusterIP to answer")
+        seen = self.hits(ip, 80, 30)
+        self.assertEqual(len(seen), 30)
+        self.assertTrue(set(seen) <= set(pods), seen)
+        self.assertGreaterEqual(len(set(seen)), 2, seen)
+
+        loop = "; ".join(["wget -q -O - http://%s/" % ip] * 12)
+        self.create_json({"apiVersion": "v1", "kind": "Pod",
+                          "metadata": {"name": "client", "namespace": ns},
+                          "spec": {"restartPolicy": "Never", "containers": [{
+                              "name": "main", "image": "busybox",
+                              "imagePullPolicy": "IfNotPresent",
+                              "command": ["sh", "-c", loop]}]}})
+        self.wait_for(lambda: self.phase("client", ns) in ("Succeeded", "Failed"),
+                      timeout=90, what="the client pod to finish")
+        self.assertEqual(self.phase("client", ns), "Succeeded",
+                         self.kubectl("logs", "-n", ns, "client")[1])
+        lines = self.ok("logs", "-n", ns, "client").split()
+        self.assertEqual(len(lines), 12, lines)
+        self.assertTrue(set(lines) <= set(pods), lines)
+        self.assertGreaterEqual(len(set(lines)), 2, lines)
+
+    def test_pod_reaches_itself_through_its_service(self):
+        ns = self.make_namespace("hairpin")
+        # Created first, so the pod gets WEB_SERVICE_HOST (service links).
+        self.service(ns, "web", [{"port": 80, "targetPort": "http"}], {"app": "web"})
+        # The only backend asks its own Service and records what answers (hairpin).
+        cmd = ("mkdir -p /www && hostname > /www/index.html && httpd -p 8080 -h /www && "
+               "while true; do wget -q -O - http://$WEB_SERVICE_HOST/ >> /www/seen; "
+               "sleep 0.3; done")
+        pods = self.deployment(ns, "web", 1, cmd, [{"name": "http", "containerPort": 8080}])
+        ip = self.pod(pods[0], ns)["status"]["podIP"]
+        self.wait_for(lambda: pods[0] in (http_get(ip, 8080, "/seen") or ""), timeout=60,
+                      what="the pod to reach itself through its Service")
+
+    def test_unready_backend_leaves_the_rotation(self):
+        ns = self.make_namespace("ready")
+        self.make_configmap(ns, "down", {"none": ""})
+        ready = {"exec": {"command": ["sh", "-c", "! test -e /down/$(hostname)"]},
+                 "periodSeconds": 1, "failureThreshold": 1}
+        pods = self.deployment(ns, "web", 2, HTTPD, [{"name": "http", "containerPort": 8080}],
+                               readiness=ready,
+                               volumes=[{"name": "down", "configMap": {"name": "down"}}])
+        svc = self.service(ns, "web", [{"port": 80, "targetPort": 8080}], {"app": "web"})
+        ip = svc["spec"]["clusterIP"]
+        self.wait_for(lambda: len(set(self.hits(ip, 80, 10))) == 2, timeout=60,
+                      what="both backends in the rotation")
+        self.ok("patch", "configmap", "down", "-n", ns, "--type=merge",
+                "-p", json.dumps({"data": {pods[0]: "1"}}))
+        self.wait_for(lambda: set(self.hits(ip, 80, 10)) == {pods[1]}, timeout=120,
+                      what="the unready backend to leave the rotation")
+        ep = self.get_json("endpointslices", "-n", ns, "-l", "kubernetes.io/service-name=web")
+        conditions = {e["targetRef"]["name"]: e["conditions"]["ready"]
+                      for s in ep["items"] for e in s["endpoints"]}
+        self.assertEqual(conditions, {pods[0]: False, pods[1]: True})
+
+    def test_node_port_from_the_node(self):
+        ns = self.make_namespace("np")
+        pods, svc = self.web(ns, replicas=1, type="NodePort")
+        port = svc["spec"]["ports"][0]["nodePort"]
+        self.assertTrue(30000 <= port <= 32767)
+        self.assertEqual(self.wait_for(lambda: http_get(node.NODE_IP, port),
+                                       what="the NodePort to answer"), pods[0])
+
+    def test_udp_through_a_service_to_manual_endpoints(self):
+        ns = self.make_namespace("udp")
+        # A selector-less Service whose endpoint is a socket of this process on the node.
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        receiver.bind((node.NODE_IP, 0))
+        receiver.settimeout(0.5)
+        port = receiver.getsockname()[1]
+        try:
+            svc = self.service(ns, "dgram", [{"name": "d", "port": 5300, "protocol": "UDP",
+                                              "targetPort": port}])
+            self.create_json({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "dgram-1", "namespace": ns,
+                             "labels": {"kubernetes.io/service-name": "dgram"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "d", "port": port, "protocol": "UDP"}],
+                "endpoints": [{"addresses": [node.NODE_IP]}]})
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                def delivered():
+                    try:
+                        # Until the endpoint is known, the Service rejects (EPERM here).
+                        sender.sendto(b"ping", (svc["spec"]["clusterIP"], 5300))
+                        data, _ = receiver.recvfrom(100)
+                        return data == b"ping"
+                    except OSError:
+                        return False
+                self.wait_for(delivered, timeout=30, what="a datagram through the Service")
+            finally:
+                sender.close()
+        finally:
+            receiver.close()
+
+    def test_session_affinity_pins_a_client(self):
+        ns = self.make_namespace("aff")
+        pods, svc = self.web(ns, sessionAffinity="ClientIP",
+                             sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
+        ip = svc["spec"]["clusterIP"]
+        self.wait_for(lambda: http_get(ip, 80), what="the ClusterIP to answer")
+        seen = self.hits(ip, 80, 20)
+        self.assertEqual(len(seen), 20)
+        self.assertEqual(len(set(seen)), 1, seen)
+
+    def test_service_without_endpoints_rejects(self):
+        ns = self.make_namespace("none")
+        svc = self.service(ns, "nothing", [{"port": 80}], {"app": "nothing"})
+        ip = svc["spec"]["clusterIP"]
+
+        def refused():
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.connect((ip, 80))
+                return False
+            except ConnectionRefusedError:
+                return True
+            except OSError:
+                return False
+            finally:
+                s.close()
+        started = time.time()
+        self.wait_for(refused, timeout=30, what="connection refused")
+        self.assertLess(time.time() - started, 30)
+
+    def test_proxy_restart_keeps_established_connections_and_cleanup_removes_rules(self):
+        ns = self.make_namespace("restart")
+        self.deployment(ns, "echo", 2, ECHO, [{"containerPort": 7000}])
+        svc = self.service(ns, "echo", [{"port": 7000}], {"app": "echo"})
+        ip = svc["spec"]["clusterIP"]
+
+        def connect():
+            s = socket.create_connection((ip, 7000), timeout=3)
+            s.settimeout(3)
+            return s
+
+        conn = self.wait_for(lambda: self._try(connect), what="a connection to the echo Service")
+        try:
+            conn.sendall(b"one\n")
+            self.assertEqual(conn.recv(100), b"one\n")
+            self.stop_proxy()
+            type(self).start_proxy()
+            self.wait_for(lambda: self._try(lambda: connect().close() or True),
+                          what="new connections after the restart")
+            conn.sendall(b"two\n")
+            self.assertEqual(conn.recv(100), b"two\n")
+        finally:
+            conn.close()
+
+        # --cleanup removes every rule; a restarted proxy writes them again.
+        self.stop_proxy()
+        try:
+            out = subprocess.run([harness.SKIFF_BIN, "proxy", "--cleanup"], capture_output=True,
+                                 text=True, timeout=30)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertNotIn("skiff-proxy", nft_ruleset())
+            self.assertIsNone(self._try(connect))
+        finally:
+            type(self).start_proxy()
+        self.wait_for(lambda: self._try(lambda: connect().close() or True),
+                      what="the Service after the proxy came back")
+
+    @staticmethod
+    def _try(fn):
+        try:
+            return fn()
+        except OSError:
+            return None
