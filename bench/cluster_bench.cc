@@ -56,6 +56,8 @@ bool start_cluster(const std::string& skiff, const std::string& dir, int nodes,
                                 "server",       "--data-dir",         dir + "/data",
                                 "--https-port", std::to_string(port), "--bind-address",
                                 "127.0.0.1"};
+  // Hollow nodes only: no real node agent or DNS server on the host.
+  for (const char* flag : {"--disable-agent", "--disable-dns"}) argv.push_back(flag);
   argv.insert(argv.end(), server_flags.begin(), server_flags.end());
   if (!c->server.start(argv, dir + "/server.log").is_ok()) return false;
   std::string kubeconfig = dir + "/data/admin.kubeconfig";

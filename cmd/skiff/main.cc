@@ -17,6 +17,7 @@
 #include "base/version.h"
 #include "client/http_client.h"
 #include "controllers/manager/controller_manager.h"
+#include "dns/dns.h"
 #include "hollow/hollow_node.h"
 #include "kubelet/agent.h"
 #include "proxy/proxy.h"
@@ -42,6 +43,9 @@ struct ServerFlags {
   skiff::kubelet::KubeletOptions kubelet;
   skiff::proxy::ProxyOptions proxy;
   bool disable_proxy = false;
+  // skiff server only: the cluster DNS.
+  skiff::dns::DnsOptions dns;
+  bool disable_dns = false;
 };
 
 void add_server_flags(CLI::App* cmd, ServerFlags& f) {
@@ -258,6 +262,25 @@ int run_apiserver(ServerFlags& flags, bool with_components) {
       });
     }
   }
+  if (with_components && !flags.disable_dns) {
+    // DNS listens where Services can send to it: the node's address when this process is a
+    // node, else the address the API server advertises.
+    auto& d = flags.dns;
+    d.kubeconfig = server.value()->admin_kubeconfig();
+    if (d.bind_address == "0.0.0.0") {
+      d.bind_address = !flags.disable_agent && !flags.kubelet.node_ip.empty()
+                           ? flags.kubelet.node_ip
+                           : server.value()->advertise_address();
+    }
+    d.service_cidrs = {flags.api.service_cidr};
+    d.pod_cidrs = {flags.cm.node_ipam.cluster_cidr};
+    d.cluster_domain = flags.kubelet.cluster_domain;
+    components.emplace_back([&d, token = stop.get_token()] {
+      // A node whose port 53 is taken still runs everything else.
+      skiff::Status s = skiff::dns::run_dns(d, token);
+      if (!s.is_ok()) SKIFF_LOG_ERROR("cluster DNS stopped: {}", s.message());
+    });
+  }
   std::printf("skiff is ready. To use kubectl:\n  export KUBECONFIG=%s\n",
               server.value()->admin_kubeconfig().c_str());
   std::fflush(stdout);
@@ -424,6 +447,15 @@ int main(int argc, char** argv) {
   add_proxy_flags(server, server_flags.proxy);
   server->add_flag("--disable-proxy", server_flags.disable_proxy,
                    "Do not run the Service proxy in this process");
+  server->add_flag("--disable-dns", server_flags.disable_dns, "Do not run the cluster DNS");
+  server->add_option("--cluster-dns-address", server_flags.dns.bind_address,
+                     "Address the cluster DNS listens on (default: the node IP)");
+  server->add_option("--cluster-dns-port", server_flags.dns.port, "Port of the cluster DNS")
+      ->capture_default_str();
+  server
+      ->add_option("--dns-upstream", server_flags.dns.upstreams,
+                   "Resolvers for names outside the cluster (default: from /etc/resolv.conf)")
+      ->delimiter(',');
 
   ServerFlags apiserver_flags;
   auto* apiserver = app.add_subcommand("apiserver", "Run the API server alone");

@@ -28,7 +28,7 @@ namespace {
 
 // --advertise-address, defaulted: the bind address, or the first non-loopback IPv4 address of
 // the host when binding to all addresses (127.0.0.1 when there is none).
-std::string advertise_address(const ApiServerOptions& o) {
+std::string resolve_advertise_address(const ApiServerOptions& o) {
   if (!o.advertise_address.empty()) return o.advertise_address;
   if (o.bind_address != "0.0.0.0" && !o.bind_address.empty()) return o.bind_address;
   ifaddrs* list = nullptr;
@@ -198,7 +198,7 @@ struct ApiServer::Impl {
                   {"protocol", "TCP"},
                   {"targetPort", server->port()}}}}}}};
     SKIFF_RETURN_IF_ERROR(registry->ensure(*resource("", "services"), svc));
-    const std::string address = advertise_address(options);
+    const std::string address = resolve_advertise_address(options);
     json ep{{"metadata",
              {{"name", "kubernetes"},
               {"namespace", "default"},
@@ -309,6 +309,10 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options) {
   s.ready = true;
   SKIFF_LOG_INFO("API server listening on {}:{}", s.options.bind_address, s.server->port());
   return std::unique_ptr<ApiServer>(new ApiServer(std::move(impl)));
+}
+
+std::string ApiServer::advertise_address() const {
+  return resolve_advertise_address(impl_->options);
 }
 
 int ApiServer::port() const {

@@ -43,6 +43,8 @@ class ApiServer {
   ~ApiServer();
 
   int port() const;
+  // Where the `kubernetes` Service's endpoints point (--advertise-address, defaulted).
+  std::string advertise_address() const;
   // <data_dir>/admin.kubeconfig
   const std::string& admin_kubeconfig() const;
   void stop();

@@ -143,6 +143,8 @@ class Server:
                                        text=True, timeout=10).stdout
             if "--disable-agent" in help_text and not self.agent:
                 args.append("--disable-agent")  # these tests need no kubelet
+                if "--disable-dns" in help_text:
+                    args.append("--disable-dns")  # nor a DNS server on the host's port 53
             self.args = args
             self._launch(timeout, new_port=True)
             self.kubeconfig = os.path.join(self.data_dir, "admin.kubeconfig")

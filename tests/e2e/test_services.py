@@ -4,7 +4,9 @@ clean up after it. Clients are the node itself (this process, inside the namespa
 
 import json
 import os
+import random
 import socket
+import struct
 import subprocess
 import time
 import urllib.request
@@ -22,6 +24,71 @@ def http_get(ip, port, path="/", timeout=2):
             return r.read().decode().strip()
     except OSError:
         return None
+
+
+DNS_IP = "10.43.0.10"
+
+
+def dns_query(name, qtype=1, server=DNS_IP, timeout=2):
+    """One question over UDP. Returns (rcode, [(type, data)]) where data is an address for A
+    and (priority, weight, port, target) for SRV; None when nothing answers."""
+    qid = random.randint(0, 0xFFFF)
+    packet = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        packet += bytes([len(label)]) + label.encode()
+    packet += b"\0" + struct.pack(">HH", qtype, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        s.sendto(packet, (server, 53))
+        reply, _ = s.recvfrom(4096)
+    except OSError:
+        return None
+    finally:
+        s.close()
+    rid, flags, qd, an, _ns, _ar = struct.unpack(">HHHHHH", reply[:12])
+    if rid != qid:
+        return None
+
+    def skip_name(pos):
+        while True:
+            n = reply[pos]
+            if n & 0xC0 == 0xC0:
+                return pos + 2
+            if n == 0:
+                return pos + 1
+            pos += n + 1
+
+    def read_name(pos):
+        labels = []
+        while True:
+            n = reply[pos]
+            if n & 0xC0 == 0xC0:
+                pos = ((n & 0x3F) << 8) | reply[pos + 1]
+                continue
+            if n == 0:
+                return ".".join(labels)
+            labels.append(reply[pos + 1:pos + 1 + n].decode())
+            pos += n + 1
+
+    pos = 12
+    for _ in range(qd):
+        pos = skip_name(pos) + 4
+    answers = []
+    for _ in range(an):
+        pos = skip_name(pos)
+        rtype, _cls, _ttl, length = struct.unpack(">HHIH", reply[pos:pos + 10])
+        pos += 10
+        rdata = reply[pos:pos + length]
+        if rtype == 1:
+            answers.append((1, socket.inet_ntoa(rdata)))
+        elif rtype == 33:
+            prio, weight, port = struct.unpack(">HHH", rdata[:6])
+            answers.append((33, (prio, weight, port, read_name(pos + 6))))
+        else:
+            answers.append((rtype, rdata))
+        pos += length
+    return flags & 0xF, answers
 
 
 def nft_ruleset():
@@ -110,7 +177,8 @@ class ServicesTest(node.NodeTestCase):
     def web(self, ns, replicas=3, **spec):
         pods = self.deployment(ns, "web", replicas, HTTPD,
                                [{"name": "http", "containerPort": 8080}])
-        svc = self.service(ns, "web", [{"port": 80, "targetPort": "http"}], {"app": "web"},
+        svc = self.service(ns, "web", [{"name": "http", "port": 80, "targetPort": "http"}],
+                           {"app": "web"},
                            **spec)
         return pods, svc
 
@@ -255,6 +323,61 @@ class ServicesTest(node.NodeTestCase):
         started = time.time()
         self.wait_for(refused, timeout=30, what="connection refused")
         self.assertLess(time.time() - started, 30)
+
+    def test_cluster_dns_answers_for_services_from_node_and_pod(self):
+        ns = self.make_namespace("dns")
+        pods, svc = self.web(ns, replicas=2)
+        ip = svc["spec"]["clusterIP"]
+        fqdn = "web.%s.svc.cluster.local" % ns
+        # Through the kube-dns Service (10.43.0.10) like every pod, from the node.
+        self.assertEqual(self.wait_for(lambda: dns_query(fqdn), what="a DNS answer"),
+                         (0, [(1, ip)]))
+        self.assertEqual(dns_query("nope.%s.svc.cluster.local" % ns), (3, []))  # NXDOMAIN
+        self.assertEqual(dns_query(fqdn, qtype=28), (0, []))  # NODATA: no IPv6 address
+        rcode, srv = dns_query("_http._tcp." + fqdn, qtype=33)
+        self.assertEqual(rcode, 0)
+        self.assertIn((33, (0, 100, 80, fqdn)), srv)
+
+        # A pod resolves the short name through its search path and reaches the Service.
+        self.create_json({"apiVersion": "v1", "kind": "Pod",
+                          "metadata": {"name": "client", "namespace": ns},
+                          "spec": {"restartPolicy": "Never", "containers": [{
+                              "name": "main", "image": "busybox",
+                              "imagePullPolicy": "IfNotPresent",
+                              "command": ["sh", "-c",
+                                          "cat /etc/resolv.conf; nslookup web; "
+                                          "wget -q -O - http://web/"]}]}})
+        self.wait_for(lambda: self.phase("client", ns) in ("Succeeded", "Failed"),
+                      timeout=90, what="the client pod to finish")
+        logs = self.ok("logs", "-n", ns, "client")
+        self.assertEqual(self.phase("client", ns), "Succeeded", logs)
+        self.assertIn("nameserver 10.43.0.10", logs)
+        self.assertIn("search %s.svc.cluster.local svc.cluster.local cluster.local" % ns, logs)
+        self.assertIn("options ndots:5", logs)
+        self.assertIn(ip, logs)
+        self.assertIn(logs.split()[-1], pods)
+
+    def test_headless_service_dns_lists_ready_endpoints(self):
+        ns = self.make_namespace("headless")
+        pods = self.deployment(ns, "db", 2, HTTPD, [{"name": "http", "containerPort": 8080}])
+        self.service(ns, "db", [{"name": "http", "port": 8080}], {"app": "db"},
+                     clusterIP="None")
+        ips = sorted(self.pod(p, ns)["status"]["podIP"] for p in pods)
+        fqdn = "db.%s.svc.cluster.local" % ns
+
+        def addresses():
+            answer = dns_query(fqdn)
+            return answer and sorted(a for t, a in answer[1] if t == 1) == ips
+        self.wait_for(addresses, what="one A record per ready endpoint")
+        rcode, srv = dns_query("_http._tcp." + fqdn, qtype=33)
+        self.assertEqual(rcode, 0)
+        self.assertEqual(sorted(a[2] for t, a in srv if t == 33), [8080, 8080])
+        # Each endpoint has a name of its own under the Service.
+        target = [a[3] for t, a in srv if t == 33][0]
+        self.assertTrue(target.endswith("." + fqdn), target)
+        rcode, answer = dns_query(target)
+        self.assertEqual(rcode, 0)
+        self.assertIn(answer[0][1], ips)
 
     def test_proxy_restart_keeps_established_connections_and_cleanup_removes_rules(self):
         ns = self.make_namespace("restart")
