@@ -4,7 +4,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 DATA_DIR ?= /var/lib/skiff
 
-.PHONY: all deps build test run bench bench-store bench-apiserver bench-scheduler bench-cluster bench-pods format clean
+.PHONY: all deps build test run bench bench-store bench-apiserver bench-scheduler bench-cluster bench-pods bench-proxy bench-dns format clean
 
 all: build
 
@@ -28,7 +28,7 @@ run: build
 	@scripts/install-deps.sh run
 	$(BUILD_DIR)/skiff server --data-dir $(DATA_DIR)
 
-bench: bench-store bench-apiserver bench-scheduler bench-cluster bench-pods
+bench: bench-store bench-apiserver bench-scheduler bench-cluster bench-pods bench-proxy bench-dns
 
 bench-store: build
 	@scripts/install-deps.sh test
@@ -47,6 +47,13 @@ bench-cluster: build
 bench-pods: build
 	@scripts/install-deps.sh test
 	bench/pod_startup_bench.py --skiff $(BUILD_DIR)/skiff
+
+bench-proxy: build
+	@scripts/install-deps.sh run
+	$(BUILD_DIR)/bench/proxy_bench
+
+bench-dns: build
+	$(BUILD_DIR)/bench/dns_bench
 
 format:
 	find cmd src tests bench -name '*.h' -o -name '*.cc' | xargs clang-format -i
