@@ -6,6 +6,8 @@ namespace skiff::proxy {
 namespace {
 
 constexpr size_t kMaxName = 200;  // well below the kernel's 256 for chain and set names
+// Up to this many endpoints a Service picks one with a rule each; above, with a verdict map.
+constexpr size_t kMaxEndpointsForRules = 16;
 
 std::string object_name(const std::string& prefix, const std::string& hash,
                         const std::string& readable) {
@@ -59,10 +61,18 @@ void add_dispatch(const ServicePort& sp, const std::vector<const Endpoint*>& end
           fmt::format("ip saddr @{} goto {}", affinity_set(sp, *e), endpoint_chain(sp, *e)));
     }
   }
-  if (endpoints.size() == 1) {
-    rules.push_back("goto " + endpoint_chain(sp, *endpoints[0]));
+  if (endpoints.size() <= kMaxEndpointsForRules) {
+    // Endpoint i of n is taken with probability 1/(n-i) once the ones before it were passed
+    // over: each ends up with 1/n. No set per Service: the kernel names every anonymous set by
+    // scanning the table's sets, which makes loading thousands of them quadratic.
+    for (size_t i = 0; i + 1 < endpoints.size(); ++i) {
+      rules.push_back(fmt::format("numgen random mod {} == 0 goto {}", endpoints.size() - i,
+                                  endpoint_chain(sp, *endpoints[i])));
+    }
+    rules.push_back("goto " + endpoint_chain(sp, *endpoints.back()));
     return;
   }
+  // Many endpoints: one lookup in a verdict map instead of a rule per endpoint.
   std::string vmap;
   for (size_t i = 0; i < endpoints.size(); ++i) {
     if (i) vmap += ", ";

@@ -4,8 +4,9 @@
 //   - verdict maps send a packet to its Service in one lookup, whatever the number of Services:
 //     service-ips (cluster, external and load-balancer IP . protocol . port) and
 //     service-nodeports (protocol . node port on any local address but 127/8);
-//   - a chain per service port picks an endpoint at random (`numgen random`), after the session
-//     affinity sets; a chain per endpoint marks hairpin traffic for masquerade and DNATs;
+//   - a chain per service port picks an endpoint at random (`numgen random`: a rule per endpoint
+//     up to 16, a verdict map above), after the session affinity sets; a chain per endpoint
+//     marks hairpin traffic for masquerade and DNATs;
 //   - an external chain per service port handles NodePort, externalIPs and load-balancer
 //     traffic (masquerade, or externalTrafficPolicy Local);
 //   - no-endpoint maps reject (or, for externalTrafficPolicy Local without local endpoints,

@@ -91,6 +91,14 @@ def dns_query(name, qtype=1, server=DNS_IP, timeout=2):
     return flags & 0xF, answers
 
 
+def iptables_save():
+    out = ""
+    for table in ("nat", "filter"):
+        out += subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True,
+                              timeout=30).stdout
+    return out
+
+
 def nft_ruleset():
     return subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True,
                           timeout=30).stdout
@@ -100,6 +108,7 @@ def nft_ruleset():
 class ServicesTest(node.NodeTestCase):
 
     SERVER_ARGS = ("--disable-proxy",)
+    PROXY_ARGS = ()
     proxy = None
 
     @classmethod
@@ -121,15 +130,20 @@ class ServicesTest(node.NodeTestCase):
         cls.proxy_log = open(os.path.join(cls.server.dir, "proxy.log"), "ab")
         cls.proxy = subprocess.Popen(
             [harness.SKIFF_BIN, "proxy", "--kubeconfig", cls.server.kubeconfig,
-             "--hostname-override", node.NODE_NAME, "--proxy-sync-period", "5s"],
+             "--hostname-override", node.NODE_NAME, "--proxy-sync-period", "5s"] +
+            list(cls.PROXY_ARGS),
             stdout=cls.proxy_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        # The table appears with the first sync.
+        # The rules appear with the first sync.
         deadline = time.time() + 30
         while time.time() < deadline:
-            if "table ip skiff-proxy" in nft_ruleset():
+            if cls.proxy_rules_present():
                 return
             time.sleep(0.2)
-        raise RuntimeError("the proxy never wrote its table")
+        raise RuntimeError("the proxy never wrote its rules")
+
+    @classmethod
+    def proxy_rules_present(cls):
+        return "table ip skiff-proxy" in nft_ruleset()
 
     @classmethod
     def stop_proxy(cls):
@@ -259,6 +273,18 @@ class ServicesTest(node.NodeTestCase):
         self.assertTrue(30000 <= port <= 32767)
         self.assertEqual(self.wait_for(lambda: http_get(node.NODE_IP, port),
                                        what="the NodePort to answer"), pods[0])
+
+    def test_load_balancer_ingress_ip(self):
+        ns = self.make_namespace("lb")
+        pods, svc = self.web(ns, replicas=1, type="LoadBalancer")
+
+        def ingress():
+            got = self.get_json("service", "web", "-n", ns)
+            return got.get("status", {}).get("loadBalancer", {}).get("ingress")
+        addresses = [i["ip"] for i in self.wait_for(ingress, what="an ingress address")]
+        self.assertEqual(addresses, [node.NODE_IP])
+        self.assertEqual(self.wait_for(lambda: http_get(node.NODE_IP, 80),
+                                       what="the load-balancer address to answer"), pods[0])
 
     def test_udp_through_a_service_to_manual_endpoints(self):
         ns = self.make_namespace("udp")
@@ -410,6 +436,7 @@ class ServicesTest(node.NodeTestCase):
                                  text=True, timeout=30)
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertNotIn("skiff-proxy", nft_ruleset())
+            self.assertNotIn("SKIFF-", iptables_save())
             self.assertIsNone(self._try(connect))
         finally:
             type(self).start_proxy()
@@ -422,3 +449,19 @@ class ServicesTest(node.NodeTestCase):
             return fn()
         except OSError:
             return None
+
+
+@harness.requires_modern_kubectl
+class IptablesServicesTest(ServicesTest):
+    """The same Services through the iptables backend (the behaviour tests that differ by
+    backend; DNS and the API objects are the same either way)."""
+
+    PROXY_ARGS = ("--proxy-mode", "iptables")
+    test_cluster_dns_answers_for_services_from_node_and_pod = None
+    test_headless_service_dns_lists_ready_endpoints = None
+    test_unready_backend_leaves_the_rotation = None
+    test_load_balancer_ingress_ip = None
+
+    @classmethod
+    def proxy_rules_present(cls):
+        return "SKIFF-SERVICES" in iptables_save()

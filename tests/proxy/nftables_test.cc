@@ -62,7 +62,7 @@ TEST(NftablesRender, ClusterIpSpreadsOverReadyEndpoints) {
   sp.endpoints[1].ready = false;
   NftObjects o = render_service({sp}, ProxyConfig{});
   std::string s = all_rules(o);
-  EXPECT_THAT(s, HasSubstr("numgen random mod 2 vmap"));
+  EXPECT_THAT(s, HasSubstr("numgen random mod 2 == 0 goto endpoint-"));
   EXPECT_THAT(s, HasSubstr("dnat to 10.42.0.10:8080"));
   EXPECT_THAT(s, HasSubstr("dnat to 10.42.0.12:8080"));
   EXPECT_THAT(s, Not(HasSubstr("10.42.0.11")));
@@ -71,6 +71,23 @@ TEST(NftablesRender, ClusterIpSpreadsOverReadyEndpoints) {
   EXPECT_THAT(s, HasSubstr("ip saddr != 10.42.0.0/16 jump mark-for-masquerade"));
   EXPECT_THAT(s, HasSubstr("ip saddr 10.42.0.10 jump mark-for-masquerade"));
   EXPECT_EQ(o.chains.size(), 3u);  // one service chain, two endpoint chains
+}
+
+TEST(NftablesRender, EachEndpointIsPickedWithEqualProbability) {
+  // Rule i of n fires with probability 1/(n-i): the chances multiply out to 1/n each.
+  NftObjects o = render_service({web_port(4)}, ProxyConfig{});
+  std::vector<std::string> rules;
+  for (const auto& [chain, r] : o.chains) {
+    if (chain.rfind("service-", 0) == 0) rules = r;
+  }
+  ASSERT_EQ(rules.size(), 5u);
+  EXPECT_THAT(rules[1], HasSubstr("numgen random mod 4 == 0 goto endpoint-"));
+  EXPECT_THAT(rules[2], HasSubstr("numgen random mod 3 == 0 goto endpoint-"));
+  EXPECT_THAT(rules[3], HasSubstr("numgen random mod 2 == 0 goto endpoint-"));
+  EXPECT_THAT(rules[4], HasSubstr("goto endpoint-"));
+  // Past 16 endpoints one verdict-map lookup replaces the rules.
+  std::string big = all_rules(render_service({web_port(20)}, ProxyConfig{}));
+  EXPECT_THAT(big, HasSubstr("numgen random mod 20 vmap { 0 : goto endpoint-"));
 }
 
 TEST(NftablesRender, NoReadyEndpointsRejectsButTerminatingServingOnesStillServe) {
@@ -100,9 +117,10 @@ TEST(NftablesRender, SessionAffinityChecksSetsBeforeThePick) {
   const auto& service_rules = o.chains.begin()->first.rfind("endpoint", 0) == 0
                                   ? o.chains.rbegin()->second
                                   : o.chains.begin()->second;
-  ASSERT_EQ(service_rules.size(), 4u);
+  ASSERT_EQ(service_rules.size(), 5u);
   EXPECT_THAT(service_rules[1], HasSubstr("ip saddr @affinity-"));
-  EXPECT_THAT(service_rules[3], HasSubstr("numgen random"));
+  EXPECT_THAT(service_rules[3], HasSubstr("numgen random mod 2 == 0 goto endpoint-"));
+  EXPECT_THAT(service_rules[4], HasSubstr("goto endpoint-"));
 }
 
 TEST(NftablesRender, NodePortExternalIpsAndLocalPolicy) {
@@ -211,9 +229,18 @@ TEST_F(NftablesKernelTest, FullIncrementalAndCleanup) {
   c.load_balancer_ips = {"192.0.2.10"};
   c.external_local = true;
   c.endpoints[0].local = true;
+  ServicePort d = web_port(1);
+  d.service = "sctp";
+  d.protocol = "sctp";
+  d.cluster_ip = "10.43.0.23";
   state["default/web"] = {a};
   state["default/empty"] = {b};
   state["default/local"] = {c};
+  state["default/sctp"] = {d};
+  ServicePort big = web_port(20);
+  big.service = "big";
+  big.cluster_ip = "10.43.0.24";
+  state["default/big"] = {big};
   Status s = backend.sync(state, {}, true);
   ASSERT_TRUE(s.is_ok()) << s.message();
   std::string rules = ruleset();
@@ -222,6 +249,9 @@ TEST_F(NftablesKernelTest, FullIncrementalAndCleanup) {
   EXPECT_THAT(rules, HasSubstr("10.43.0.21 . udp . 80 : goto reject-chain"));
   EXPECT_THAT(rules, HasSubstr("192.0.2.10 . tcp . 80 : goto external-"));
   EXPECT_THAT(rules, HasSubstr("dnat to 10.42.0.11:8080"));
+  EXPECT_THAT(rules, HasSubstr("10.43.0.23 . sctp . 80 : goto service-"));
+  EXPECT_THAT(rules, HasSubstr("numgen random mod 20 vmap"));
+  EXPECT_THAT(rules, HasSubstr("meta l4proto sctp dnat to 10.42.0.10:8080"));
 
   // Scale, drop affinity, give the empty Service an endpoint, delete one Service.
   state["default/web"][0].endpoints.push_back(web_port(3).endpoints[2]);
@@ -234,7 +264,7 @@ TEST_F(NftablesKernelTest, FullIncrementalAndCleanup) {
   s = backend.sync(state, {"default/web", "default/empty", "default/local"}, false);
   ASSERT_TRUE(s.is_ok()) << s.message();
   rules = ruleset();
-  EXPECT_THAT(rules, HasSubstr("numgen random mod 3"));
+  EXPECT_THAT(rules, HasSubstr("numgen random mod 3 "));
   EXPECT_THAT(rules, Not(HasSubstr("affinity-")));
   EXPECT_THAT(rules, HasSubstr("10.43.0.21 . udp . 80 : goto service-"));
   EXPECT_THAT(rules, Not(HasSubstr("reject-chain }")));
