@@ -13,9 +13,11 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <sstream>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -903,6 +905,23 @@ Result<std::unique_ptr<HttpApiClient>> HttpApiClient::from_kubeconfig_file(
     const std::string& path, HttpClientOptions options, const std::string& context) {
   SKIFF_ASSIGN_OR_RETURN(Kubeconfig kc, load_kubeconfig(path, context));
   return create(kc, std::move(options));
+}
+
+Result<std::unique_ptr<HttpApiClient>> HttpApiClient::from_server_token(
+    const std::string& server, const std::string& token, const std::string& ca_file,
+    const std::string& default_ca_file, HttpClientOptions options) {
+  Kubeconfig config;
+  config.server = server;
+  config.token = token;
+  std::ifstream in(ca_file.empty() ? default_ca_file : ca_file);
+  if (in) {
+    std::stringstream pem;
+    pem << in.rdbuf();
+    config.certificate_authority_data = pem.str();
+  } else if (!ca_file.empty()) {
+    return Status(StatusCode::kNotFound, "cannot read " + ca_file);
+  }
+  return create(config, std::move(options));
 }
 
 Result<Json> HttpApiClient::get(const Resource& r, std::string_view ns, std::string_view name,

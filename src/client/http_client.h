@@ -57,6 +57,12 @@ class HttpApiClient : public ApiClient {
   // load_kubeconfig(path, context) followed by create().
   static Result<std::unique_ptr<HttpApiClient>> from_kubeconfig_file(
       const std::string& path, HttpClientOptions options = {}, const std::string& context = "");
+  // A server URL with a bearer token (how a node joins): the CA comes from `ca_file`, or from
+  // `default_ca_file` when ca_file is empty and that file exists. kNotFound when ca_file is
+  // given but cannot be read.
+  static Result<std::unique_ptr<HttpApiClient>> from_server_token(
+      const std::string& server, const std::string& token, const std::string& ca_file,
+      const std::string& default_ca_file, HttpClientOptions options = {});
 
   ~HttpApiClient() override;
   HttpApiClient(const HttpApiClient&) = delete;

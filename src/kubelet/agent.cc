@@ -5,11 +5,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
-#include <sstream>
 
-#include "base/kubeconfig.h"
 #include "base/log.h"
 #include "client/http_client.h"
 #include "kubelet/cni/cni_config.h"
@@ -39,14 +36,6 @@ std::string host_name() {
   return name;
 }
 
-Result<std::string> read_text(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return error(StatusCode::kNotFound, "cannot read " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 Result<std::unique_ptr<client::HttpApiClient>> api_client(const KubeletOptions& o) {
   client::HttpClientOptions http;
   http.user_agent = "skiff-kubelet";
@@ -55,16 +44,8 @@ Result<std::unique_ptr<client::HttpApiClient>> api_client(const KubeletOptions& 
   if (o.server.empty()) {
     return error(StatusCode::kInvalidArgument, "the kubelet needs --kubeconfig or --server");
   }
-  Kubeconfig config;
-  config.server = o.server;
-  config.token = o.token;
-  std::string ca = o.ca_file.empty() ? o.data_dir + "/tls/ca.crt" : o.ca_file;
-  if (auto pem = read_text(ca); pem.is_ok()) {
-    config.certificate_authority_data = *pem;
-  } else if (!o.ca_file.empty()) {
-    return pem.status();
-  }
-  return client::HttpApiClient::create(config, http);
+  return client::HttpApiClient::from_server_token(o.server, o.token, o.ca_file,
+                                                  o.data_dir + "/tls/ca.crt", http);
 }
 
 }  // namespace

@@ -3,10 +3,8 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <sstream>
 #include <thread>
 
-#include "base/kubeconfig.h"
 #include "base/log.h"
 #include "client/http_client.h"
 #include "proxy/iptables.h"
@@ -32,19 +30,8 @@ Result<std::unique_ptr<client::HttpApiClient>> api_client(const ProxyOptions& o)
   if (o.server.empty()) {
     return error(StatusCode::kInvalidArgument, "the proxy needs --kubeconfig or --server");
   }
-  Kubeconfig config;
-  config.server = o.server;
-  config.token = o.token;
-  std::string ca = o.ca_file.empty() ? o.data_dir + "/tls/ca.crt" : o.ca_file;
-  std::ifstream in(ca);
-  if (in) {
-    std::stringstream ss;
-    ss << in.rdbuf();
-    config.certificate_authority_data = ss.str();
-  } else if (!o.ca_file.empty()) {
-    return error(StatusCode::kNotFound, "cannot read " + ca);
-  }
-  return client::HttpApiClient::create(config, http);
+  return client::HttpApiClient::from_server_token(o.server, o.token, o.ca_file,
+                                                  o.data_dir + "/tls/ca.crt", http);
 }
 
 // Writes a sysctl when it differs; a warning, not an error, when it cannot (the rules still

@@ -178,6 +178,27 @@ TEST_F(HttpClientTest, CreateGetUpdateRemoveConfigMap) {
   EXPECT_EQ(gone.status().code(), StatusCode::kNotFound);
 }
 
+TEST_F(HttpClientTest, ServerAndTokenWithTheClusterCaFromTheDataDir) {
+  const std::string ca = cluster_->dir->sub("tls/ca.crt");
+  auto joined = HttpApiClient::from_server_token(cluster_->admin.server, kToken, "", ca);
+  ASSERT_TRUE(joined.is_ok()) << joined.status().to_string();
+  auto got = (*joined)->get(kNamespaces, "", ns_);
+  ASSERT_TRUE(got.is_ok()) << got.status().to_string();
+  EXPECT_EQ(name_of(*got), ns_);
+
+  // An explicit CA file that cannot be read is an error, not a silent fallback.
+  auto missing = HttpApiClient::from_server_token(cluster_->admin.server, kToken,
+                                                  cluster_->dir->sub("no-such-ca.crt"), ca);
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+
+  // Without any CA the server's certificate is not trusted.
+  auto untrusted = HttpApiClient::from_server_token(cluster_->admin.server, kToken, "",
+                                                    cluster_->dir->sub("absent/ca.crt"));
+  ASSERT_TRUE(untrusted.is_ok()) << untrusted.status().to_string();
+  EXPECT_FALSE((*untrusted)->get(kNamespaces, "", ns_).is_ok());
+}
+
 TEST_F(HttpClientTest, PodCreateAndRemoveWithOptions) {
   auto created = client_->create(kPods, ns_, pod(ns_, "p"));
   ASSERT_TRUE(created.is_ok()) << created.status().to_string();
