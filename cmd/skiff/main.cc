@@ -1,7 +1,5 @@
 // skiff: one binary, one subcommand per component.
 
-#include <arpa/inet.h>
-
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
@@ -213,24 +211,6 @@ skiff::Status run_node_agent(const skiff::kubelet::KubeletOptions& kubelet,
   return skiff::Status::ok();
 }
 
-// The tenth address of an IPv4 CIDR (10.43.0.10 for 10.43.0.0/16): where the cluster DNS
-// Service lives, as upstream's installers place it; "" for a range too small or not IPv4.
-std::string tenth_address(const std::string& cidr) {
-  size_t slash = cidr.find('/');
-  in_addr addr{};
-  if (slash == std::string::npos ||
-      ::inet_pton(AF_INET, cidr.substr(0, slash).c_str(), &addr) != 1) {
-    return "";
-  }
-  int prefix = std::atoi(cidr.c_str() + slash + 1);
-  if (prefix < 0 || prefix > 28) return "";
-  uint32_t host = ntohl(addr.s_addr);
-  uint32_t mask = prefix == 0 ? 0 : ~0u << (32 - prefix);
-  addr.s_addr = htonl((host & mask) + 10);
-  char buf[INET_ADDRSTRLEN];
-  return ::inet_ntop(AF_INET, &addr, buf, sizeof buf) ? buf : "";
-}
-
 // The API server alone (`skiff apiserver`), or with the control-plane components in the same
 // process (`skiff server`). The components reach the API server over HTTPS like any client.
 int run_apiserver(ServerFlags& flags, bool with_components) {
@@ -269,9 +249,9 @@ int run_apiserver(ServerFlags& flags, bool with_components) {
   if (with_components && !flags.disable_agent) {
     flags.kubelet.kubeconfig = server.value()->admin_kubeconfig();
     // Pods are pointed at the DNS Service of this cluster's Service range unless told otherwise.
-    if (flags.kubelet.cluster_dns == std::vector<std::string>{"10.43.0.10"} &&
-        !tenth_address(flags.api.service_cidr).empty()) {
-      flags.kubelet.cluster_dns = {tenth_address(flags.api.service_cidr)};
+    auto dns_ip = skiff::dns::cluster_dns_ip(flags.api.service_cidr);
+    if (flags.kubelet.cluster_dns == std::vector<std::string>{"10.43.0.10"} && dns_ip.is_ok()) {
+      flags.kubelet.cluster_dns = {*dns_ip};
     }
     flags.kubelet.data_dir = flags.api.data_dir;
     start_component("kubelet", [&flags](std::stop_token token) {
@@ -298,7 +278,9 @@ int run_apiserver(ServerFlags& flags, bool with_components) {
                            : server.value()->advertise_address();
     }
     d.service_cidrs = {flags.api.service_cidr};
-    if (std::string ip = tenth_address(flags.api.service_cidr); !ip.empty()) d.service_ip = ip;
+    if (auto ip = skiff::dns::cluster_dns_ip(flags.api.service_cidr); ip.is_ok()) {
+      d.service_ip = *ip;
+    }
     d.pod_cidrs = {flags.cm.node_ipam.cluster_cidr};
     d.cluster_domain = flags.kubelet.cluster_domain;
     components.emplace_back([&d, token = stop.get_token()] {

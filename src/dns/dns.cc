@@ -204,6 +204,27 @@ class ServiceKeeper {
 
 }  // namespace
 
+Result<std::string> cluster_dns_ip(const std::string& service_cidr) {
+  size_t slash = service_cidr.find('/');
+  in_addr addr{};
+  if (slash == std::string::npos ||
+      inet_pton(AF_INET, service_cidr.substr(0, slash).c_str(), &addr) != 1) {
+    return error(StatusCode::kInvalidArgument, "not an IPv4 CIDR: " + service_cidr);
+  }
+  const std::string bits = service_cidr.substr(slash + 1);
+  if (bits.empty() || bits.size() > 2 ||
+      bits.find_first_not_of("0123456789") != std::string::npos || std::stoi(bits) > 28) {
+    return error(StatusCode::kInvalidArgument,
+                 "the Service range " + service_cidr + " has no tenth address");
+  }
+  int prefix = std::stoi(bits);
+  uint32_t mask = prefix == 0 ? 0 : ~0u << (32 - prefix);
+  addr.s_addr = htonl((ntohl(addr.s_addr) & mask) + 10);
+  char buf[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &addr, buf, sizeof(buf));
+  return std::string(buf);
+}
+
 void connect_informers(ClusterRecords& records, client::Informer& services,
                        client::Informer& slices) {
   services.add_handlers({

@@ -54,6 +54,11 @@ inline constexpr const char* kDnsEndpointSliceManager = "skiff-dns";
 inline constexpr const char* kDnsServiceNamespace = "kube-system";
 inline constexpr const char* kDnsServiceName = "kube-dns";
 
+// The tenth address of an IPv4 Service range (10.43.0.10 for 10.43.0.0/16), where installers
+// put the cluster DNS Service, as upstream's do. kInvalidArgument for anything that is not an
+// IPv4 CIDR with room for it.
+Result<std::string> cluster_dns_ip(const std::string& service_cidr);
+
 Status run_dns(const DnsOptions& options, std::stop_token stop);
 
 // run_dns() against a given API client; `on_serving` is called with the bound port once DNS

@@ -210,3 +210,23 @@ TEST(RunDnsOptionsTest, BadOptionsFail) {
 
 }  // namespace
 }  // namespace skiff::dns
+
+namespace skiff::dns {
+namespace {
+
+TEST(ClusterDnsIp, TenthAddressOfTheServiceRange) {
+  EXPECT_EQ(cluster_dns_ip("10.43.0.0/16").value(), "10.43.0.10");
+  EXPECT_EQ(cluster_dns_ip("10.96.0.0/12").value(), "10.96.0.10");
+  // The host part of the given address does not matter.
+  EXPECT_EQ(cluster_dns_ip("192.168.7.33/24").value(), "192.168.7.10");
+  EXPECT_EQ(cluster_dns_ip("172.20.0.0/28").value(), "172.20.0.10");
+  for (const char* bad : {"10.43.0.0", "10.43.0.0/29", "10.43.0.0/", "10.43.0.0/x", "fd00::/108",
+                          "nonsense/16", "10.43.0.0/123"}) {
+    auto r = cluster_dns_ip(bad);
+    EXPECT_FALSE(r.is_ok()) << bad;
+    if (!r.is_ok()) EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace skiff::dns
