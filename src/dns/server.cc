@@ -157,11 +157,16 @@ Bytes to_wire(const ldns_pkt* p) {
   return out;
 }
 
-// A response to `query` holding `answer` (plus `extra` answers from upstream), truncated to
-// `limit` bytes by dropping every section but the question.
+// A response to `query` holding `answer` (plus `extra` answers from upstream). Above `limit`
+// bytes it is truncated as CoreDNS does: TC set, authority and additional sections dropped, and
+// as many answer records kept as fit (found by bisection), so a client that does not retry over
+// TCP still gets some addresses.
 Bytes build_response(const ldns_pkt* query, const Answer& answer, size_t limit,
                      const ldns_rr_list* extra) {
-  auto make = [&](bool truncated) {
+  const size_t extra_count = extra != nullptr ? ldns_rr_list_rr_count(extra) : 0;
+  const size_t total = answer.answer.size() + extra_count;
+  // `keep` answer records (own first, then upstream's); everything when not truncated.
+  auto make = [&](bool truncated, size_t keep) {
     PktPtr r(ldns_pkt_new());
     ldns_pkt_set_id(r.get(), ldns_pkt_id(query));
     ldns_pkt_set_qr(r.get(), true);
@@ -176,27 +181,44 @@ Bytes build_response(const ldns_pkt* query, const Answer& answer, size_t limit,
     for (size_t i = 0; i < ldns_rr_list_rr_count(q); ++i) {
       ldns_pkt_push_rr(r.get(), LDNS_SECTION_QUESTION, ldns_rr_clone(ldns_rr_list_rr(q, i)));
     }
+    size_t pushed = 0;
+    for (const auto& rec : answer.answer) {
+      if (pushed == keep) break;
+      if (ldns_rr* rr = to_ldns(rec)) ldns_pkt_push_rr(r.get(), LDNS_SECTION_ANSWER, rr);
+      ++pushed;
+    }
+    for (size_t i = 0; i < extra_count && pushed < keep; ++i, ++pushed) {
+      ldns_pkt_push_rr(r.get(), LDNS_SECTION_ANSWER, ldns_rr_clone(ldns_rr_list_rr(extra, i)));
+    }
     if (!truncated) {
       auto push = [&](ldns_pkt_section section, const std::vector<Record>& records) {
         for (const auto& rec : records) {
           if (ldns_rr* rr = to_ldns(rec)) ldns_pkt_push_rr(r.get(), section, rr);
         }
       };
-      push(LDNS_SECTION_ANSWER, answer.answer);
-      if (extra != nullptr) {
-        for (size_t i = 0; i < ldns_rr_list_rr_count(extra); ++i) {
-          ldns_pkt_push_rr(r.get(), LDNS_SECTION_ANSWER, ldns_rr_clone(ldns_rr_list_rr(extra, i)));
-        }
-      }
       push(LDNS_SECTION_AUTHORITY, answer.authority);
       push(LDNS_SECTION_ADDITIONAL, answer.additional);
     }
     if (ldns_pkt_edns(query)) ldns_pkt_set_edns_udp_size(r.get(), kOurUdpSize);
     return to_wire(r.get());
   };
-  Bytes wire = make(false);
-  if (wire.size() > limit) wire = make(true);
-  return wire;
+  Bytes wire = make(false, total);
+  if (wire.size() <= limit) return wire;
+  // The most answer records that fit: `lo` always fits (zero does: the question alone).
+  size_t lo = 0;
+  size_t hi = total;
+  Bytes best = make(true, 0);
+  while (lo < hi) {
+    size_t mid = (lo + hi + 1) / 2;
+    Bytes candidate = make(true, mid);
+    if (candidate.size() <= limit) {
+      lo = mid;
+      best = std::move(candidate);
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return best;
 }
 
 // What to do with a packet that arrived.
