@@ -27,6 +27,7 @@ def http_get(ip, port, path="/", timeout=2):
 
 
 DNS_IP = "10.43.0.10"
+CLIENT_IP = "172.31.250.2"  # a client outside the node, on the node's network
 
 
 def dns_query(name, qtype=1, server=DNS_IP, timeout=2):
@@ -285,6 +286,54 @@ class ServicesTest(node.NodeTestCase):
         self.assertEqual(addresses, [node.NODE_IP])
         self.assertEqual(self.wait_for(lambda: http_get(node.NODE_IP, 80),
                                        what="the load-balancer address to answer"), pods[0])
+
+    def test_external_traffic_policy_local_keeps_the_client_address(self):
+        ns = self.make_namespace("etp")
+        # The backend answers with the address the request came from (a CGI script of httpd).
+        cgi = ("mkdir -p /www/cgi-bin && "
+               "printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n'"
+               " > /www/cgi-bin/ip && chmod +x /www/cgi-bin/ip && " + HTTPD)
+        self.deployment(ns, "web", 1, cgi, [{"name": "http", "containerPort": 8080}])
+        svc = self.service(ns, "web", [{"name": "http", "port": 80, "targetPort": "http"}],
+                           {"app": "web"}, type="NodePort")
+        port = svc["spec"]["ports"][0]["nodePort"]
+        # A client outside the node: its own namespace, cabled to the node's bridge.
+        client = "skiff-client-%d" % os.getpid()
+        subprocess.run(["ip", "netns", "add", client], check=True, timeout=30)
+        try:
+            for cmd in (["link", "add", "cl0", "type", "veth", "peer", "name", "cl1"],
+                        ["link", "set", "cl0", "master", "node0"],
+                        ["link", "set", "cl0", "up"],
+                        ["link", "set", "cl1", "netns", client],
+                        ["-n", client, "addr", "add", CLIENT_IP + "/24", "dev", "cl1"],
+                        ["-n", client, "link", "set", "cl1", "up"],
+                        ["-n", client, "link", "set", "lo", "up"]):
+                subprocess.run(["ip"] + cmd, check=True, timeout=30, capture_output=True)
+
+            def seen_from():
+                out = subprocess.run(
+                    ["nsenter", "--net=/var/run/netns/" + client, "/usr/bin/python3", "-c",
+                     "import urllib.request as u; print(u.urlopen('http://%s:%d/cgi-bin/ip', "
+                     "timeout=2).read().decode().strip())" % (node.NODE_IP, port)],
+                    capture_output=True, text=True, timeout=30)
+                if out.returncode != 0:
+                    return None
+                # httpd listens on IPv6 and reports "[::ffff:a.b.c.d]" for IPv4 peers.
+                return out.stdout.strip().strip("[]").replace("::ffff:", "")
+            # Cluster policy: external traffic is masqueraded.
+            address = self.wait_for(seen_from, what="the NodePort from outside the node")
+            self.assertNotEqual(address, CLIENT_IP)
+            # Local policy: the endpoint sees the client itself.
+            self.ok("patch", "service", "web", "-n", ns, "--type=merge",
+                    "-p", json.dumps({"spec": {"externalTrafficPolicy": "Local"}}))
+            seen = []
+            deadline = time.time() + 60
+            while time.time() < deadline and (not seen or seen[-1] != CLIENT_IP):
+                seen.append(seen_from())
+                time.sleep(0.5)
+            self.assertEqual(seen[-1], CLIENT_IP, "addresses seen: %s" % sorted(set(map(str, seen))))
+        finally:
+            subprocess.run(["ip", "netns", "del", client], capture_output=True, timeout=30)
 
     def test_udp_through_a_service_to_manual_endpoints(self):
         ns = self.make_namespace("udp")
