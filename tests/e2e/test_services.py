@@ -28,6 +28,7 @@ def http_get(ip, port, path="/", timeout=2):
 
 DNS_IP = "10.43.0.10"
 CLIENT_IP = "172.31.250.2"  # a client outside the node, on the node's network
+EXTERNAL_IP = "192.0.2.50"  # an external IP of a Service, routed by the client to the node
 
 
 def dns_query(name, qtype=1, server=DNS_IP, timeout=2):
@@ -287,7 +288,7 @@ class ServicesTest(node.NodeTestCase):
         self.assertEqual(self.wait_for(lambda: http_get(node.NODE_IP, 80),
                                        what="the load-balancer address to answer"), pods[0])
 
-    def test_external_traffic_policy_local_keeps_the_client_address(self):
+    def test_external_clients_node_port_local_policy_and_external_ip(self):
         ns = self.make_namespace("etp")
         # The backend answers with the address the request came from (a CGI script of httpd).
         cgi = ("mkdir -p /www/cgi-bin && "
@@ -310,11 +311,11 @@ class ServicesTest(node.NodeTestCase):
                         ["-n", client, "link", "set", "lo", "up"]):
                 subprocess.run(["ip"] + cmd, check=True, timeout=30, capture_output=True)
 
-            def seen_from():
+            def seen_from(ip=node.NODE_IP, port=port):
                 out = subprocess.run(
                     ["nsenter", "--net=/var/run/netns/" + client, "/usr/bin/python3", "-c",
                      "import urllib.request as u; print(u.urlopen('http://%s:%d/cgi-bin/ip', "
-                     "timeout=2).read().decode().strip())" % (node.NODE_IP, port)],
+                     "timeout=2).read().decode().strip())" % (ip, port)],
                     capture_output=True, text=True, timeout=30)
                 if out.returncode != 0:
                     return None
@@ -332,6 +333,14 @@ class ServicesTest(node.NodeTestCase):
                 seen.append(seen_from())
                 time.sleep(0.5)
             self.assertEqual(seen[-1], CLIENT_IP, "addresses seen: %s" % sorted(set(map(str, seen))))
+            # An external IP routed to the node reaches the Service as well.
+            subprocess.run(["ip", "-n", client, "route", "add", EXTERNAL_IP, "via", node.NODE_IP],
+                           check=True, timeout=30)
+            self.ok("patch", "service", "web", "-n", ns, "--type=merge",
+                    "-p", json.dumps({"spec": {"externalIPs": [EXTERNAL_IP]}}))
+            self.assertEqual(self.wait_for(lambda: seen_from(EXTERNAL_IP, 80),
+                                           what="the external IP from outside the node"),
+                             CLIENT_IP)
         finally:
             subprocess.run(["ip", "netns", "del", client], capture_output=True, timeout=30)
 
