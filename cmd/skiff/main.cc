@@ -127,6 +127,9 @@ void add_controller_manager_flags(CLI::App* cmd, ControllerManagerFlags& f) {
                       "Pause between lease acquisition and renewal attempts");
   add_duration_option(cmd, "--node-monitor-period", o.controller.node_monitor_period,
                       "How often node health is checked");
+  cmd->add_option("--terminated-pod-gc-threshold", o.controller.terminated_pod_gc_threshold,
+                  "Terminated pods kept before the oldest are deleted (0: no limit)")
+      ->capture_default_str();
   add_duration_option(cmd, "--node-monitor-grace-period", o.controller.node_monitor_grace_period,
                       "How long a node may go without renewing before it is marked unhealthy");
   add_duration_option(cmd, "--pod-eviction-timeout", o.controller.pod_eviction_timeout,
@@ -443,6 +446,11 @@ int main(int argc, char** argv) {
   server->add_flag("--disable-scheduler", server_flags.disable_scheduler,
                    "Do not run the scheduler in this process");
   server->add_option("--cluster-cidr", server_flags.cm.node_ipam.cluster_cidr, "Pod address range")
+      ->capture_default_str();
+  server
+      ->add_option("--terminated-pod-gc-threshold",
+                   server_flags.cm.controller.terminated_pod_gc_threshold,
+                   "Terminated pods kept before the oldest are deleted (0: no limit)")
       ->capture_default_str();
   add_duration_option(server, "--node-monitor-grace-period",
                       server_flags.cm.controller.node_monitor_grace_period,

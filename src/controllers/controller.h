@@ -41,6 +41,11 @@ struct ControllerOptions {
   std::chrono::milliseconds namespace_sync_period{300000};
   // Resource quota full recalculation.
   std::chrono::milliseconds resource_quota_sync_period{300000};
+  // Pod garbage collection: how often, how many terminated pods to keep (0: no limit), and how
+  // long a node must stay absent before its pods are deleted.
+  std::chrono::milliseconds pod_gc_period{20000};
+  int64_t terminated_pod_gc_threshold = 12500;
+  std::chrono::milliseconds pod_gc_orphan_quarantine{40000};
   // Workers per controller.
   int workers = 5;
 };

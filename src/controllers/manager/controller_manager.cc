@@ -20,6 +20,7 @@
 #include "controllers/job/ttlafterfinished_controller.h"
 #include "controllers/namespace/namespace_controller.h"
 #include "controllers/nodelifecycle/nodelifecycle_controller.h"
+#include "controllers/podgc/podgc_controller.h"
 #include "controllers/replicaset/replicaset_controller.h"
 #include "controllers/resourcequota/resourcequota_controller.h"
 #include "controllers/serviceaccount/rootcacertpublisher.h"
@@ -51,6 +52,7 @@ const std::vector<Entry>& registry() {
       {"job", true, simple(new_job_controller)},
       {"cronjob", true, simple(new_cronjob_controller)},
       {"ttl-after-finished", true, simple(new_ttlafterfinished_controller)},
+      {"podgc", true, simple(new_podgc_controller)},
       {"namespace", true, simple(new_namespace_controller)},
       {"garbagecollector", true,
        [](ControllerContext& ctx, const ControllerManagerOptions&, const std::string&) {

@@ -1,0 +1,202 @@
+#include "controllers/podgc/podgc_controller.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "base/log.h"
+#include "base/time.h"
+
+namespace skiff::controllers {
+namespace {
+
+using client::resources::kNodes;
+using client::resources::kPods;
+using namespace std::chrono_literals;
+using TimePoint = std::chrono::system_clock::time_point;
+
+constexpr auto kPollInterval = 100ms;  // how often due work is looked for
+
+const Json& member(const Json& obj, const char* key) {
+  static const Json kNull;
+  if (!obj.is_object()) return kNull;
+  auto it = obj.find(key);
+  return it == obj.end() ? kNull : *it;
+}
+
+std::string str(const Json& obj, const char* key) {
+  const Json& v = member(obj, key);
+  return v.is_string() ? v.get<std::string>() : std::string();
+}
+
+bool is_terminated(const Json& pod) {
+  std::string phase = str(member(pod, "status"), "phase");
+  return phase == "Succeeded" || phase == "Failed";
+}
+
+bool is_deleting(const Json& pod) {
+  return member(member(pod, "metadata"), "deletionTimestamp").is_string();
+}
+
+class PodGcController final : public Controller {
+ public:
+  explicit PodGcController(ControllerContext& ctx)
+      : ctx_(ctx), pods_(ctx.informers.informer(kPods)), nodes_(ctx.informers.informer(kNodes)) {}
+
+  ~PodGcController() override { stop(); }
+
+  std::string_view name() const override { return "pod-garbage-collector"; }
+
+  void start() override {
+    thread_ = std::thread([this] { loop(); });
+  }
+
+  void stop() override {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void loop() {
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      cv_.wait_for(lock, kPollInterval, [this] { return stopping_; });
+      if (stopping_) break;
+      lock.unlock();
+      if (pods_.has_synced() && nodes_.has_synced()) {
+        TimePoint now = ctx_.clock.now();
+        if (!last_ || now - *last_ >= ctx_.options.pod_gc_period || now < *last_) {
+          last_ = now;
+          gc(now);
+        }
+      }
+      lock.lock();
+    }
+  }
+
+  void gc(TimePoint now) {
+    std::vector<ObjectPtr> pods = pods_.list();
+    gc_terminated(pods);
+    gc_orphaned(pods, now);
+    gc_unscheduled_terminating(pods);
+  }
+
+  void gc_terminated(const std::vector<ObjectPtr>& pods) {
+    const int64_t threshold = ctx_.options.terminated_pod_gc_threshold;
+    if (threshold <= 0) return;
+    std::vector<ObjectPtr> terminated;
+    for (const auto& p : pods) {
+      if (is_terminated(*p) && !is_deleting(*p)) terminated.push_back(p);
+    }
+    if (static_cast<int64_t>(terminated.size()) <= threshold) return;
+    const size_t excess = terminated.size() - static_cast<size_t>(threshold);
+    // Oldest first; the name breaks ties so the choice is stable.
+    std::sort(terminated.begin(), terminated.end(), [](const ObjectPtr& a, const ObjectPtr& b) {
+      std::string ta = str(member(*a, "metadata"), "creationTimestamp");
+      std::string tb = str(member(*b, "metadata"), "creationTimestamp");
+      if (ta != tb) return ta < tb;
+      return client::key_of(*a) < client::key_of(*b);
+    });
+    SKIFF_LOG_INFO("podgc: {} terminated pods over the threshold of {}; deleting the oldest",
+                   excess, threshold);
+    for (size_t i = 0; i < excess; ++i) force_delete(*terminated[i]);
+  }
+
+  void gc_orphaned(const std::vector<ObjectPtr>& pods, TimePoint now) {
+    std::map<std::string, std::vector<ObjectPtr>> by_missing_node;
+    for (const auto& p : pods) {
+      std::string node = str(member(*p, "spec"), "nodeName");
+      if (node.empty() || nodes_.get("", node)) continue;
+      by_missing_node[node].push_back(p);
+    }
+    // Forget quarantines of nodes that came back or lost their pods.
+    for (auto it = absent_since_.begin(); it != absent_since_.end();) {
+      it = by_missing_node.count(it->first) ? std::next(it) : absent_since_.erase(it);
+    }
+    for (const auto& [node, orphans] : by_missing_node) {
+      auto [since, inserted] = absent_since_.emplace(node, now);
+      // A node just created may not have reached the cache yet: wait, then ask the API.
+      if (inserted || now - since->second < ctx_.options.pod_gc_orphan_quarantine) continue;
+      auto fresh = ctx_.api.get(kNodes, "", node);
+      if (fresh.is_ok()) continue;
+      if (fresh.status().code() != StatusCode::kNotFound) {
+        SKIFF_LOG_WARN("podgc: checking node {}: {}", node, fresh.status().message());
+        continue;
+      }
+      for (const auto& pod : orphans) {
+        SKIFF_LOG_INFO("podgc: deleting pod {} of deleted node {}", client::key_of(*pod), node);
+        if (!is_terminated(*pod) && !mark_failed(*pod)) continue;
+        force_delete(*pod);
+      }
+    }
+  }
+
+  void gc_unscheduled_terminating(const std::vector<ObjectPtr>& pods) {
+    for (const auto& p : pods) {
+      if (is_deleting(*p) && str(member(*p, "spec"), "nodeName").empty()) {
+        SKIFF_LOG_INFO("podgc: deleting unscheduled terminating pod {}", client::key_of(*p));
+        force_delete(*p);
+      }
+    }
+  }
+
+  // Upstream's status for a pod its controller loses: phase Failed, and a DisruptionTarget
+  // condition saying who did it. False when the pod could not be updated.
+  bool mark_failed(const Json& pod) {
+    Json patch = {{"status",
+                   {{"phase", "Failed"},
+                    {"conditions",
+                     {{{"type", "DisruptionTarget"},
+                       {"status", "True"},
+                       {"reason", "DeletionByPodGC"},
+                       {"message", "PodGC: node no longer exists"},
+                       {"lastTransitionTime", rfc3339(ctx_.clock.now_seconds())}}}}}}};
+    auto r = ctx_.api.patch(kPods, client::namespace_of(pod), client::name_of(pod),
+                            client::PatchType::kStrategicMerge, patch.dump(), {}, "status");
+    if (!r.is_ok() && r.status().code() != StatusCode::kNotFound) {
+      SKIFF_LOG_WARN("podgc: marking {} failed: {}", client::key_of(pod), r.status().message());
+      return false;
+    }
+    return true;
+  }
+
+  void force_delete(const Json& pod) {
+    client::DeleteOptions o;
+    o.grace_period_seconds = 0;
+    o.precondition_uid = client::uid_of(pod);
+    auto r = ctx_.api.remove(kPods, client::namespace_of(pod), client::name_of(pod), o);
+    if (!r.is_ok() && r.status().code() != StatusCode::kNotFound &&
+        r.status().code() != StatusCode::kFailedPrecondition &&
+        r.status().code() != StatusCode::kAborted) {
+      SKIFF_LOG_WARN("podgc: deleting {}: {}", client::key_of(pod), r.status().message());
+    }
+  }
+
+  ControllerContext& ctx_;
+  client::Informer& pods_;
+  client::Informer& nodes_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;  // guarded by mu_
+  std::thread thread_;
+
+  // The loop thread's own state.
+  std::optional<TimePoint> last_;
+  std::map<std::string, TimePoint> absent_since_;  // node name → first seen missing
+};
+
+}  // namespace
+
+std::unique_ptr<Controller> new_podgc_controller(ControllerContext& ctx) {
+  return std::make_unique<PodGcController>(ctx);
+}
+
+}  // namespace skiff::controllers
