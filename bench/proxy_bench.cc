@@ -64,7 +64,7 @@ ServicePort service(int i, int endpoints) {
 
 std::unique_ptr<Backend> make(const std::string& mode) {
   if (mode == "nftables") {
-    return std::make_unique<NftablesBackend>(ProxyConfig{}, make_libnftables_runner());
+    return std::make_unique<NftablesBackend>(ProxyConfig{}, make_nftnl_runner());
   }
   return std::make_unique<IptablesBackend>(ProxyConfig{}, make_iptables_runner());
 }

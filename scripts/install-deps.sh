@@ -7,7 +7,7 @@ build_pkgs=(g++ cmake ninja-build ccache pkg-config
   libboost-dev libboost-system-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev
   libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libldns-dev libnftables-dev)
+  libldns-dev libnftables-dev libnftnl-dev libmnl-dev)
 test_pkgs=(etcd-server etcd-client python3-kubernetes)
 run_pkgs=(containerd runc containernetworking-plugins busybox-static nftables conntrack iproute2 iptables)
 

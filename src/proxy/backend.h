@@ -38,5 +38,8 @@ class NftRunner {
 
 // The real runner: libnftables in this process.
 std::unique_ptr<NftRunner> make_libnftables_runner();
+// Incremental-sync scripts as one libnftnl netlink batch (no ruleset dump); any other script goes
+// to `fallback` (a libnftables runner when null).
+std::unique_ptr<NftRunner> make_nftnl_runner(std::unique_ptr<NftRunner> fallback = nullptr);
 
 }  // namespace skiff::proxy

@@ -49,7 +49,7 @@ void ensure_sysctl(const std::string& path, const std::string& value, const char
 Result<std::unique_ptr<Backend>> make_backend(const std::string& mode, const ProxyConfig& config) {
   if (mode == "nftables") {
     return std::unique_ptr<Backend>(
-        std::make_unique<NftablesBackend>(config, make_libnftables_runner()));
+        std::make_unique<NftablesBackend>(config, make_nftnl_runner()));
   }
   if (mode == "iptables") {
     return std::unique_ptr<Backend>(
