@@ -360,4 +360,12 @@ Result<CommandOutput> run_command(const std::vector<std::string>& argv,
   return output;
 }
 
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  std::string name = buf;
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
 }  // namespace skiff

@@ -103,6 +103,10 @@ Result<CommandOutput> run_command(const std::vector<std::string>& argv,
                                   std::chrono::milliseconds timeout,
                                   const ProcessOptions& base = {});
 
+// The machine's host name in lower case (the default node name); "localhost" when it cannot be
+// read.
+std::string host_name();
+
 // Looks `name` up in `path_env` (a PATH value) the way execvp would; names containing '/' are
 // returned as they are when they exist. kNotFound otherwise.
 Result<std::string> find_executable(const std::string& name, const std::string& path_env);

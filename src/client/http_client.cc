@@ -907,6 +907,19 @@ Result<std::unique_ptr<HttpApiClient>> HttpApiClient::from_kubeconfig_file(
   return create(kc, std::move(options));
 }
 
+Result<std::unique_ptr<HttpApiClient>> HttpApiClient::connect(const NodeConnection& c,
+                                                              const std::string& component) {
+  HttpClientOptions http;
+  http.user_agent = "skiff-" + component;
+  http.field_manager = "skiff-" + component;
+  if (!c.kubeconfig.empty()) return from_kubeconfig_file(c.kubeconfig, http);
+  if (c.server.empty()) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the " + component + " needs --kubeconfig or --server");
+  }
+  return from_server_token(c.server, c.token, c.ca_file, c.data_dir + "/tls/ca.crt", http);
+}
+
 Result<std::unique_ptr<HttpApiClient>> HttpApiClient::from_server_token(
     const std::string& server, const std::string& token, const std::string& ca_file,
     const std::string& default_ca_file, HttpClientOptions options) {

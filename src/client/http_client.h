@@ -60,6 +60,18 @@ class HttpApiClient : public ApiClient {
   // A server URL with a bearer token (how a node joins): the CA comes from `ca_file`, or from
   // `default_ca_file` when ca_file is empty and that file exists. kNotFound when ca_file is
   // given but cannot be read.
+  // How a node component (the kubelet, the proxy) reaches the API server: its kubeconfig, or
+  // a server URL with a bearer token whose CA is `ca_file` or <data_dir>/tls/ca.crt.
+  // `component` ("kubelet") names it: user agent and field manager skiff-<component>.
+  struct NodeConnection {
+    std::string kubeconfig;
+    std::string server;
+    std::string token;
+    std::string ca_file;
+    std::string data_dir;
+  };
+  static Result<std::unique_ptr<HttpApiClient>> connect(const NodeConnection& connection,
+                                                        const std::string& component);
   static Result<std::unique_ptr<HttpApiClient>> from_server_token(
       const std::string& server, const std::string& token, const std::string& ca_file,
       const std::string& default_ca_file, HttpClientOptions options = {});

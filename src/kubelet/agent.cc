@@ -1,13 +1,12 @@
 #include "kubelet/agent.h"
 
-#include <unistd.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
 
 #include "base/log.h"
+#include "base/process.h"
 #include "client/http_client.h"
 #include "kubelet/cni/cni_config.h"
 #include "kubelet/containerd/supervisor.h"
@@ -28,26 +27,6 @@ namespace {
 namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 
-std::string host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
-  std::string name = buf;
-  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return name;
-}
-
-Result<std::unique_ptr<client::HttpApiClient>> api_client(const KubeletOptions& o) {
-  client::HttpClientOptions http;
-  http.user_agent = "skiff-kubelet";
-  http.field_manager = "skiff-kubelet";
-  if (!o.kubeconfig.empty()) return client::HttpApiClient::from_kubeconfig_file(o.kubeconfig, http);
-  if (o.server.empty()) {
-    return error(StatusCode::kInvalidArgument, "the kubelet needs --kubeconfig or --server");
-  }
-  return client::HttpApiClient::from_server_token(o.server, o.token, o.ca_file,
-                                                  o.data_dir + "/tls/ca.crt", http);
-}
-
 }  // namespace
 
 Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
@@ -61,7 +40,9 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     return error(StatusCode::kInvalidArgument,
                  "the host has no non-loopback IPv4 address; pass --node-ip");
   }
-  SKIFF_ASSIGN_OR_RETURN(auto api, api_client(o));
+  SKIFF_ASSIGN_OR_RETURN(auto api,
+                         client::HttpApiClient::connect(
+                             {o.kubeconfig, o.server, o.token, o.ca_file, o.data_dir}, "kubelet"));
 
   // The container runtime: our own containerd unless an endpoint was given. The registry mirror
   // is declared first so that it outlives containerd on every path out of here.

@@ -1,11 +1,10 @@
 #include "proxy/proxy.h"
 
-#include <unistd.h>
-
 #include <fstream>
 #include <thread>
 
 #include "base/log.h"
+#include "base/process.h"
 #include "client/http_client.h"
 #include "proxy/iptables.h"
 #include "proxy/nftables.h"
@@ -13,26 +12,6 @@
 
 namespace skiff::proxy {
 namespace {
-
-std::string host_name() {
-  char buf[256] = {};
-  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
-  std::string name = buf;
-  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return name;
-}
-
-Result<std::unique_ptr<client::HttpApiClient>> api_client(const ProxyOptions& o) {
-  client::HttpClientOptions http;
-  http.user_agent = "skiff-proxy";
-  http.field_manager = "skiff-proxy";
-  if (!o.kubeconfig.empty()) return client::HttpApiClient::from_kubeconfig_file(o.kubeconfig, http);
-  if (o.server.empty()) {
-    return error(StatusCode::kInvalidArgument, "the proxy needs --kubeconfig or --server");
-  }
-  return client::HttpApiClient::from_server_token(o.server, o.token, o.ca_file,
-                                                  o.data_dir + "/tls/ca.crt", http);
-}
 
 // Writes a sysctl when it differs; a warning, not an error, when it cannot (the rules still
 // serve what does not depend on it).
@@ -48,8 +27,7 @@ void ensure_sysctl(const std::string& path, const std::string& value, const char
 
 Result<std::unique_ptr<Backend>> make_backend(const std::string& mode, const ProxyConfig& config) {
   if (mode == "nftables") {
-    return std::unique_ptr<Backend>(
-        std::make_unique<NftablesBackend>(config, make_nftnl_runner()));
+    return std::unique_ptr<Backend>(std::make_unique<NftablesBackend>(config, make_nftnl_runner()));
   }
   if (mode == "iptables") {
     return std::unique_ptr<Backend>(
@@ -65,7 +43,9 @@ Status run_proxy(const ProxyOptions& o, std::stop_token stop) {
   ProxyConfig config;
   config.cluster_cidr = o.cluster_cidr;
   SKIFF_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(o.mode, config));
-  SKIFF_ASSIGN_OR_RETURN(auto api, api_client(o));
+  SKIFF_ASSIGN_OR_RETURN(auto api,
+                         client::HttpApiClient::connect(
+                             {o.kubeconfig, o.server, o.token, o.ca_file, o.data_dir}, "proxy"));
   ensure_sysctl("/proc/sys/net/ipv4/ip_forward", "1", "Services are forwarded");
   // Pods on one bridge talk at layer 2; their replies must pass the IP hooks to be un-NATed.
   ensure_sysctl("/proc/sys/net/bridge/bridge-nf-call-iptables", "1",

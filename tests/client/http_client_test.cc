@@ -192,6 +192,17 @@ TEST_F(HttpClientTest, ServerAndTokenWithTheClusterCaFromTheDataDir) {
   ASSERT_FALSE(missing.is_ok());
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
 
+  // The same through connect(), as node components call it: the CA from the data dir.
+  auto node = HttpApiClient::connect(
+      {.server = cluster_->admin.server, .token = kToken, .data_dir = cluster_->dir->path()},
+      "proxy");
+  ASSERT_TRUE(node.is_ok()) << node.status().to_string();
+  EXPECT_TRUE((*node)->get(kNamespaces, "", ns_).is_ok());
+  auto nothing = HttpApiClient::connect({}, "proxy");
+  ASSERT_FALSE(nothing.is_ok());
+  EXPECT_EQ(nothing.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(nothing.status().message(), "the proxy needs --kubeconfig or --server");
+
   // Without any CA the server's certificate is not trusted.
   auto untrusted = HttpApiClient::from_server_token(cluster_->admin.server, kToken, "",
                                                     cluster_->dir->sub("absent/ca.crt"));
