@@ -19,6 +19,7 @@
 #include <deque>
 
 #include "base/process.h"
+#include "proxy/proxy_test_util.h"
 
 namespace skiff::proxy {
 namespace {
@@ -28,23 +29,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
-
-ServicePort web_port(int endpoints) {
-  ServicePort sp;
-  sp.ns = "default";
-  sp.service = "web";
-  sp.port_name = "http";
-  sp.protocol = "tcp";
-  sp.cluster_ip = "10.43.0.20";
-  sp.port = 80;
-  for (int i = 0; i < endpoints; ++i) {
-    Endpoint e;
-    e.ip = "10.42.0." + std::to_string(10 + i);
-    e.port = 8080;
-    sp.endpoints.push_back(e);
-  }
-  return sp;
-}
+using testing::web_port;
 
 std::string all_rules(const IptablesService& o) {
   std::string s;
@@ -423,11 +408,11 @@ TEST(IptablesBackendTest, ANatFailureRestoresTheFilterChains) {
 
 // The kernel takes what the backend writes, in a network namespace that exists only for this
 // test process; once with the system's iptables, once with iptables-legacy.
-class IptablesKernelTest : public ::testing::TestWithParam<std::string> {
+class IptablesKernelTest : public testing::OwnNetns<::testing::TestWithParam<std::string>> {
  protected:
-  static void SetUpTestSuite() { in_own_netns_ = ::unshare(CLONE_NEWNET) == 0; }
   void SetUp() override {
-    if (!in_own_netns_) GTEST_SKIP() << "needs CAP_SYS_ADMIN for a network namespace";
+    OwnNetns::SetUp();
+    if (IsSkipped()) return;
     auto probe = run_command({command() + "-save", "-t", "nat"}, std::chrono::seconds(10));
     if (!probe.is_ok() || !probe->status.success()) {
       GTEST_SKIP() << command() << "-save does not work here";
@@ -451,7 +436,6 @@ class IptablesKernelTest : public ::testing::TestWithParam<std::string> {
     }
     return out;
   }
-  static inline bool in_own_netns_ = false;
 };
 
 ProxyState kernel_state() {

@@ -11,29 +11,14 @@
 #include <set>
 
 #include "base/process.h"
+#include "proxy/proxy_test_util.h"
 
 namespace skiff::proxy {
 namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-ServicePort web_port(int endpoints) {
-  ServicePort sp;
-  sp.ns = "default";
-  sp.service = "web";
-  sp.port_name = "http";
-  sp.protocol = "tcp";
-  sp.cluster_ip = "10.43.0.20";
-  sp.port = 80;
-  for (int i = 0; i < endpoints; ++i) {
-    Endpoint e;
-    e.ip = "10.42.0." + std::to_string(10 + i);
-    e.port = 8080;
-    sp.endpoints.push_back(e);
-  }
-  return sp;
-}
+using testing::web_port;
 
 std::string all_rules(const NftObjects& o) {
   std::string s;
@@ -200,17 +185,12 @@ TEST(NftablesBackendTest, IncrementalSyncTouchesOnlyTheChangedService) {
 
 // The kernel accepts what the backend writes: full sync, incremental changes, removal and
 // cleanup, in a network namespace that exists only for this test process.
-class NftablesKernelTest : public ::testing::Test {
+class NftablesKernelTest : public testing::OwnNetns<> {
  protected:
-  static void SetUpTestSuite() { in_own_netns_ = ::unshare(CLONE_NEWNET) == 0; }
-  void SetUp() override {
-    if (!in_own_netns_) GTEST_SKIP() << "needs CAP_SYS_ADMIN for a network namespace";
-  }
   static std::string ruleset() {
     auto out = run_command({"nft", "list", "ruleset"}, std::chrono::seconds(10));
     return out.is_ok() ? out->out : "";
   }
-  static inline bool in_own_netns_ = false;
 };
 
 TEST_F(NftablesKernelTest, FullIncrementalAndCleanup) {

@@ -20,6 +20,7 @@
 
 #include "base/process.h"
 #include "proxy/nftables.h"
+#include "proxy/proxy_test_util.h"
 
 namespace skiff::proxy {
 namespace {
@@ -160,14 +161,7 @@ Outcome apply(bool nftnl, const ProxyState& before, const ProxyState& after,
   return o;
 }
 
-class NftnlRunnerTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { in_own_netns_ = ::unshare(CLONE_NEWNET) == 0; }
-  void SetUp() override {
-    if (!in_own_netns_) GTEST_SKIP() << "needs CAP_SYS_ADMIN for a network namespace";
-  }
-  static inline bool in_own_netns_ = false;
-};
+class NftnlRunnerTest : public testing::OwnNetns<> {};
 
 // Both runners from the same `before`, through the same change: identical kernels.
 void expect_same(const std::string& what, const ProxyState& before, const ProxyState& after,
