@@ -375,6 +375,15 @@ void ClusterRecords::rebuild_locked(const std::string& key, ServiceState& state)
     r.port = port;
     return r;
   };
+  // The reverse name of `ip` pointing at `target`.
+  auto ptr_record = [&](const std::string& ip, const std::string& target) {
+    Record r;
+    r.name = reverse_name(ip);
+    r.type = RrType::kPtr;
+    r.ttl = ttl;
+    r.data = target;
+    return r;
+  };
   auto port_name = [&](const Port& p) { return "_" + p.name + "._" + p.protocol + "." + base; };
 
   if (svc.kind == ServiceKind::kExternalName) {
@@ -390,12 +399,7 @@ void ClusterRecords::rebuild_locked(const std::string& key, ServiceState& state)
     if (svc.kind == ServiceKind::kClusterIp) {
       for (const auto& ip : svc.cluster_ips) {
         add(address_record(base, ip));
-        Record ptr;
-        ptr.name = reverse_name(ip);
-        ptr.type = RrType::kPtr;
-        ptr.ttl = ttl;
-        ptr.data = base;
-        add(std::move(ptr));
+        add(ptr_record(ip, base));
       }
       for (const auto& p : svc.ports) {
         add(srv_record(base, base, p.port));
@@ -413,12 +417,7 @@ void ClusterRecords::rebuild_locked(const std::string& key, ServiceState& state)
           add(address_record(host, ip));
           if (!headless) continue;
           add(address_record(base, ip));
-          Record ptr;
-          ptr.name = reverse_name(ip);
-          ptr.type = RrType::kPtr;
-          ptr.ttl = ttl;
-          ptr.data = host;
-          add(std::move(ptr));
+          add(ptr_record(ip, host));
           for (const auto& p : slice.ports) {
             add(srv_record(base, host, p.port));
             if (!p.name.empty()) add(srv_record(port_name(p), host, p.port));
