@@ -234,14 +234,8 @@ TEST_F(NftablesKernelTest, FullIncrementalAndCleanup) {
   EXPECT_THAT(rules, HasSubstr("meta l4proto sctp dnat to 10.42.0.10:8080"));
 
   // Scale, drop affinity, give the empty Service an endpoint, delete one Service.
-  state["default/web"][0].endpoints.push_back(web_port(3).endpoints[2]);
-  state["default/web"][0].affinity_timeout_seconds = 0;
-  state["default/empty"] = {web_port(1)};
-  state["default/empty"][0].service = "empty";
-  state["default/empty"][0].protocol = "udp";
-  state["default/empty"][0].cluster_ip = "10.43.0.21";
-  state.erase("default/local");
-  s = backend.sync(state, {"default/web", "default/empty", "default/local"}, false);
+  std::set<std::string> changed = testing::scale_fill_and_delete(state);
+  s = backend.sync(state, changed, false);
   ASSERT_TRUE(s.is_ok()) << s.message();
   rules = ruleset();
   EXPECT_THAT(rules, HasSubstr("numgen random mod 3 "));

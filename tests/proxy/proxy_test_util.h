@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 
+#include <set>
 #include <string>
 
 #include "proxy/model.h"
@@ -29,6 +30,21 @@ inline ServicePort web_port(int endpoints) {
     sp.endpoints.push_back(e);
   }
   return sp;
+}
+
+// The incremental step the kernel tests of both backends take from their starting state:
+// default/web scales to three endpoints and drops its affinity, default/empty (UDP at
+// 10.43.0.21) gets one endpoint, default/local goes. Returns the Service keys that changed.
+inline std::set<std::string> scale_fill_and_delete(ProxyState& state) {
+  state["default/web"][0].endpoints.push_back(web_port(3).endpoints[2]);
+  state["default/web"][0].affinity_timeout_seconds = 0;
+  ServicePort empty = web_port(1);
+  empty.service = "empty";
+  empty.protocol = "udp";
+  empty.cluster_ip = "10.43.0.21";
+  state["default/empty"] = {empty};
+  state.erase("default/local");
+  return {"default/web", "default/empty", "default/local"};
 }
 
 // A suite whose process moves into a fresh network namespace first (needs CAP_SYS_ADMIN;
