@@ -1,5 +1,6 @@
 // The proxy's control loop against an in-memory API: what reaches the backend after Services
-// and EndpointSlices change, and which conntrack entries are deleted.
+// and EndpointSlices change, and which conntrack entries are deleted; and the options run_proxy
+// refuses.
 
 #include "proxy/proxier.h"
 
@@ -7,9 +8,11 @@
 
 #include <chrono>
 #include <mutex>
+#include <stop_token>
 #include <thread>
 
 #include "client/fake_api_client.h"
+#include "proxy/proxy.h"
 
 namespace skiff::proxy {
 namespace {
@@ -208,6 +211,30 @@ TEST_F(ProxierTest, TcpServicesNeverTouchConntrack) {
     return state.count("default/web") && state.at("default/web")[0].endpoints.empty();
   }));
   EXPECT_TRUE(conntrack().empty());
+}
+
+}  // namespace
+}  // namespace skiff::proxy
+
+namespace skiff::proxy {
+namespace {
+
+TEST(RunProxy, BadOptionsAreRefusedBeforeAnythingIsWritten) {
+  std::stop_source stop;
+  ProxyOptions o;
+  o.mode = "ipvs";
+  Status s = run_proxy(o, stop.get_token());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "unknown proxy mode \"ipvs\" (want nftables or iptables)");
+
+  o.mode = "nftables";  // no kubeconfig, no server
+  s = run_proxy(o, stop.get_token());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "the proxy needs --kubeconfig or --server");
+
+  s = cleanup_proxy_rules("userspace");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "unknown proxy mode \"userspace\" (want nftables, iptables or all)");
 }
 
 }  // namespace
