@@ -251,7 +251,10 @@ TEST_F(CronJobTest, KeepsOnlyTheHistoryLimits) {
     return job_names() == std::set<std::string>{"hist-ok-3", "hist-ok-4", "hist-bad-2", "other"};
   }));
   ASSERT_TRUE(eventually([&] { return has_event("SuccessfulDelete", "Deleted job hist-ok-1"); }));
-  EXPECT_EQ(cronjob_status("hist")["lastSuccessfulTime"], "2024-04-04T00:00:00Z");
+  // The status is written after the deletions: wait for it rather than read it once.
+  EXPECT_TRUE(eventually([&] {
+    return cronjob_status("hist")["lastSuccessfulTime"] == "2024-04-04T00:00:00Z";
+  })) << cronjob_status("hist").dump();
 }
 
 TEST_F(CronJobTest, DefaultHistoryLimitsAreThreeAndOne) {
