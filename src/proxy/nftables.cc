@@ -81,7 +81,80 @@ void add_dispatch(const ServicePort& sp, const std::vector<const Endpoint*>& end
   rules.push_back(fmt::format("numgen random mod {} vmap {{ {} }}", endpoints.size(), vmap));
 }
 
-void render_port(const ServicePort& sp, const ProxyConfig& config, NftObjects& out) {
+// The shared chain that DNATs to one of `n` endpoints of the Service address the packet is
+// for, from the `endpoints` map (`nodeport`: of the node port, from `nodeport-endpoints`).
+std::string pick_chain(size_t n, bool nodeport, NftObjects& out) {
+  std::string name = fmt::format("pick-{}{}", nodeport ? "nodeport-" : "", n);
+  std::vector<std::string>& rules = out.shared_chains[name];
+  if (!rules.empty()) return name;
+  if (nodeport) rules.push_back("jump mark-for-masquerade");
+  for (const char* proto : {"tcp", "udp", "sctp"}) {
+    rules.push_back(fmt::format(
+        "meta l4proto {} dnat ip to {}meta l4proto . th dport . numgen random mod {} map @{}",
+        proto, nodeport ? "" : "ip daddr . ", n, nodeport ? "nodeport-endpoints" : "endpoints"));
+  }
+  return name;
+}
+
+// External traffic (externalIPs, load-balancer IPs) is masqueraded, then picked like cluster
+// traffic.
+std::string pick_external_chain(size_t n, NftObjects& out) {
+  std::string pick = pick_chain(n, false, out);
+  std::string name = fmt::format("pick-external-{}", n);
+  out.shared_chains[name] = {"jump mark-for-masquerade", "goto " + pick};
+  return name;
+}
+
+void add_endpoint_elements(const std::string& map, const std::string& key,
+                           const std::vector<const Endpoint*>& endpoints, NftObjects& out) {
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    out.elements.insert(
+        {map, fmt::format("{} . {} : {} . {}", key, i, endpoints[i]->ip, endpoints[i]->port)});
+  }
+}
+
+// A port without session affinity or externalTrafficPolicy Local: no chain of its own. Its
+// addresses lead to the shared chain for its number of endpoints, which finds the endpoint in a
+// map, so an endpoint change rewrites map elements only.
+void render_mapped_port(const ServicePort& sp, NftObjects& out) {
+  const std::vector<const Endpoint*> cluster = sp.cluster_endpoints();
+  const std::string key_tail = fmt::format(" . {} . {}", sp.protocol, sp.port);
+  const std::string cluster_key = sp.cluster_ip + key_tail;
+  std::vector<std::string> external_ips = sp.external_ips;
+  external_ips.insert(external_ips.end(), sp.load_balancer_ips.begin(), sp.load_balancer_ips.end());
+  if (cluster.empty()) {
+    out.elements.insert({"no-endpoint-services", cluster_key + " : goto reject-chain"});
+    for (const std::string& ip : external_ips) {
+      out.elements.insert({"no-endpoint-services", ip + key_tail + " : goto reject-chain"});
+    }
+    if (sp.node_port) {
+      out.elements.insert({"no-endpoint-nodeports",
+                           fmt::format("{} . {} : goto reject-chain", sp.protocol, sp.node_port)});
+    }
+    return;
+  }
+  const size_t n = cluster.size();
+  out.elements.insert({"service-ips", cluster_key + " : goto " + pick_chain(n, false, out)});
+  out.elements.insert({"cluster-ips", cluster_key});
+  add_endpoint_elements("endpoints", cluster_key, cluster, out);
+  // A pod reaching itself through the Service is masqueraded (hairpin).
+  for (const Endpoint* e : cluster) {
+    out.shared_elements.insert({"hairpin", e->ip + " . " + e->ip});
+  }
+  for (const std::string& ip : external_ips) {
+    out.elements.insert({"service-ips", ip + key_tail + " : goto " + pick_external_chain(n, out)});
+    add_endpoint_elements("endpoints", ip + key_tail, cluster, out);
+  }
+  if (sp.node_port) {
+    const std::string key = fmt::format("{} . {}", sp.protocol, sp.node_port);
+    out.elements.insert({"service-nodeports", key + " : goto " + pick_chain(n, true, out)});
+    add_endpoint_elements("nodeport-endpoints", key, cluster, out);
+  }
+}
+
+// A port with session affinity or externalTrafficPolicy Local: chains of its own, a service
+// chain that picks among endpoint chains (which record affinity and DNAT) and an external chain.
+void render_chained_port(const ServicePort& sp, const ProxyConfig& config, NftObjects& out) {
   const PortNames names = port_names(sp);
   const std::vector<const Endpoint*> cluster = sp.cluster_endpoints();
   const std::vector<const Endpoint*> local =
@@ -156,6 +229,14 @@ void render_port(const ServicePort& sp, const ProxyConfig& config, NftObjects& o
       out.elements.insert({"no-endpoint-nodeports",
                            fmt::format("{} . {} : {}", sp.protocol, sp.node_port, verdict)});
     }
+  }
+}
+
+void render_port(const ServicePort& sp, const ProxyConfig& config, NftObjects& out) {
+  if (sp.affinity_timeout_seconds > 0 || sp.external_local) {
+    render_chained_port(sp, config, out);
+  } else {
+    render_mapped_port(sp, out);
   }
 }
 
@@ -242,6 +323,21 @@ std::string base_script(const ProxyConfig& config) {
       t);
   s += fmt::format(
       "add map {} no-endpoint-nodeports {{ type inet_proto . inet_service : verdict ; }}\n", t);
+  // The key's last field is the pick among n endpoints, 0..n-1 (the modulus in the typeof is
+  // only for its type). The data is an address and a port of any protocol; `tcp dport` names
+  // the port's type (nftables 1.0.6 refuses rules on a map it reads back from the kernel with
+  // `th dport` there).
+  s += fmt::format(
+      "add map {} endpoints {{ typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : "
+      "ip daddr . tcp dport ; }}\n",
+      t);
+  s += fmt::format(
+      "add map {} nodeport-endpoints {{ typeof meta l4proto . th dport . numgen random mod 1 : "
+      "ip daddr . tcp dport ; }}\n",
+      t);
+  s +=
+      fmt::format("add set {} cluster-ips {{ type ipv4_addr . inet_proto . inet_service ; }}\n", t);
+  s += fmt::format("add set {} hairpin {{ type ipv4_addr . ipv4_addr ; }}\n", t);
 
   auto rule = [&](const char* chain, const std::string& r) {
     s += fmt::format("add rule {} {} {}\n", t, chain, r);
@@ -253,6 +349,10 @@ std::string base_script(const ProxyConfig& config) {
   rule("filter-input", "ct state new jump service-endpoints-check");
   rule("filter-forward", "ct state new jump service-endpoints-check");
   rule("filter-output", "ct state new jump service-endpoints-check");
+  rule("services",
+       fmt::format("ip saddr != {} ip daddr . meta l4proto . th dport @cluster-ips jump "
+                   "mark-for-masquerade",
+                   config.cluster_cidr));
   rule("services", "ip daddr . meta l4proto . th dport vmap @service-ips");
   rule("services",
        "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap "
@@ -264,6 +364,7 @@ std::string base_script(const ProxyConfig& config) {
   rule("reject-chain", "reject");
   rule("mark-for-masquerade",
        fmt::format("meta mark set meta mark or {:#x}", config.masquerade_mark));
+  rule("masquerading", "ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade");
   rule("masquerading", fmt::format("meta mark and {:#x} == 0 return", config.masquerade_mark));
   rule("masquerading", fmt::format("meta mark set meta mark xor {:#x}", config.masquerade_mark));
   rule("masquerading", "masquerade fully-random");
@@ -273,35 +374,121 @@ std::string base_script(const ProxyConfig& config) {
 NftablesBackend::NftablesBackend(ProxyConfig config, std::unique_ptr<NftRunner> runner)
     : config_(std::move(config)), runner_(std::move(runner)) {}
 
+std::string NftablesBackend::retain_shared(const NftObjects& objects) {
+  const std::string t = std::string("ip ") + kNftTable;
+  std::string s;
+  for (const auto& [name, rules] : objects.shared_chains) {
+    journal_.push_back({name, {}, 1});
+    if (chain_refs_[name]++ > 0) continue;
+    s += fmt::format("add chain {} {}\n", t, name);
+    for (const std::string& rule : rules) s += fmt::format("add rule {} {} {}\n", t, name, rule);
+  }
+  for (const auto& element : objects.shared_elements) {
+    journal_.push_back({{}, element, 1});
+    if (element_refs_[element]++ > 0) continue;
+    s += fmt::format("add element {} {} {{ {} }}\n", t, element.first, element.second);
+  }
+  return s;
+}
+
+std::string NftablesBackend::release_shared(const NftObjects& objects, std::string& chains_script) {
+  const std::string t = std::string("ip ") + kNftTable;
+  std::string s;
+  for (const auto& element : objects.shared_elements) {
+    journal_.push_back({{}, element, -1});
+    auto it = element_refs_.find(element);
+    if (--it->second > 0) continue;
+    element_refs_.erase(it);
+    s += fmt::format("delete element {} {} {{ {} }}\n", t, element.first, element.second);
+  }
+  for (const auto& [name, rules] : objects.shared_chains) {
+    journal_.push_back({name, {}, -1});
+    auto it = chain_refs_.find(name);
+    if (--it->second > 0) continue;
+    chain_refs_.erase(it);
+    chains_script += fmt::format("flush chain {0} {1}\ndelete chain {0} {1}\n", t, name);
+  }
+  return s;
+}
+
+void NftablesBackend::undo_journal() {
+  for (auto it = journal_.rbegin(); it != journal_.rend(); ++it) {
+    int& count = it->chain.empty() ? element_refs_[it->element] : chain_refs_[it->chain];
+    count -= it->delta;
+    if (count == 0) {
+      if (it->chain.empty()) {
+        element_refs_.erase(it->element);
+      } else {
+        chain_refs_.erase(it->chain);
+      }
+    }
+  }
+  journal_.clear();
+}
+
 Status NftablesBackend::sync(const ProxyState& state, const std::set<std::string>& changed,
                              bool full) {
   static const NftObjects kNone;
   std::string script;
+  journal_.clear();
   if (full) {
     // Replace the whole table in one transaction: `add` first so the delete cannot fail.
     std::map<std::string, NftObjects> next;
+    auto chain_refs = std::move(chain_refs_);
+    auto element_refs = std::move(element_refs_);
+    chain_refs_.clear();
+    element_refs_.clear();
     script = fmt::format("add table ip {0}\ndelete table ip {0}\n", kNftTable);
     script += base_script(config_);
+    std::string services;
     for (const auto& [key, ports] : state) {
       NftObjects objects = render_service(ports, config_);
-      script += diff_script(kNone, objects);
+      // Shared chains go before the elements that lead to them.
+      script += retain_shared(objects);
+      services += diff_script(kNone, objects);
       next.emplace(key, std::move(objects));
     }
+    script += services;
+    journal_.clear();
     last_script_size_ = script.size();
-    SKIFF_RETURN_IF_ERROR(runner_->run(script));
+    Status status = runner_->run(script);
+    if (!status.is_ok()) {
+      chain_refs_ = std::move(chain_refs);
+      element_refs_ = std::move(element_refs);
+      return status;
+    }
     applied_ = std::move(next);
     return Status::ok();
   }
   std::vector<std::pair<std::string, NftObjects>> updates;
+  std::string services;
   for (const std::string& key : changed) {
     auto it = state.find(key);
     NftObjects objects = it == state.end() ? NftObjects{} : render_service(it->second, config_);
     auto old = applied_.find(key);
-    script += diff_script(old == applied_.end() ? kNone : old->second, objects);
+    const NftObjects& before = old == applied_.end() ? kNone : old->second;
+    if (before == objects) continue;
+    // Everything the new objects need is counted before anything is released, so an object
+    // moving from one Service to another in this sync stays.
+    script += retain_shared(objects);
+    services += diff_script(before, objects);
     updates.emplace_back(key, std::move(objects));
   }
+  std::string released_chains;
+  for (const auto& [key, objects] : updates) {
+    auto old = applied_.find(key);
+    if (old != applied_.end()) services += release_shared(old->second, released_chains);
+  }
+  script += services + released_chains;
   last_script_size_ = script.size();
-  if (!script.empty()) SKIFF_RETURN_IF_ERROR(runner_->run(script));
+  if (!script.empty()) {
+    Status status = runner_->run(script);
+    if (!status.is_ok()) {
+      undo_journal();
+      return status;
+    }
+  }
+  journal_.clear();
   for (auto& [key, objects] : updates) {
     if (objects == kNone) {
       applied_.erase(key);
@@ -314,6 +501,8 @@ Status NftablesBackend::sync(const ProxyState& state, const std::set<std::string
 
 Status NftablesBackend::cleanup() {
   applied_.clear();
+  chain_refs_.clear();
+  element_refs_.clear();
   return runner_->run(fmt::format("add table ip {0}\ndelete table ip {0}\n", kNftTable));
 }
 

@@ -16,6 +16,7 @@
 namespace skiff::proxy {
 namespace {
 
+using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using testing::web_port;
@@ -47,31 +48,54 @@ TEST(NftablesRender, ClusterIpSpreadsOverReadyEndpoints) {
   sp.endpoints[1].ready = false;
   NftObjects o = render_service({sp}, ProxyConfig{});
   std::string s = all_rules(o);
-  EXPECT_THAT(s, HasSubstr("numgen random mod 2 == 0 goto endpoint-"));
-  EXPECT_THAT(s, HasSubstr("dnat to 10.42.0.10:8080"));
-  EXPECT_THAT(s, HasSubstr("dnat to 10.42.0.12:8080"));
+  // No chain of its own: the map leads to the chain shared by two-endpoint ports, which finds
+  // the endpoint under (address . protocol . port . pick).
+  EXPECT_TRUE(o.chains.empty());
+  EXPECT_THAT(s, HasSubstr("service-ips <- 10.43.0.20 . tcp . 80 : goto pick-2"));
+  EXPECT_THAT(s, HasSubstr("endpoints <- 10.43.0.20 . tcp . 80 . 0 : 10.42.0.10 . 8080"));
+  EXPECT_THAT(s, HasSubstr("endpoints <- 10.43.0.20 . tcp . 80 . 1 : 10.42.0.12 . 8080"));
   EXPECT_THAT(s, Not(HasSubstr("10.42.0.11")));
-  EXPECT_THAT(s, HasSubstr("service-ips <- 10.43.0.20 . tcp . 80 : goto service-"));
   // Off-cluster clients are masqueraded; a pod reaching itself (hairpin) too.
-  EXPECT_THAT(s, HasSubstr("ip saddr != 10.42.0.0/16 jump mark-for-masquerade"));
-  EXPECT_THAT(s, HasSubstr("ip saddr 10.42.0.10 jump mark-for-masquerade"));
-  EXPECT_EQ(o.chains.size(), 3u);  // one service chain, two endpoint chains
+  EXPECT_THAT(s, HasSubstr("cluster-ips <- 10.43.0.20 . tcp . 80"));
+  EXPECT_EQ(o.shared_elements,
+            (std::set<std::pair<std::string, std::string>>{
+                {"hairpin", "10.42.0.10 . 10.42.0.10"}, {"hairpin", "10.42.0.12 . 10.42.0.12"}}));
+  ASSERT_EQ(o.shared_chains.size(), 1u);
+  EXPECT_THAT(o.shared_chains.at("pick-2"),
+              Contains("meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen "
+                       "random mod 2 map @endpoints"));
 }
 
 TEST(NftablesRender, EachEndpointIsPickedWithEqualProbability) {
-  // Rule i of n fires with probability 1/(n-i): the chances multiply out to 1/n each.
+  // Mapped: numgen random mod n, and each of 0..n-1 leads to one endpoint.
   NftObjects o = render_service({web_port(4)}, ProxyConfig{});
+  std::set<std::string> picks;
+  for (const auto& [map, element] : o.elements) {
+    if (map == "endpoints") picks.insert(element.substr(0, element.find(" : ")));
+  }
+  EXPECT_EQ(picks,
+            (std::set<std::string>{"10.43.0.20 . tcp . 80 . 0", "10.43.0.20 . tcp . 80 . 1",
+                                   "10.43.0.20 . tcp . 80 . 2", "10.43.0.20 . tcp . 80 . 3"}));
+  EXPECT_THAT(all_rules(o), HasSubstr("goto pick-4"));
+
+  // With session affinity, rule i of n fires with probability 1/(n-i): the chances multiply
+  // out to 1/n each.
+  ServicePort sp = web_port(4);
+  sp.affinity_timeout_seconds = 60;
+  o = render_service({sp}, ProxyConfig{});
   std::vector<std::string> rules;
   for (const auto& [chain, r] : o.chains) {
     if (chain.rfind("service-", 0) == 0) rules = r;
   }
-  ASSERT_EQ(rules.size(), 5u);
-  EXPECT_THAT(rules[1], HasSubstr("numgen random mod 4 == 0 goto endpoint-"));
-  EXPECT_THAT(rules[2], HasSubstr("numgen random mod 3 == 0 goto endpoint-"));
-  EXPECT_THAT(rules[3], HasSubstr("numgen random mod 2 == 0 goto endpoint-"));
-  EXPECT_THAT(rules[4], HasSubstr("goto endpoint-"));
+  ASSERT_EQ(rules.size(), 9u);
+  EXPECT_THAT(rules[5], HasSubstr("numgen random mod 4 == 0 goto endpoint-"));
+  EXPECT_THAT(rules[6], HasSubstr("numgen random mod 3 == 0 goto endpoint-"));
+  EXPECT_THAT(rules[7], HasSubstr("numgen random mod 2 == 0 goto endpoint-"));
+  EXPECT_THAT(rules[8], HasSubstr("goto endpoint-"));
   // Past 16 endpoints one verdict-map lookup replaces the rules.
-  std::string big = all_rules(render_service({web_port(20)}, ProxyConfig{}));
+  sp = web_port(20);
+  sp.affinity_timeout_seconds = 60;
+  std::string big = all_rules(render_service({sp}, ProxyConfig{}));
   EXPECT_THAT(big, HasSubstr("numgen random mod 20 vmap { 0 : goto endpoint-"));
 }
 
@@ -80,12 +104,13 @@ TEST(NftablesRender, NoReadyEndpointsRejectsButTerminatingServingOnesStillServe)
   std::string s = all_rules(render_service({sp}, ProxyConfig{}));
   EXPECT_THAT(s, HasSubstr("no-endpoint-services <- 10.43.0.20 . tcp . 80 : goto reject-chain"));
   EXPECT_THAT(s, Not(HasSubstr("service-ips")));
+  EXPECT_THAT(s, Not(HasSubstr("cluster-ips")));
 
   sp = web_port(1);
   sp.endpoints[0].ready = false;
   sp.endpoints[0].terminating = true;
   s = all_rules(render_service({sp}, ProxyConfig{}));
-  EXPECT_THAT(s, HasSubstr("dnat to 10.42.0.10:8080"));
+  EXPECT_THAT(s, HasSubstr("endpoints <- 10.43.0.20 . tcp . 80 . 0 : 10.42.0.10 . 8080"));
   sp.endpoints[0].serving = false;
   s = all_rules(render_service({sp}, ProxyConfig{}));
   EXPECT_THAT(s, HasSubstr("goto reject-chain"));
@@ -99,10 +124,14 @@ TEST(NftablesRender, SessionAffinityChecksSetsBeforeThePick) {
   ASSERT_EQ(o.sets.size(), 2u);
   EXPECT_THAT(o.sets.begin()->second, HasSubstr("timeout 60s"));
   EXPECT_THAT(s, HasSubstr("update @affinity-"));
+  EXPECT_THAT(s, HasSubstr("ip saddr 10.42.0.10 jump mark-for-masquerade"));
+  EXPECT_EQ(o.chains.size(), 3u);  // one service chain, two endpoint chains
+  EXPECT_TRUE(o.shared_chains.empty());
   const auto& service_rules = o.chains.begin()->first.rfind("endpoint", 0) == 0
                                   ? o.chains.rbegin()->second
                                   : o.chains.begin()->second;
   ASSERT_EQ(service_rules.size(), 5u);
+  EXPECT_THAT(service_rules[0], HasSubstr("ip saddr != 10.42.0.0/16 jump mark-for-masquerade"));
   EXPECT_THAT(service_rules[1], HasSubstr("ip saddr @affinity-"));
   EXPECT_THAT(service_rules[3], HasSubstr("numgen random mod 2 == 0 goto endpoint-"));
   EXPECT_THAT(service_rules[4], HasSubstr("goto endpoint-"));
@@ -112,9 +141,19 @@ TEST(NftablesRender, NodePortExternalIpsAndLocalPolicy) {
   ServicePort sp = web_port(2);
   sp.node_port = 30080;
   sp.external_ips = {"192.0.2.7"};
-  std::string s = all_rules(render_service({sp}, ProxyConfig{}));
-  EXPECT_THAT(s, HasSubstr("service-nodeports <- tcp . 30080 : goto external-"));
-  EXPECT_THAT(s, HasSubstr("service-ips <- 192.0.2.7 . tcp . 80 : goto external-"));
+  NftObjects o = render_service({sp}, ProxyConfig{});
+  std::string s = all_rules(o);
+  EXPECT_THAT(s, HasSubstr("service-nodeports <- tcp . 30080 : goto pick-nodeport-2"));
+  EXPECT_THAT(s, HasSubstr("nodeport-endpoints <- tcp . 30080 . 1 : 10.42.0.11 . 8080"));
+  EXPECT_THAT(s, HasSubstr("service-ips <- 192.0.2.7 . tcp . 80 : goto pick-external-2"));
+  EXPECT_THAT(s, HasSubstr("endpoints <- 192.0.2.7 . tcp . 80 . 0 : 10.42.0.10 . 8080"));
+  // External traffic is masqueraded before the pick.
+  EXPECT_EQ(o.shared_chains.at("pick-external-2"),
+            (std::vector<std::string>{"jump mark-for-masquerade", "goto pick-2"}));
+  EXPECT_EQ(o.shared_chains.at("pick-nodeport-2").front(), "jump mark-for-masquerade");
+  EXPECT_THAT(o.shared_chains.at("pick-nodeport-2"),
+              Contains("meta l4proto udp dnat ip to meta l4proto . th dport . numgen random mod "
+                       "2 map @nodeport-endpoints"));
 
   sp.external_local = true;  // no endpoint is on this node
   s = all_rules(render_service({sp}, ProxyConfig{}));
@@ -123,19 +162,45 @@ TEST(NftablesRender, NodePortExternalIpsAndLocalPolicy) {
   s = all_rules(render_service({sp}, ProxyConfig{}));
   EXPECT_THAT(s, HasSubstr("service-nodeports <- tcp . 30080 : goto external-"));
   EXPECT_THAT(s, HasSubstr("fib saddr type local goto service-"));
+
+  // No endpoints at all: every address rejects.
+  sp = web_port(0);
+  sp.node_port = 30080;
+  sp.load_balancer_ips = {"192.0.2.9"};
+  s = all_rules(render_service({sp}, ProxyConfig{}));
+  EXPECT_THAT(s, HasSubstr("no-endpoint-nodeports <- tcp . 30080 : goto reject-chain"));
+  EXPECT_THAT(s, HasSubstr("no-endpoint-services <- 192.0.2.9 . tcp . 80 : goto reject-chain"));
 }
 
 TEST(NftablesDiff, RewritesOnlyWhatChanged) {
   ProxyConfig config;
+  // A mapped port: one more endpoint is map elements only, no chain.
   NftObjects before = render_service({web_port(2)}, config);
   NftObjects after = render_service({web_port(3)}, config);
   std::string script = diff_script(before, after);
-  // The new endpoint's chain is added, the service chain rewritten, the map untouched.
+  EXPECT_THAT(script, Not(HasSubstr("chain")));
+  EXPECT_THAT(script,
+              HasSubstr("delete element ip skiff-proxy service-ips { 10.43.0.20 . tcp . 80 }"));
+  EXPECT_THAT(script, HasSubstr("add element ip skiff-proxy service-ips { 10.43.0.20 . tcp . 80 : "
+                                "goto pick-3 }"));
+  EXPECT_THAT(script, HasSubstr("add element ip skiff-proxy endpoints { 10.43.0.20 . tcp . 80 . "
+                                "2 : 10.42.0.12 . 8080 }"));
+  EXPECT_THAT(script, Not(HasSubstr("endpoints { 10.43.0.20 . tcp . 80 . 0")));
+  EXPECT_EQ(diff_script(after, after), "");
+
+  // A port with its own chains: the new endpoint's chain is added, the service chain rewritten,
+  // the map untouched.
+  ServicePort two = web_port(2);
+  two.affinity_timeout_seconds = 60;
+  ServicePort three = web_port(3);
+  three.affinity_timeout_seconds = 60;
+  before = render_service({two}, config);
+  after = render_service({three}, config);
+  script = diff_script(before, after);
   EXPECT_THAT(script, HasSubstr("add chain ip skiff-proxy endpoint-"));
   EXPECT_THAT(script, HasSubstr("flush chain ip skiff-proxy service-"));
   EXPECT_THAT(script, Not(HasSubstr("element")));
   EXPECT_THAT(script, Not(HasSubstr("delete")));
-  EXPECT_EQ(diff_script(after, after), "");
   // Removing the Service removes everything it had, chains after the elements pointing to them.
   script = diff_script(after, NftObjects{});
   size_t element =
@@ -175,12 +240,100 @@ TEST(NftablesBackendTest, IncrementalSyncTouchesOnlyTheChangedService) {
   state["default/web7"][0].endpoints.pop_back();
   ASSERT_TRUE(backend.sync(state, {"default/web7"}, false).is_ok());
   ASSERT_EQ(scripts.size(), 2u);
-  EXPECT_THAT(scripts[1], HasSubstr("default/web7/"));
-  EXPECT_THAT(scripts[1], Not(HasSubstr("default/web8/")));
+  EXPECT_THAT(scripts[1], HasSubstr("10.43.1.7 . tcp"));
+  EXPECT_THAT(scripts[1], Not(HasSubstr("10.43.1.8 . tcp")));
   EXPECT_THAT(scripts[1], Not(HasSubstr("table")));
+  // Two-endpoint Services remain, so their shared chain stays; the one-endpoint chain is new.
+  EXPECT_THAT(scripts[1], HasSubstr("add chain ip skiff-proxy pick-1\n"));
+  EXPECT_THAT(scripts[1], Not(HasSubstr("pick-2\n")));
   // Nothing changed: nothing to run.
   ASSERT_TRUE(backend.sync(state, {"default/web9"}, false).is_ok());
   EXPECT_EQ(scripts.size(), 2u);
+}
+
+// Fails every script after the first `ok` ones.
+class FailingRunner : public NftRunner {
+ public:
+  FailingRunner(std::vector<std::string>* scripts, int ok) : scripts_(scripts), ok_(ok) {}
+  Status run(const std::string& script) override {
+    scripts_->push_back(script);
+    if (ok_-- > 0) return Status::ok();
+    return error(StatusCode::kInternal, "nftables: refused");
+  }
+
+ private:
+  std::vector<std::string>* scripts_;
+  int ok_;
+};
+
+ServicePort numbered_port(int i, int endpoints, int first_endpoint) {
+  ServicePort sp = web_port(0);
+  sp.service = "web" + std::to_string(i);
+  sp.cluster_ip = "10.43.1." + std::to_string(i);
+  for (int e = 0; e < endpoints; ++e) {
+    sp.endpoints.push_back(web_port(first_endpoint + e + 1).endpoints.back());
+  }
+  return sp;
+}
+
+TEST(NftablesBackendTest, SharedChainsAndHairpinPairsLiveWhileAnyServiceNeedsThem) {
+  std::vector<std::string> scripts;
+  NftablesBackend backend(ProxyConfig{}, std::make_unique<RecordingRunner>(&scripts));
+  // web1 and web2 both have two endpoints, and share 10.42.0.11.
+  ProxyState state{{"default/web1", {numbered_port(1, 2, 0)}},
+                   {"default/web2", {numbered_port(2, 2, 1)}}};
+  ASSERT_TRUE(backend.sync(state, {}, true).is_ok());
+  const std::string& full = scripts.back();
+  size_t chain = full.find("add chain ip skiff-proxy pick-2\n");
+  ASSERT_NE(chain, std::string::npos);
+  EXPECT_EQ(full.find("add chain ip skiff-proxy pick-2\n", chain + 1), std::string::npos);
+  EXPECT_LT(chain, full.find("goto pick-2"));
+  EXPECT_EQ(full.find("hairpin { 10.42.0.11 . 10.42.0.11 }"),
+            full.rfind("hairpin { 10.42.0.11 . 10.42.0.11 }"));
+
+  // web1 goes: the chain and the shared pair stay for web2; 10.42.0.10's pair goes.
+  state.erase("default/web1");
+  ASSERT_TRUE(backend.sync(state, {"default/web1"}, false).is_ok());
+  EXPECT_THAT(scripts.back(), Not(HasSubstr("chain")));
+  EXPECT_THAT(scripts.back(), Not(HasSubstr("10.42.0.11 . 10.42.0.11")));
+  EXPECT_THAT(scripts.back(),
+              HasSubstr("delete element ip skiff-proxy hairpin { 10.42.0.10 . 10.42.0.10 }"));
+
+  // web2 drops to one endpoint and a new web3 takes two: pick-2 stays (web3 needs it now),
+  // pick-1 is new.
+  state["default/web2"] = {numbered_port(2, 1, 1)};
+  state["default/web3"] = {numbered_port(3, 2, 5)};
+  ASSERT_TRUE(backend.sync(state, {"default/web2", "default/web3"}, false).is_ok());
+  EXPECT_THAT(scripts.back(), HasSubstr("add chain ip skiff-proxy pick-1\n"));
+  EXPECT_THAT(scripts.back(), Not(HasSubstr("pick-2\n")));
+
+  // The last user of pick-2 goes: the chain is emptied and deleted after the elements.
+  state.erase("default/web3");
+  ASSERT_TRUE(backend.sync(state, {"default/web3"}, false).is_ok());
+  const std::string& last = scripts.back();
+  size_t deleted = last.find("delete chain ip skiff-proxy pick-2\n");
+  ASSERT_NE(deleted, std::string::npos);
+  EXPECT_LT(last.find("delete element ip skiff-proxy service-ips { 10.43.1.3 . tcp . 80 }"),
+            deleted);
+  EXPECT_THAT(last, HasSubstr("flush chain ip skiff-proxy pick-2\n"));
+}
+
+TEST(NftablesBackendTest, ARefusedSyncKeepsTheCounts) {
+  std::vector<std::string> scripts;
+  NftablesBackend backend(ProxyConfig{}, std::make_unique<FailingRunner>(&scripts, 1));
+  ProxyState state{{"default/web1", {numbered_port(1, 2, 0)}}};
+  ASSERT_TRUE(backend.sync(state, {}, true).is_ok());
+  ProxyState next = state;
+  next.erase("default/web1");
+  next["default/web2"] = {numbered_port(2, 2, 0)};
+  EXPECT_FALSE(backend.sync(next, {"default/web1", "default/web2"}, false).is_ok());
+  // Retried, the change is the same: the refused one did not count.
+  EXPECT_FALSE(backend.sync(next, {"default/web1", "default/web2"}, false).is_ok());
+  ASSERT_EQ(scripts.size(), 3u);
+  EXPECT_EQ(scripts[1], scripts[2]);
+  // The move keeps the shared chain and pairs: only the Services' own elements change.
+  EXPECT_THAT(scripts[1], Not(HasSubstr("chain")));
+  EXPECT_THAT(scripts[1], Not(HasSubstr("hairpin")));
 }
 
 // The kernel accepts what the backend writes: full sync, incremental changes, removal and
@@ -229,18 +382,23 @@ TEST_F(NftablesKernelTest, FullIncrementalAndCleanup) {
   EXPECT_THAT(rules, HasSubstr("10.43.0.21 . udp . 80 : goto reject-chain"));
   EXPECT_THAT(rules, HasSubstr("192.0.2.10 . tcp . 80 : goto external-"));
   EXPECT_THAT(rules, HasSubstr("dnat to 10.42.0.11:8080"));
-  EXPECT_THAT(rules, HasSubstr("10.43.0.23 . sctp . 80 : goto service-"));
-  EXPECT_THAT(rules, HasSubstr("numgen random mod 20 vmap"));
-  EXPECT_THAT(rules, HasSubstr("meta l4proto sctp dnat to 10.42.0.10:8080"));
+  EXPECT_THAT(rules, HasSubstr("10.43.0.23 . sctp . 80 : goto pick-1"));
+  EXPECT_THAT(rules, HasSubstr("10.43.0.23 . sctp . 80 . 0 : 10.42.0.10 . 8080"));
+  EXPECT_THAT(rules, HasSubstr("10.43.0.24 . tcp . 80 : goto pick-20"));
+  EXPECT_THAT(rules, HasSubstr("numgen random mod 20 map @endpoints"));
+  EXPECT_THAT(rules, HasSubstr("10.42.0.29 . 10.42.0.29"));  // hairpin
 
   // Scale, drop affinity, give the empty Service an endpoint, delete one Service.
   std::set<std::string> changed = testing::scale_fill_and_delete(state);
   s = backend.sync(state, changed, false);
   ASSERT_TRUE(s.is_ok()) << s.message();
   rules = ruleset();
-  EXPECT_THAT(rules, HasSubstr("numgen random mod 3 "));
+  EXPECT_THAT(rules, HasSubstr("numgen random mod 3 map"));
   EXPECT_THAT(rules, Not(HasSubstr("affinity-")));
-  EXPECT_THAT(rules, HasSubstr("10.43.0.21 . udp . 80 : goto service-"));
+  EXPECT_THAT(rules, Not(HasSubstr("chain endpoint-")));
+  EXPECT_THAT(rules, HasSubstr("10.43.0.20 . tcp . 80 : goto pick-3"));
+  EXPECT_THAT(rules, HasSubstr("tcp . 30080 : goto pick-nodeport-3"));
+  EXPECT_THAT(rules, HasSubstr("10.43.0.21 . udp . 80 : goto pick-1"));
   EXPECT_THAT(rules, Not(HasSubstr("reject-chain }")));
   EXPECT_THAT(rules, Not(HasSubstr("default/local")));
 
