@@ -7,8 +7,13 @@
 // Only the line shapes that diff_script() and render_port() write are understood, each encoded
 // as nftables 1.0.6 encodes it (same expressions, registers, byte orders and key padding), so
 // the kernel holds exactly what `nft -f` would have loaded. A script with any other line (the
-// full sync's table and base chains, maps, anything new) goes unchanged to a libnftables
-// runner.
+// full sync's table and base chains, map and set declarations, anything new) goes unchanged to
+// a libnftables runner.
+//
+// Element keys and data are concatenations told apart by their tokens: an IPv4 address, a
+// protocol (tcp, udp, sctp), a port (0..65535) and, after a port, an endpoint index (a u32,
+// the value `numgen random mod N` yields). Keys: ADDR . PROTO . PORT, PROTO . PORT, either
+// followed by . INDEX, and ADDR . ADDR; data: a verdict, ADDR . PORT, or none (a plain set).
 //
 // Thread-safety: run() may be called from any thread; calls are serialized by a mutex.
 
@@ -34,6 +39,7 @@
 #include <array>
 #include <charconv>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,9 +54,11 @@ namespace skiff::proxy {
 namespace {
 
 // nftables' registers as it allocates them for these shapes (the 16-byte NFT_REG_1 and
-// NFT_REG_2; the verdict register for jumps).
+// NFT_REG_2; the verdict register for jumps). A concatenation starts in NFT_REG_1 and goes on
+// in the 32-bit registers that overlap it, one per 4 bytes of the concatenation.
 constexpr uint32_t kReg1 = NFT_REG_1;
 constexpr uint32_t kReg2 = NFT_REG_2;
+constexpr uint32_t kReg32After1 = NFT_REG32_01;  // the second 4 bytes of NFT_REG_1
 // nftables' names for its typeof metadata and datatypes, as it stores them in set userdata
 // and NFTA_SET_KEY_TYPE (datatype.h: TYPE_INTEGER 4, TYPE_IPADDR 7; byteorder.h: host 1,
 // big endian 2).
@@ -212,9 +220,9 @@ class RuleEncoder {
     nftnl_rule_add_expr(rule_, e);
     return e;
   }
-  void payload(uint32_t base, uint32_t offset, uint32_t len) {
+  void payload(uint32_t base, uint32_t offset, uint32_t len, uint32_t dreg = kReg1) {
     nftnl_expr* e = add("payload");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, kReg1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
     nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
     nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
     nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
@@ -226,10 +234,13 @@ class RuleEncoder {
     nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
   }
   void cmp_u32(uint32_t value) { cmp(NFT_CMP_EQ, &value, sizeof value); }
-  void meta_l4proto(uint8_t proto) {
+  void meta_load(uint32_t key, uint32_t dreg) {
     nftnl_expr* e = add("meta");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, NFT_META_L4PROTO);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, kReg1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, dreg);
+  }
+  void meta_l4proto(uint8_t proto) {
+    meta_load(NFT_META_L4PROTO, kReg1);
     cmp(NFT_CMP_EQ, &proto, 1);
     l4proto_ = true;
   }
@@ -320,6 +331,7 @@ class RuleEncoder {
     auto proto = parse_proto(t[i + 2]);
     if (!proto) return 0;
     meta_l4proto(*proto);
+    l4proto_by_meta_ = true;
     return 3;
   }
 
@@ -352,9 +364,9 @@ class RuleEncoder {
     if (t[i + 4] == "vmap") return numgen_vmap(t, i, *mod);
     return 0;
   }
-  void numgen_expr(uint32_t mod) {
+  void numgen_expr(uint32_t mod, uint32_t dreg = kReg1) {
     nftnl_expr* e = add("numgen");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_NG_DREG, kReg1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_NG_DREG, dreg);
     nftnl_expr_set_u32(e, NFTNL_EXPR_NG_MODULUS, mod);
     nftnl_expr_set_u32(e, NFTNL_EXPR_NG_TYPE, NFT_NG_RANDOM);
     nftnl_expr_set_u32(e, NFTNL_EXPR_NG_OFFSET, 0);
@@ -458,6 +470,7 @@ class RuleEncoder {
 
   // dnat to IP:PORT, after a transport protocol match (nftables requires one for the port).
   size_t dnat(const Tokens& t, size_t i) {
+    if (i + 2 < t.size() && t[i + 1] == "ip" && t[i + 2] == "to") return dnat_map(t, i);
     if (!l4proto_ || i + 2 >= t.size() || t[i + 1] != "to") return 0;
     std::string_view target = t[i + 2];
     size_t colon = target.find(':');
@@ -482,6 +495,55 @@ class RuleEncoder {
     return 3;
   }
 
+  // dnat ip to [ip daddr .] meta l4proto . th dport . numgen random mod N map @MAP, after a
+  // `meta l4proto PROTO` match: the address and port to translate to come from MAP. The key
+  // is loaded field by field into consecutive registers; the lookup leaves the address in
+  // NFT_REG_1's first 4 bytes and the port in the next 4.
+  size_t dnat_map(const Tokens& t, size_t i) {
+    if (!l4proto_by_meta_) return 0;
+    size_t j = i + 3;
+    auto take = [&](std::initializer_list<std::string_view> words) {
+      if (j + words.size() > t.size()) return false;
+      for (std::string_view w : words) {
+        if (t[j++] != w) return false;
+      }
+      return true;
+    };
+    const bool daddr = j < t.size() && t[j] == "ip";
+    if (daddr && !take({"ip", "daddr", "."})) return 0;
+    if (!take({"meta", "l4proto", ".", "th", "dport", ".", "numgen", "random", "mod"})) return 0;
+    if (j + 3 != t.size()) return 0;  // N map @MAP, and nothing after it
+    auto mod = parse_uint(t[j], 0xffffffffu);
+    if (!mod || *mod == 0 || t[j + 1] != "map" || t[j + 2].size() < 2 || t[j + 2][0] != '@') {
+      return 0;
+    }
+    std::string_view map = t[j + 2].substr(1);
+    if (!valid_name(map)) return 0;
+
+    uint32_t reg = kReg1;
+    auto next_reg = [&] {
+      uint32_t r = reg;
+      reg = reg == kReg1 ? kReg32After1 : reg + 1;
+      return r;
+    };
+    if (daddr) payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4, next_reg());
+    meta_load(NFT_META_L4PROTO, next_reg());
+    payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, next_reg());
+    numgen_expr(*mod, next_reg());
+    nftnl_expr* e = add("lookup");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, kReg1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, kReg1);
+    set_ref(e, NFTNL_EXPR_LOOKUP_SET, NFTNL_EXPR_LOOKUP_SET_ID, map);
+    // No flags: the kernel derives them from the registers given, as it does for nftables.
+    e = add("nat");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_TYPE, NFT_NAT_DNAT);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_FAMILY, NFPROTO_IPV4);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_REG_ADDR_MIN, kReg1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_NAT_REG_PROTO_MIN, kReg32After1);
+    done_ = true;
+    return t.size() - i;
+  }
+
   // update @SET { ip saddr }
   size_t update(const Tokens& t, size_t i) {
     if (i + 5 >= t.size() || t[i + 1].size() < 2 || t[i + 1][0] != '@' || t[i + 2] != "{" ||
@@ -503,33 +565,92 @@ class RuleEncoder {
   Batch& batch_;
   const std::string& table_;
   size_t line_;
-  bool l4proto_ = false;
+  bool l4proto_ = false;          // a transport protocol is matched
+  bool l4proto_by_meta_ = false;  // ... by `meta l4proto PROTO`
   bool done_ = false;
 };
 
-// A map key: "A.B.C.D . PROTO . PORT" or "PROTO . PORT". In a concatenation every field takes
-// a multiple of 4 bytes, zero-padded after its value.
-std::optional<std::vector<uint8_t>> parse_key(const Tokens& t, size_t begin, size_t end) {
-  std::vector<uint8_t> key;
-  size_t n = end - begin;
-  size_t i = begin;
-  if (n == 5) {
-    auto addr = parse_ip(t[i]);
-    if (!addr || t[i + 1] != ".") return std::nullopt;
-    key.insert(key.end(), addr->begin(), addr->end());
-    i += 2;
-  } else if (n != 3) {
-    return std::nullopt;
+// The fields a concatenation of an element's key or data may hold.
+enum class Field { kAddr, kProto, kPort, kIndex };
+
+// Appends one field of a concatenation, in a multiple of 4 bytes zero-padded after its value:
+// an address in network order, a protocol as one byte, a port big-endian in two, an index (a
+// numgen value) as a u32 in host order. False if the token is not such a field.
+bool append_field(Field field, std::string_view token, std::vector<uint8_t>& out) {
+  switch (field) {
+    case Field::kAddr: {
+      auto addr = parse_ip(token);
+      if (!addr) return false;
+      out.insert(out.end(), addr->begin(), addr->end());
+      return true;
+    }
+    case Field::kProto: {
+      auto proto = parse_proto(token);
+      if (!proto) return false;
+      out.insert(out.end(), {*proto, 0, 0, 0});
+      return true;
+    }
+    case Field::kPort: {
+      auto port = parse_uint(token, 65535);
+      if (!port) return false;
+      out.insert(out.end(), {static_cast<uint8_t>(*port >> 8), static_cast<uint8_t>(*port), 0, 0});
+      return true;
+    }
+    case Field::kIndex: {
+      auto index = parse_uint(token, 0xffffffffu);
+      if (!index) return false;
+      uint8_t bytes[4];
+      std::memcpy(bytes, &*index, 4);
+      out.insert(out.end(), bytes, bytes + 4);
+      return true;
+    }
   }
-  auto proto = parse_proto(t[i]);
-  auto port = parse_uint(t[i + 2], 65535);
-  if (!proto || t[i + 1] != "." || !port) return std::nullopt;
-  key.insert(key.end(), {*proto, 0, 0, 0});
-  uint16_t be = htons(static_cast<uint16_t>(*port));
-  uint8_t bytes[2];
-  std::memcpy(bytes, &be, 2);
-  key.insert(key.end(), {bytes[0], bytes[1], 0, 0});
-  return key;
+  return false;
+}
+
+// Encodes the concatenation in tokens [begin, end) ("F . F . F") if its fields are, in order,
+// one of `shapes`.
+std::optional<std::vector<uint8_t>> parse_concat(
+    const Tokens& t, size_t begin, size_t end,
+    std::initializer_list<std::initializer_list<Field>> shapes) {
+  if (begin >= end || (end - begin) % 2 == 0) return std::nullopt;
+  const size_t fields = (end - begin + 1) / 2;
+  for (size_t i = begin + 1; i < end; i += 2) {
+    if (t[i] != ".") return std::nullopt;
+  }
+  for (const auto& shape : shapes) {
+    if (shape.size() != fields) continue;
+    std::vector<uint8_t> out;
+    size_t i = begin;
+    bool ok = true;
+    for (Field field : shape) {
+      if (!append_field(field, t[i], out)) {
+        ok = false;
+        break;
+      }
+      i += 2;
+    }
+    if (ok) return out;
+  }
+  return std::nullopt;
+}
+
+// Element keys: ADDR . PROTO . PORT, PROTO . PORT (service and node port maps, the cluster IP
+// set), either with the endpoint index after it (endpoint maps), and ADDR . ADDR (pairs).
+std::optional<std::vector<uint8_t>> parse_key(const Tokens& t, size_t begin, size_t end) {
+  using enum Field;
+  return parse_concat(t, begin, end,
+                      {{kAddr, kProto, kPort},
+                       {kProto, kPort},
+                       {kAddr, kProto, kPort, kIndex},
+                       {kProto, kPort, kIndex},
+                       {kAddr, kAddr}});
+}
+
+// Element data other than a verdict: ADDR . PORT (an endpoint).
+std::optional<std::vector<uint8_t>> parse_data(const Tokens& t, size_t begin, size_t end) {
+  using enum Field;
+  return parse_concat(t, begin, end, {{kAddr, kPort}});
 }
 
 class NftnlRunner : public NftRunner {
@@ -651,7 +772,8 @@ class NftnlRunner : public NftRunner {
     }
 
     if (object == "element") {
-      // add element ip T MAP { KEY : goto CHAIN|drop } / delete element ip T MAP { KEY }
+      // add element ip T MAP { KEY [: goto|jump CHAIN | : drop | : DATA] } /
+      // delete element ip T MAP { KEY }
       if (t.size() < 7 || t[5] != "{" || t.back() != "}") return false;
       size_t end = t.size() - 1;
       size_t colon = std::find(t.begin() + 6, t.begin() + end, ":") - t.begin();
@@ -673,13 +795,17 @@ class NftnlRunner : public NftRunner {
         type = NFT_MSG_NEWSETELEM;
         flags = NLM_F_CREATE;
         size_t v = colon + 1;
-        if (v + 1 == end && t[v] == "drop") {
+        if (colon == end) {
+          // A plain set's element: the key alone.
+        } else if (v + 1 == end && t[v] == "drop") {
           nftnl_set_elem_set_u32(el, NFTNL_SET_ELEM_VERDICT, static_cast<uint32_t>(NF_DROP));
         } else if (v + 2 == end && (t[v] == "goto" || t[v] == "jump") && valid_name(t[v + 1])) {
           nftnl_set_elem_set_u32(el, NFTNL_SET_ELEM_VERDICT,
                                  static_cast<uint32_t>(t[v] == "goto" ? NFT_GOTO : NFT_JUMP));
           std::string chain(t[v + 1]);
           nftnl_set_elem_set_str(el, NFTNL_SET_ELEM_CHAIN, chain.c_str());
+        } else if (auto data = parse_data(t, v, end)) {
+          nftnl_set_elem_set(el, NFTNL_SET_ELEM_DATA, data->data(), data->size());
         } else {
           return false;
         }
