@@ -88,6 +88,8 @@ std::string pick_chain(size_t n, bool nodeport, NftObjects& out) {
   std::vector<std::string>& rules = out.shared_chains[name];
   if (!rules.empty()) return name;
   if (nodeport) rules.push_back("jump mark-for-masquerade");
+  // tcp first: nftables 1.0.6 takes the udp and sctp rules on these maps (whose data is typed
+  // `tcp dport`) only after a tcp one in the same transaction.
   for (const char* proto : {"tcp", "udp", "sctp"}) {
     rules.push_back(fmt::format(
         "meta l4proto {} dnat ip to {}meta l4proto . th dport . numgen random mod {} map @{}",

@@ -2,7 +2,7 @@
 // netlink batch built with libnftnl, without reading the ruleset first. libnftables (like the
 // `nft` command) lists every chain and set of the table into its cache before a transaction
 // that adds a rule or an element, which makes one changed endpoint cost time in proportion to
-// the number of Services; the kernel work itself does not grow.
+// the number of Services.
 //
 // Only the line shapes that diff_script() and render_port() write are understood, each encoded
 // as nftables 1.0.6 encodes it (same expressions, registers, byte orders and key padding), so
