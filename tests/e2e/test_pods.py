@@ -29,7 +29,7 @@ class PodsTest(node.NodeTestCase):
     def test_agent_runs_the_service_proxy(self):
         # The in-process proxy writes the node's rules: the `kubernetes` Service is among them.
         svc = self.get_json("service", "kubernetes")
-        element = "%s . tcp . 443 : goto service-" % svc["spec"]["clusterIP"]
+        element = "%s . tcp . 443 : goto pick-" % svc["spec"]["clusterIP"]
         self.wait_for(lambda: element in subprocess.run(
             ["nft", "list", "map", "ip", "skiff-proxy", "service-ips"], capture_output=True,
             text=True, timeout=30).stdout, what="the kubernetes Service in the proxy's map")
