@@ -2,6 +2,9 @@
 
 #include <strings.h>
 
+#include <array>
+#include <cstdio>
+
 namespace skiff::http {
 
 std::string_view Request::header(std::string_view name) const {
@@ -44,6 +47,32 @@ bool Request::flag(std::string_view name) const {
 }
 
 namespace {
+
+bool same_name(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// A failure as a Kubernetes Status object.
+std::string status_json(int code, std::string_view reason, std::string_view message) {
+  std::string escaped;
+  for (char c : message) {
+    if (c == '"' || c == '\\') {
+      escaped.push_back('\\');
+      escaped.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char hex[8];
+      std::snprintf(hex, sizeof(hex), "\\u%04x", static_cast<unsigned>(c));
+      escaped += hex;
+    } else {
+      escaped.push_back(c);
+    }
+  }
+  return "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\","
+         "\"message\":\"" +
+         escaped + "\",\"reason\":\"" + std::string(reason) +
+         "\",\"code\":" + std::to_string(code) + "}";
+}
+
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -51,6 +80,35 @@ int hex_value(char c) {
   return -1;
 }
 }  // namespace
+
+void Responder::upgrade(UpgradeTarget) {
+  respond(Response{500,
+                   "application/json",
+                   {},
+                   status_json(500, "InternalError", "this server cannot relay upgrades")});
+}
+
+std::vector<HttpHeader> upgrade_headers(const Request& request) {
+  static constexpr std::array<std::string_view, 7> kRelayed = {
+      "Connection",
+      "Upgrade",
+      "Sec-WebSocket-Key",
+      "Sec-WebSocket-Version",
+      "Sec-WebSocket-Protocol",
+      "Sec-WebSocket-Extensions",
+      "X-Stream-Protocol-Version",
+  };
+  std::vector<HttpHeader> out;
+  for (const HttpHeader& h : request.headers) {
+    for (std::string_view name : kRelayed) {
+      if (same_name(h.name, name)) {
+        out.push_back(h);
+        break;
+      }
+    }
+  }
+  return out;
+}
 
 std::string percent_decode(std::string_view in, bool plus_is_space) {
   std::string out;
