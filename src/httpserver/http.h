@@ -78,7 +78,28 @@ class ResponseStream {
   virtual void post(std::function<void()> fn) = 0;
 };
 
-// How a handler answers: exactly one of respond() or stream().
+// Where an upgrade request (exec, attach, port-forward) is relayed to: the server sends
+// `method target` with `headers` (and a Host header of its own) to host:port and passes the
+// answer back to the client. A 101 Switching Protocols answer is passed on with its headers and
+// then bytes flow both ways, as each side sends them, until one side closes; any other answer
+// is passed on (status, headers, body) and the connection ends.
+struct UpgradeTarget {
+  std::string host;  // an IP literal or a DNS name
+  int port = 0;
+  bool tls = false;
+  // With TLS: the CA the upstream's certificate must chain to ("" skips verification) and the
+  // client certificate presented ("" for none), PEM files.
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  std::string method;  // as the client sent it
+  std::string target;  // path and query, encoded
+  // What the upstream needs of the client's request (Connection, Upgrade, the WebSocket and
+  // stream-protocol headers); never the client's credentials.
+  std::vector<HttpHeader> headers;
+};
+
+// How a handler answers: exactly one of respond(), stream() or upgrade().
 class Responder {
  public:
   virtual ~Responder() = default;
@@ -86,7 +107,15 @@ class Responder {
   // Starts a chunked response with this status, content type and headers.
   virtual std::shared_ptr<ResponseStream> stream(int status, std::string content_type,
                                                  std::vector<HttpHeader> headers = {}) = 0;
+  // Relays the request to an upstream (see UpgradeTarget); the connection to the client ends
+  // with it. An upstream that cannot be reached is answered 502 with a Status naming it.
+  // Responders without a connection (tests) answer 500.
+  virtual void upgrade(UpgradeTarget target);
 };
+
+// The headers of `request` that an upgrade relay passes on: Connection, Upgrade,
+// Sec-WebSocket-* and X-Stream-Protocol-Version (each occurrence).
+std::vector<HttpHeader> upgrade_headers(const Request& request);
 
 // Handles one request. Runs on a worker thread and may block (store calls do).
 using HttpHandler = std::function<void(Request&, Responder&)>;

@@ -379,13 +379,16 @@ struct UpstreamConnection {
 };
 
 // Tells the upstream that the client sends nothing more. Over TLS there is no half-close that
-// leaves the upstream's direction open without a close_notify exchange, so the relay just stops
-// writing.
+// leaves the upstream's direction open without a close_notify exchange: the relay ends the
+// upstream connection, as Kubernetes' own relays end both sides once either does (otherwise an
+// upstream that waits for the client, such as a port-forward, would be held open for good).
 void half_close(beast::tcp_stream& stream) {
   ErrorCode ec;
   stream.socket().shutdown(tcp::socket::shutdown_send, ec);
 }
-void half_close(TlsStream&) {}
+void half_close(TlsStream& stream) {
+  close_stream(stream);
+}
 
 // Lets the relay wait, on its strand, for its client-to-upstream half to finish. The finished
 // half moves the timer's expiry to the past, so a wait started before or after that completes.
