@@ -112,6 +112,7 @@ struct ApiServer::Impl {
   std::unique_ptr<api::OpenApi> openapi;
   std::unique_ptr<Authenticator> authenticator;
   std::unique_ptr<PodLogs> pod_logs;
+  std::unique_ptr<PodStreams> pod_streams;
   std::unique_ptr<http::HttpServer> server;
   std::string kubeconfig_path;
   std::string service_ip;
@@ -161,6 +162,13 @@ struct ApiServer::Impl {
     if (info.is_resource_request && info.group.empty() && info.resource == "pods" &&
         info.subresource == "log" && !info.name.empty()) {
       pod_logs->handle(info, req, responder);
+      return;
+    }
+    if (info.is_resource_request && info.group.empty() && info.resource == "pods" &&
+        !info.name.empty() &&
+        (info.subresource == "exec" || info.subresource == "attach" ||
+         info.subresource == "portforward")) {
+      pod_streams->handle(info, req, responder);
       return;
     }
     if (info.is_resource_request) {
@@ -272,6 +280,11 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options) {
   SKIFF_ASSIGN_OR_RETURN(std::unique_ptr<http::ProxyClient> kubelets,
                          http::ProxyClient::create(kubelet_client));
   s.pod_logs = std::make_unique<PodLogs>(*s.registry, std::move(kubelets));
+  http::UpgradeTarget kubelet_tls;
+  kubelet_tls.ca_file = kubelet_client.ca_file;
+  kubelet_tls.cert_file = kubelet_client.cert_file;
+  kubelet_tls.key_file = kubelet_client.key_file;
+  s.pod_streams = std::make_unique<PodStreams>(*s.registry, std::move(kubelet_tls));
   s.discovery = std::make_unique<Discovery>(*s.schema);
   s.openapi = std::make_unique<api::OpenApi>(*s.schema);
 

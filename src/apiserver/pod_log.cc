@@ -491,4 +491,86 @@ void PodLogs::stop() {
   relays_.clear();
 }
 
+PodStreams::PodStreams(Registry& registry, http::UpgradeTarget kubelet_tls)
+    : registry_(registry), kubelet_tls_(std::move(kubelet_tls)) {}
+
+void PodStreams::handle(const RequestInfo& info, Request& req, Responder& responder) {
+  auto fail = [&](const api::ApiError& e) { responder.respond(error_response(e)); };
+  if (info.verb != "get" && info.verb != "create") {
+    fail(api::ApiError::method_not_allowed(
+        "the server does not allow this method on the requested resource"));
+    return;
+  }
+  const std::string& kind = info.subresource;
+  const bool exec = kind == "exec";
+  const bool portforward = kind == "portforward";
+  const bool in = req.flag("stdin");
+  const bool out = req.flag("stdout");
+  const bool err = req.flag("stderr");
+  const bool tty = req.flag("tty");
+  std::vector<std::string> command = req.params("command");
+  if (exec && command.empty()) {
+    fail(api::ApiError::bad_request("you must specify at least one command for the container"));
+    return;
+  }
+  if (!portforward && !in && !out && !err) {
+    fail(api::ApiError::bad_request("you must specify at least 1 of stdin, stdout, stderr"));
+    return;
+  }
+
+  const api::Schema& schema = api::Schema::builtin();
+  const api::ResourceInfo* pods = schema.resource("", "v1", "pods");
+  const api::ResourceInfo* nodes = schema.resource("", "v1", "nodes");
+  SKIFF_CHECK(pods && nodes, "the schema lacks pods or nodes");
+  auto pod = registry_.read(*pods, info.ns, info.name);
+  if (!pod.is_ok()) return fail(api::ApiError::from_storage(pod.status()));
+  if (!*pod) return fail(api::ApiError::not_found("pods", info.name));
+  const json& p = **pod;
+  std::string container(req.param("container"));
+  if (!portforward) {
+    if (auto e = pick_container(p, info.name, &container)) return fail(*e);
+    std::string phase;
+    if (auto st = p.find("status"); st != p.end() && st->is_object()) {
+      phase = st->value("phase", "");
+    }
+    if (phase == "Succeeded" || phase == "Failed") {
+      return fail(
+          api::ApiError::bad_request(std::string(exec ? "cannot exec into" : "cannot attach to") +
+                                     " a container in a completed pod; current phase is " + phase));
+    }
+  }
+  std::string node_name;
+  if (auto spec = p.find("spec"); spec != p.end() && spec->is_object()) {
+    node_name = spec->value("nodeName", "");
+  }
+  if (node_name.empty()) {
+    return fail(api::ApiError::bad_request("pod " + info.name + " does not have a host assigned"));
+  }
+  auto node = registry_.read(*nodes, "", node_name);
+  if (!node.is_ok()) return fail(api::ApiError::from_storage(node.status()));
+  if (!*node) return fail(api::ApiError::not_found("nodes", node_name));
+  Result<std::string> host = node_address(**node);
+  if (!host.is_ok()) return fail(api::ApiError::internal(host.status().message()));
+
+  http::UpgradeTarget target = kubelet_tls_;
+  target.host = *host;
+  target.port = kubelet_port(**node);
+  target.tls = true;
+  target.method = req.method;
+  target.headers = http::upgrade_headers(req);
+  target.target = "/" + kind + "/" + url_escape(info.ns) + "/" + url_escape(info.name);
+  if (!portforward) {
+    target.target += "/" + url_escape(container);
+    // Go's url.Values.Encode order: sorted by name.
+    std::vector<std::string> params;
+    for (const std::string& c : command) params.push_back("command=" + url_escape(c));
+    if (err) params.push_back("error=1");
+    if (in) params.push_back("input=1");
+    if (out) params.push_back("output=1");
+    if (tty) params.push_back("tty=1");
+    for (size_t i = 0; i < params.size(); ++i) target.target += (i ? "&" : "?") + params[i];
+  }
+  responder.upgrade(std::move(target));
+}
+
 }  // namespace skiff::apiserver

@@ -75,4 +75,30 @@ class PodLogs {
   bool stopped_ = false;     // guarded by mu_
 };
 
+// pods/exec, pods/attach and pods/portforward (GET or POST, as kubectl sends them with an
+// upgrade to WebSocket or SPDY/3.1): relayed to the kubelet of the pod's node, as upstream's
+// UpgradeAwareHandler does, which relays them on to the runtime's streaming server. The bytes
+// are not interpreted on the way: the client and the runtime speak the streaming protocol.
+// kubectl 1.30+ first asks for WebSocket v5.channel.k8s.io; a runtime without it answers with
+// an error and kubectl retries with SPDY/3.1, which every runtime speaks.
+// - the pod must exist (404), be bound to a node (400 "pod x does not have a host assigned")
+//   and not be finished (400 "cannot exec into a container in a completed pod; current phase
+//   is Succeeded"); the container is chosen as for pods/log;
+// - exec needs a command and at least one of stdin, stdout, stderr (400); attach the latter;
+// - the kubelet gets /exec/{ns}/{pod}/{container}?command=...&error=1&input=1&output=1&tty=1
+//   (upstream's parameter names), /attach/... or /portforward/{ns}/{pod}, over TLS with the API
+//   server's kubelet client certificate; an unreachable kubelet is 502.
+class PodStreams {
+ public:
+  // `kubelet_tls`: the TLS settings (ca_file, cert_file, key_file) of every relay.
+  PodStreams(Registry& registry, http::UpgradeTarget kubelet_tls);
+
+  // Serves info.subresource "exec", "attach" or "portforward" of a pod.
+  void handle(const RequestInfo& info, Request& request, Responder& responder);
+
+ private:
+  Registry& registry_;
+  const http::UpgradeTarget kubelet_tls_;
+};
+
 }  // namespace skiff::apiserver

@@ -187,6 +187,32 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     return stats::summary_json(stats_provider, only_cpu_and_memory);
   };
   lookup.resource_metrics = [&stats_provider] { return stats::resource_metrics(stats_provider); };
+  cri::RuntimeService& cri = *runtime;
+  lookup.stream_url = [&manager, &cri](const server::StreamRequest& r) -> Result<std::string> {
+    if (r.kind == "portforward") {
+      v1::PortForwardRequest request;
+      SKIFF_ASSIGN_OR_RETURN(*request.mutable_pod_sandbox_id(), manager.ready_sandbox(r.ns, r.pod));
+      return cri.port_forward(request);
+    }
+    SKIFF_ASSIGN_OR_RETURN(std::string id, manager.running_container(r.ns, r.pod, r.container));
+    if (r.kind == "exec") {
+      v1::ExecRequest request;
+      request.set_container_id(id);
+      for (const std::string& arg : r.command) request.add_cmd(arg);
+      request.set_stdin(r.in);
+      request.set_stdout(r.out);
+      request.set_stderr(r.err);
+      request.set_tty(r.tty);
+      return cri.exec(request);
+    }
+    v1::AttachRequest request;
+    request.set_container_id(id);
+    request.set_stdin(r.in);
+    request.set_stdout(r.out);
+    request.set_stderr(r.err);
+    request.set_tty(r.tty);
+    return cri.attach(request);
+  };
   stats_provider.start();
   if (!thresholds.empty()) eviction.start();
   SKIFF_ASSIGN_OR_RETURN(auto kubelet_server, server::KubeletServer::create(so, lookup));

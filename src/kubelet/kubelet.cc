@@ -173,18 +173,43 @@ Json PodManager::pod_list() const {
           {"items", std::move(items)}};
 }
 
-Result<PodManager::LogLocation> PodManager::container_log(const std::string& ns,
-                                                          const std::string& name,
-                                                          const std::string& container) {
+Result<client::ObjectPtr> PodManager::find_pod(const std::string& ns, const std::string& name) {
   auto pod = pods_.get(ns, name);
   if (pod != nullptr && is_mirror_pod(*pod)) {
-    // A static pod's mirror: the logs are the static pod's.
+    // A static pod's mirror: its containers are the static pod's.
     std::string uid = (*pod)["metadata"]["annotations"].value(kConfigMirrorAnnotation, "");
     std::lock_guard lock(mu_);
     auto it = entries_.find(uid);
     pod = it != entries_.end() ? it->second.pod : nullptr;
   }
   if (pod == nullptr) return error(StatusCode::kNotFound, "pod \"" + name + "\" does not exist");
+  return pod;
+}
+
+Result<std::string> PodManager::running_container(const std::string& ns, const std::string& name,
+                                                  const std::string& container) {
+  SKIFF_ASSIGN_OR_RETURN(LogLocation loc, container_log(ns, name, container));
+  if (!loc.running) {
+    return error(StatusCode::kFailedPrecondition,
+                 "container \"" + container + "\" in pod \"" + name + "\" is not running");
+  }
+  return loc.container_id;
+}
+
+Result<std::string> PodManager::ready_sandbox(const std::string& ns, const std::string& name) {
+  SKIFF_ASSIGN_OR_RETURN(client::ObjectPtr pod, find_pod(ns, name));
+  SKIFF_ASSIGN_OR_RETURN(RuntimePod runtime, runtime_.inspect(client::uid_of(*pod)));
+  const RuntimeSandbox* sandbox = runtime.ready_sandbox();
+  if (sandbox == nullptr) {
+    return error(StatusCode::kNotFound, "pod \"" + name + "\" has no running sandbox");
+  }
+  return sandbox->id;
+}
+
+Result<PodManager::LogLocation> PodManager::container_log(const std::string& ns,
+                                                          const std::string& name,
+                                                          const std::string& container) {
+  SKIFF_ASSIGN_OR_RETURN(client::ObjectPtr pod, find_pod(ns, name));
   bool known = false;
   for (const char* list : {"containers", "initContainers"}) {
     for (const Json& c : member(member(*pod, "spec"), list)) {

@@ -79,6 +79,12 @@ class PodManager {
                                     const std::string& container);
   // Whether the container instance still runs.
   bool container_running(const std::string& container_id);
+  // For exec and attach: the runtime ID of the container's running instance. kNotFound for an
+  // unknown pod or container, kFailedPrecondition when it does not run.
+  Result<std::string> running_container(const std::string& ns, const std::string& pod,
+                                        const std::string& container);
+  // For port-forward: the runtime ID of the pod's ready sandbox (kNotFound without one).
+  Result<std::string> ready_sandbox(const std::string& ns, const std::string& pod);
 
   // Pods that run here and are neither finished nor being deleted (eviction candidates).
   std::vector<Json> active_pods() const;
@@ -102,6 +108,8 @@ class PodManager {
   // Reads the manifest directory, updates the static entries and keeps their mirror pods.
   void sync_static_pods(bool reread);
   void set_pod(const client::ObjectPtr& pod);
+  // The pod the kubelet runs under that name (a mirror pod resolves to its static pod).
+  Result<client::ObjectPtr> find_pod(const std::string& ns, const std::string& name);
   void remove_cgroups(const std::string& uid);
 
   client::ApiClient& api_;

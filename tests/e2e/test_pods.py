@@ -290,6 +290,60 @@ class PodsTest(node.NodeTestCase):
             os.remove(path)
         self.wait_for(lambda: self.pod(mirror) is None, timeout=60, what="mirror removed")
 
+    def test_exec_attach_and_port_forward(self):
+        name = self.uniq("exec")
+        self.ok("run", name, "--image=busybox", "--image-pull-policy=IfNotPresent",
+                "--restart=Never", "--", "sh", "-c",
+                "mkdir /www && echo served > /www/index.html && httpd -p 8080 -h /www && "
+                "while true; do echo tick; sleep 0.3; done")
+        self.wait_for(lambda: self.phase(name) == "Running", what="Running")
+        # kubectl 1.32 asks for WebSocket v5 first; containerd's streaming server answers that
+        # with an error and kubectl goes on over SPDY. 1.27 speaks SPDY only.
+        for version in (None, "1.27"):
+            rc, out, err = self.kubectl("exec", name, "--", "sh", "-c", "echo out; echo err >&2",
+                                        version=version)
+            self.assertEqual((rc, out, err), (0, "out\n", "err\n"), version)
+            rc, out, err = self.kubectl("exec", name, "--", "sh", "-c", "exit 3", version=version)
+            self.assertEqual(rc, 3, err)
+            self.assertIn("command terminated with exit code 3", err)
+            rc, out, err = self.kubectl("exec", "-i", name, "--", "tr", "a-z", "A-Z",
+                                        input="hello\n", version=version)
+            self.assertEqual((rc, out), (0, "HELLO\n"), err)
+        rc, _, err = self.kubectl("exec", name, "-c", "nope", "--", "true")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("container nope is not valid for pod " + name, err)
+        rc, _, err = self.kubectl("exec", "missing-pod", "--", "true")
+        self.assertNotEqual(rc, 0)
+        self.assertIn('pods "missing-pod" not found', err)
+
+        # attach: the running container's output.
+        attach = self.server.kubectl_popen("attach", name)
+        try:
+            line = attach.stdout.readline()
+            self.assertEqual(line, "tick\n")
+        finally:
+            attach.kill()
+            attach.communicate(timeout=30)
+
+        # port-forward: 1.32 tries the WebSocket tunnel first, 1.30 SPDY.
+        for version in (None, "1.30"):
+            forward = self.server.kubectl_popen("port-forward", "pod/" + name, ":8080",
+                                                version=version)
+            try:
+                line = forward.stdout.readline()
+                self.assertRegex(line, r"^Forwarding from 127\.0\.0\.1:\d+ -> 8080$", version)
+                local = int(line.split(":")[1].split()[0])
+                for _ in range(2):  # two connections through one forward
+                    body = subprocess.run(
+                        ["busybox", "wget", "-q", "-O", "-",
+                         "http://127.0.0.1:%d/index.html" % local],
+                        capture_output=True, text=True, timeout=30).stdout
+                    self.assertEqual(body, "served\n", version)
+            finally:
+                forward.kill()
+                forward.communicate(timeout=30)
+        self.ok("delete", "pod", name, "--grace-period=1")
+
 
 if __name__ == "__main__":
     unittest.main()

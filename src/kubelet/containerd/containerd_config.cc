@@ -105,6 +105,10 @@ std::string render_containerd_config(const ContainerdOptions& options,
   out << "  sandbox_image = " << quote(options.sandbox_image) << "\n";
   out << "  restrict_oom_score_adj = true\n";
   out << "  enable_selinux = false\n";
+  // exec, attach and port-forward: the kubelet relays them to this server, on loopback only.
+  out << "  stream_server_address = \"127.0.0.1\"\n";
+  out << "  stream_server_port = \"0\"\n";
+  out << "  enable_tls_streaming = false\n";
   out << "\n" << cri << ".containerd]\n";
   out << "  snapshotter = \"overlayfs\"\n";
   out << "  default_runtime_name = \"runc\"\n";

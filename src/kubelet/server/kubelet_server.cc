@@ -120,6 +120,63 @@ bool split_log_path(std::string_view path, std::string* ns, std::string* pod,
   return true;
 }
 
+// "/exec/ns/pod/container", "/attach/ns/pod/container" or "/portforward/ns/pod" with the
+// request's options; nullopt for any other path.
+std::optional<StreamRequest> parse_stream_request(const Request& req) {
+  std::vector<std::string_view> parts;
+  std::string_view path = req.path;
+  while (!path.empty()) {
+    path.remove_prefix(1);  // the leading '/'
+    size_t slash = path.find('/');
+    parts.push_back(path.substr(0, slash));
+    if (parts.back().empty()) return std::nullopt;
+    path = slash == std::string_view::npos ? std::string_view() : path.substr(slash);
+  }
+  StreamRequest r;
+  if (parts.size() == 4 && (parts[0] == "exec" || parts[0] == "attach")) {
+    r.container = std::string(parts[3]);
+  } else if (parts.size() != 3 || parts[0] != "portforward") {
+    return std::nullopt;
+  }
+  r.kind = std::string(parts[0]);
+  r.ns = std::string(parts[1]);
+  r.pod = std::string(parts[2]);
+  // The API server sends input/output/error (upstream's names); PodExecOptions' own names work
+  // too.
+  r.in = req.flag("input") || req.flag("stdin");
+  r.out = req.flag("output") || req.flag("stdout");
+  r.err = req.flag("error") || req.flag("stderr");
+  r.tty = req.flag("tty");
+  r.command = req.params("command");
+  return r;
+}
+
+// http://HOST:PORT/PATH → where to relay; nullopt for anything else (https, no port).
+std::optional<http::UpgradeTarget> streaming_target(std::string_view url) {
+  constexpr std::string_view kScheme = "http://";
+  if (!url.starts_with(kScheme)) return std::nullopt;
+  url.remove_prefix(kScheme.size());
+  size_t slash = url.find('/');
+  std::string_view authority = url.substr(0, slash);
+  size_t colon = authority.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  std::string_view host = authority.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  int port = 0;
+  std::string_view digits = authority.substr(colon + 1);
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+  if (ec != std::errc() || end != digits.data() + digits.size() || port <= 0 || port > 65535) {
+    return std::nullopt;
+  }
+  http::UpgradeTarget target;
+  target.host = std::string(host);
+  target.port = port;
+  target.target = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
+  return target;
+}
+
 bool file_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
@@ -283,7 +340,35 @@ struct KubeletServer::Impl {
       serve_logs(req, responder, ns, pod, container);
       return;
     }
+    if (port == Port::kSecure && lookup.stream_url) {
+      if (std::optional<StreamRequest> stream = parse_stream_request(req)) {
+        serve_stream(req, responder, *stream);
+        return;
+      }
+    }
     responder.respond(text(404, "404 page not found\n"));
+  }
+
+  void serve_stream(Request& req, Responder& responder, const StreamRequest& stream) {
+    if (req.method != "GET" && req.method != "POST") {
+      responder.respond(text(405, "405: Method Not Allowed"));
+      return;
+    }
+    Result<std::string> url = lookup.stream_url(stream);
+    if (!url.is_ok()) {
+      int code = url.status().code() == StatusCode::kNotFound ? 404 : 400;
+      responder.respond(text(code, url.status().message()));
+      return;
+    }
+    std::optional<http::UpgradeTarget> target = streaming_target(*url);
+    if (!target) {
+      responder.respond(
+          text(500, "the runtime answered a streaming URL skiff cannot use: " + *url));
+      return;
+    }
+    target->method = req.method;
+    target->headers = http::upgrade_headers(req);
+    responder.upgrade(std::move(*target));
   }
 
   void serve_summary(Request& req, Responder& responder) {
@@ -460,7 +545,10 @@ Result<std::unique_ptr<KubeletServer>> KubeletServer::create(KubeletServerOption
   secure.key_file = key_file;
   secure.client_ca_file = o.client_ca_file;
   secure.worker_threads = o.worker_threads;
-  secure.long_running = [](const Request& req) { return req.flag("follow"); };
+  secure.long_running = [](const Request& req) {
+    return req.flag("follow") || req.path.starts_with("/exec/") ||
+           req.path.starts_with("/attach/") || req.path.starts_with("/portforward/");
+  };
   s.secure = std::make_unique<http::HttpServer>(
       secure, handler(Port::kSecure),
       [self](const ssl_st* tls, std::string_view authorization, http::UserInfo* user) {

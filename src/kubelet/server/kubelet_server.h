@@ -3,8 +3,10 @@
 // The kubelet's HTTP endpoints, as upstream's kubelet serves them:
 // - the HTTPS port (--port, 10250): client certificates verified against the cluster CA (or
 //   bearer tokens, when a token authenticator is given) are required; serves /healthz, /pods,
-//   /stats/summary, /metrics/resource and /containerLogs/{namespace}/{pod}/{container} (what
-//   `kubectl logs` reaches through the API server's pods/log).
+//   /stats/summary, /metrics/resource, /containerLogs/{namespace}/{pod}/{container} (what
+//   `kubectl logs` reaches through the API server's pods/log), and /exec, /attach and
+//   /portforward (`kubectl exec`, `attach` and `port-forward`, relayed to the runtime's
+//   streaming server).
 // - the read-only port (--read-only-port, plain HTTP, off unless set): /healthz, /pods,
 //   /stats/summary and /metrics/resource, without authentication.
 // - the healthz port (--healthz-port, 10248 on 127.0.0.1, plain HTTP): /healthz. When it
@@ -54,6 +56,22 @@ struct ContainerLogTarget {
   std::function<bool()> running;
 };
 
+// An exec, attach or port-forward request, as the API server relays it:
+// /exec/{ns}/{pod}/{container}?command=...&input=1&output=1&error=1&tty=1 (stdin, stdout,
+// stderr are read too), /attach/{ns}/{pod}/{container}?..., /portforward/{ns}/{pod}.
+struct StreamRequest {
+  std::string kind;  // "exec", "attach" or "portforward"
+  std::string ns;
+  std::string pod;
+  std::string container;  // "" for portforward
+  std::vector<std::string> command;
+  // Which of the container's stdin, stdout and stderr are attached, and whether it is a tty.
+  bool in = false;
+  bool out = false;
+  bool err = false;
+  bool tty = false;
+};
+
 // How the server learns about the kubelet's pods. pod_list and container_log must be set.
 struct PodLookup {
   // /pods: the pods this kubelet runs, as a v1 PodList (JSON text).
@@ -68,6 +86,11 @@ struct PodLookup {
   std::function<Result<std::string>(bool only_cpu_and_memory)> stats_summary;
   // Optional. /metrics/resource: the metrics as Prometheus text (scrape errors are in the text).
   std::function<std::string()> resource_metrics;
+  // Optional. /exec, /attach, /portforward: the runtime's streaming URL for the request (CRI
+  // Exec, Attach, PortForward; http://127.0.0.1:PORT/...), to which the connection is then
+  // relayed: the runtime speaks the streaming protocols (SPDY, WebSocket) itself. Errors as
+  // container_log's.
+  std::function<Result<std::string>(const StreamRequest&)> stream_url;
 };
 
 // Message texts for PodLookup::container_log errors, as upstream's kubelet words them.

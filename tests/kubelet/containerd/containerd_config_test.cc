@@ -90,6 +90,7 @@ TEST(ContainerdConfigTest, RendersWhatTheNodeNeeds) {
   EXPECT_TRUE(contains(cri, "sandbox_image = \"registry.k8s.io/pause:3.9\"")) << cri;
   EXPECT_TRUE(contains(cri, "restrict_oom_score_adj = true")) << cri;
   EXPECT_TRUE(contains(cri, "enable_selinux = false")) << cri;
+  EXPECT_TRUE(contains(cri, "stream_server_address = \"127.0.0.1\"")) << cri;
   std::string runtime = table(toml, "[plugins.\"io.containerd.grpc.v1.cri\".containerd]");
   EXPECT_TRUE(contains(runtime, "snapshotter = \"overlayfs\"")) << runtime;
   EXPECT_TRUE(contains(runtime, "default_runtime_name = \"runc\"")) << runtime;
