@@ -309,6 +309,16 @@ class PodsTest(node.NodeTestCase):
             rc, out, err = self.kubectl("exec", "-i", name, "--", "tr", "a-z", "A-Z",
                                         input="hello\n", version=version)
             self.assertEqual((rc, out), (0, "HELLO\n"), err)
+        # The official Python client execs over WebSocket (v4.channel.k8s.io), which containerd's
+        # streaming server speaks itself.
+        from kubernetes import config as kube_config
+        from kubernetes.client import CoreV1Api
+        from kubernetes.stream import stream
+        api = CoreV1Api(kube_config.new_client_from_config(config_file=self.server.kubeconfig))
+        out = stream(api.connect_get_namespaced_pod_exec, name, "default",
+                     command=["sh", "-c", "echo from python"], stdout=True, stderr=True,
+                     stdin=False, tty=False)
+        self.assertEqual(out, "from python\n")
         rc, _, err = self.kubectl("exec", name, "-c", "nope", "--", "true")
         self.assertNotEqual(rc, 0)
         self.assertIn("container nope is not valid for pod " + name, err)
