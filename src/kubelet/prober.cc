@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "base/log.h"
+#include "kubelet/grpc_health.h"
 #include "kubelet/json_fields.h"
 
 namespace skiff::kubelet {
@@ -210,7 +211,16 @@ ProbeOutcome run_probe(cri::RuntimeService& runtime, const Json& probe, const Js
     return {err.empty(), err};
   }
   if (probe.contains("httpGet")) return http_probe(probe["httpGet"], container, pod_ip, deadline);
-  if (probe.contains("grpc")) return {false, "gRPC probes are not supported by this kubelet"};
+  if (probe.contains("grpc")) {
+    const Json& action = probe["grpc"];
+    const Json& port = member(action, "port");
+    if (!port.is_number_integer()) return {false, "invalid port " + port.dump()};
+    std::string service =
+        member(action, "service").is_string() ? action["service"].get<std::string>() : "";
+    HealthCheckOutcome out =
+        check_grpc_health(pod_ip, port.get<int>(), service, std::chrono::seconds(timeout));
+    return {out.serving, out.message};
+  }
   return {false, "probe has no action"};
 }
 

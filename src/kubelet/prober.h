@@ -1,8 +1,9 @@
 #pragma once
 
 // Container probes (upstream's prober): liveness, readiness and startup probes of running
-// containers, by exec (through the runtime), tcpSocket and httpGet (2xx-3xx healthy; HTTPS
-// without certificate checks, as upstream). Each probe runs every periodSeconds after
+// containers, by exec (through the runtime), tcpSocket, httpGet (2xx-3xx healthy; HTTPS
+// without certificate checks, as upstream) and grpc (grpc.health.v1 Check on the pod IP over
+// plaintext HTTP/2; healthy when SERVING). Each probe runs every periodSeconds after
 // initialDelaySeconds, with timeoutSeconds; its result flips after successThreshold consecutive
 // successes or failureThreshold consecutive failures. Readiness starts false, liveness true,
 // startup unknown; liveness and readiness wait until the startup probe has succeeded. A failed
@@ -40,7 +41,7 @@ struct ProbeOutcome {
   std::string message;
 };
 
-// Runs one probe action (exec/tcpSocket/httpGet) against a container with IP pod_ip.
+// Runs one probe action (exec/tcpSocket/httpGet/grpc) against a container with IP pod_ip.
 ProbeOutcome run_probe(cri::RuntimeService& runtime, const Json& probe, const Json& container,
                        const std::string& container_id, const std::string& pod_ip);
 
