@@ -1,0 +1,727 @@
+// pods/exec, pods/attach and pods/portforward through a real API server to a fake kubelet: a raw
+// TLS listener in the test that requires the API server's kubelet client certificate, keeps each
+// request head, answers 101 and echoes. The client speaks HTTP over a raw TLS socket (OpenSSL) so
+// the upgrade and the bytes after it are visible on both sides.
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <poll.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "apiserver/apiserver.h"
+#include "base/kubeconfig.h"
+#include "base/log.h"
+#include "base/pki.h"
+#include "client/http_client.h"
+#include "httpserver/http.h"
+#include "support/ports.h"
+#include "support/temp_dir.h"
+
+namespace skiff::apiserver {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+// Every blocking read or write gives up after this, so a broken relay fails a test instead of
+// hanging it.
+constexpr int kIoTimeoutSeconds = 20;
+
+void write_file(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
+}
+
+// ---- Raw connections ---------------------------------------------------------------------------
+
+// A TLS byte stream with buffered, timed reads. Owns the socket and the SSL object.
+class TlsWire {
+ public:
+  TlsWire(int fd, SSL* ssl) : fd_(fd), ssl_(ssl) {
+    timeval tv{kIoTimeoutSeconds, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  }
+  ~TlsWire() {
+    SSL_free(ssl_);
+    ::close(fd_);
+  }
+  TlsWire(const TlsWire&) = delete;
+  TlsWire& operator=(const TlsWire&) = delete;
+
+  SSL* ssl() const { return ssl_; }
+
+  bool write(std::string_view data) {
+    while (!data.empty()) {
+      int n = SSL_write(ssl_, data.data(), static_cast<int>(data.size()));
+      if (n <= 0) {
+        ERR_clear_error();
+        return false;
+      }
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+  // Everything up to and including `delim`; "" when the stream ended (or timed out) first.
+  std::string read_until(std::string_view delim) {
+    while (true) {
+      size_t at = buffered_.find(delim);
+      if (at != std::string::npos) return take(at + delim.size());
+      if (!fill()) return "";
+    }
+  }
+  // n bytes, or fewer when the stream ended first.
+  std::string read_exactly(size_t n) {
+    while (buffered_.size() < n && fill()) {
+    }
+    return take(std::min(n, buffered_.size()));
+  }
+  std::string read_to_end() {
+    while (fill()) {
+    }
+    return take(buffered_.size());
+  }
+  // Whatever arrives next (at least one byte unless the stream ended).
+  std::string read_some() {
+    if (buffered_.empty()) fill();
+    return take(buffered_.size());
+  }
+  // True when the peer closed the stream (rather than a read timing out) with nothing unread.
+  bool ended() { return buffered_.empty() && !fill() && !timed_out_; }
+
+ private:
+  bool fill() {
+    char buf[16 * 1024];
+    errno = 0;
+    int n = SSL_read(ssl_, buf, sizeof(buf));
+    if (n <= 0) {
+      int error = SSL_get_error(ssl_, n);
+      timed_out_ = (error == SSL_ERROR_SYSCALL || error == SSL_ERROR_WANT_READ) &&
+                   (errno == EAGAIN || errno == EWOULDBLOCK);
+      ERR_clear_error();
+      return false;
+    }
+    buffered_.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+  std::string take(size_t n) {
+    std::string out = buffered_.substr(0, n);
+    buffered_.erase(0, n);
+    return out;
+  }
+
+  int fd_;
+  SSL* ssl_;
+  std::string buffered_;
+  bool timed_out_ = false;
+};
+
+int dial_loopback(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The value of a header in a raw HTTP head ("" when absent); the name is matched without case.
+std::string header_of(std::string_view head, std::string_view name) {
+  size_t line = head.find("\r\n");
+  while (line != std::string_view::npos) {
+    size_t start = line + 2;
+    size_t end = head.find("\r\n", start);
+    if (end == std::string_view::npos || end == start) break;
+    std::string_view field = head.substr(start, end - start);
+    size_t colon = field.find(':');
+    if (colon == name.size() && strncasecmp(field.data(), name.data(), name.size()) == 0) {
+      std::string_view value = field.substr(colon + 1);
+      while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+      return std::string(value);
+    }
+    line = end;
+  }
+  return "";
+}
+
+// The request line's target ("GET /a?b HTTP/1.1" → "/a?b").
+std::string target_of(std::string_view head) {
+  size_t first = head.find(' ');
+  if (first == std::string_view::npos) return "";
+  size_t second = head.find(' ', first + 1);
+  if (second == std::string_view::npos) return "";
+  return std::string(head.substr(first + 1, second - first - 1));
+}
+
+// One HTTP answer as a client reads it; `status_object` is the body as JSON when it is.
+struct Answer {
+  int status = 0;
+  std::string head;
+  std::string body;
+  json status_object;
+};
+
+// The message of a Status answer; "" when the body is not a JSON object.
+std::string message_of(const Answer& a) {
+  return a.status_object.is_object() ? a.status_object.value("message", "") : "";
+}
+
+// Reads an answer's head and, unless it is 101, its body (by Content-Length or chunked; else to
+// the end of the stream).
+Answer read_answer(TlsWire& wire) {
+  Answer a;
+  a.head = wire.read_until("\r\n\r\n");
+  if (a.head.size() < 12 || !a.head.starts_with("HTTP/1.")) return a;
+  a.status = std::atoi(a.head.c_str() + 9);
+  if (a.status == 101) return a;
+  std::string length = header_of(a.head, "Content-Length");
+  if (!length.empty()) {
+    a.body = wire.read_exactly(static_cast<size_t>(std::stoul(length)));
+  } else if (contains(header_of(a.head, "Transfer-Encoding"), "chunked")) {
+    while (true) {
+      std::string size_line = wire.read_until("\r\n");
+      size_t n = size_line.empty() ? 0 : std::stoul(size_line, nullptr, 16);
+      if (n == 0) {
+        wire.read_until("\r\n");
+        break;
+      }
+      a.body += wire.read_exactly(n);
+      wire.read_exactly(2);
+    }
+  } else {
+    a.body = wire.read_to_end();
+  }
+  a.status_object = json::parse(a.body, nullptr, false);
+  return a;
+}
+
+struct SslCtxFree {
+  void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
+};
+using SslCtx = std::unique_ptr<SSL_CTX, SslCtxFree>;
+
+// ---- The fake kubelet --------------------------------------------------------------------------
+
+// What the fake kubelet saw of one connection.
+struct KubeletSaw {
+  std::string client_cn;  // "" when the handshake failed
+  std::string head;
+};
+
+const char kKubeletSwitching[] =
+    "HTTP/1.1 101 Switching Protocols\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+    "Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n"
+    "\r\n";
+
+// A TLS listener on 127.0.0.1 serving one connection at a time with `cert_file`, requiring a
+// client certificate issued by `client_ca_file`. It keeps each request head, then answers 101
+// followed by "ready\n" and echoes what it gets upper-cased until a '!' (then it closes).
+// Requests for container "d" of pod "p" are answered 400 instead, as a kubelet whose runtime
+// does not speak the requested protocol does.
+class FakeKubelet {
+ public:
+  FakeKubelet(const std::string& cert_file, const std::string& key_file,
+              const std::string& client_ca_file) {
+    ctx_.reset(SSL_CTX_new(TLS_server_method()));
+    SKIFF_CHECK(SSL_CTX_use_certificate_chain_file(ctx_.get(), cert_file.c_str()) == 1,
+                "fake kubelet certificate");
+    SKIFF_CHECK(SSL_CTX_use_PrivateKey_file(ctx_.get(), key_file.c_str(), SSL_FILETYPE_PEM) == 1,
+                "fake kubelet key");
+    SKIFF_CHECK(SSL_CTX_load_verify_locations(ctx_.get(), client_ca_file.c_str(), nullptr) == 1,
+                "fake kubelet client CA");
+    SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    SKIFF_CHECK(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0, "bind");
+    SKIFF_CHECK(::listen(fd_, 8) == 0, "listen");
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~FakeKubelet() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+
+  int port() const { return port_; }
+
+  std::vector<KubeletSaw> saw() {
+    std::lock_guard lock(mu_);
+    return saw_;
+  }
+  // Waits (up to the I/O timeout) until `n` connections were seen; the n-th, or {} on timeout.
+  KubeletSaw wait_for(size_t n) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(kIoTimeoutSeconds), [&] { return saw_.size() >= n; });
+    return saw_.size() >= n ? saw_[n - 1] : KubeletSaw{};
+  }
+
+ private:
+  void record(KubeletSaw s) {
+    std::lock_guard lock(mu_);
+    saw_.push_back(std::move(s));
+    cv_.notify_all();
+  }
+
+  void serve() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) != 1) continue;
+      int fd = ::accept(fd_, nullptr, nullptr);
+      if (fd < 0) continue;
+      SSL* ssl = SSL_new(ctx_.get());
+      SSL_set_fd(ssl, fd);
+      TlsWire conn(fd, ssl);
+      if (SSL_accept(ssl) != 1) {
+        ERR_clear_error();
+        record({});
+        continue;
+      }
+      KubeletSaw seen;
+      if (X509* peer = SSL_get0_peer_certificate(ssl)) {
+        char cn[256] = "";
+        X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, sizeof(cn));
+        seen.client_cn = cn;
+      }
+      seen.head = conn.read_until("\r\n\r\n");
+      std::string head = seen.head;
+      record(std::move(seen));
+      if (head.empty()) continue;
+      if (target_of(head).starts_with("/exec/default/p/d?")) {
+        const std::string body = "websocket: the client is not using the websocket protocol";
+        conn.write(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n" + body);
+        SSL_shutdown(ssl);
+        continue;
+      }
+      if (!conn.write(std::string(kKubeletSwitching) + "ready\n")) continue;
+      while (true) {
+        std::string got = conn.read_some();
+        if (got.empty()) break;
+        size_t bang = got.find('!');
+        if (bang != std::string::npos) {
+          conn.write(upper(got.substr(0, bang + 1)));
+          break;
+        }
+        if (!conn.write(upper(got))) break;
+      }
+      SSL_shutdown(ssl);
+    }
+  }
+
+  SslCtx ctx_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<KubeletSaw> saw_;  // guarded by mu_
+  std::thread thread_;
+};
+
+// ---- The fixture -------------------------------------------------------------------------------
+
+// The upgrade headers a WebSocket client (kubectl 1.30+) sends.
+const char kWebSocketHeaders[] =
+    "Connection: Upgrade\r\n"
+    "Upgrade: websocket\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n"
+    "Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n";
+
+// The upgrade headers of SPDY/3.1 (older kubectl, and port-forward).
+const char kSpdyHeaders[] =
+    "Connection: Upgrade\r\n"
+    "Upgrade: SPDY/3.1\r\n"
+    "X-Stream-Protocol-Version: portforward.k8s.io\r\n";
+
+class PodStreamTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new skiff::testing::TempDir("skiff-pod-stream");
+    pki::PkiOptions pki_options;
+    pki_options.include_interface_addresses = false;
+    auto state = pki::ensure_pki(dir_->sub("tls"), pki_options);
+    SKIFF_CHECK(state.is_ok(), state.status().to_string());
+    ca_file_ = state->paths.ca_cert;
+    // The client's TLS: the admin certificate, and the API server's verified against the CA.
+    client_ctx_ = SSL_CTX_new(TLS_client_method());
+    SKIFF_CHECK(SSL_CTX_load_verify_locations(client_ctx_, ca_file_.c_str(), nullptr) == 1, "CA");
+    SKIFF_CHECK(
+        SSL_CTX_use_certificate_chain_file(client_ctx_, state->paths.admin_cert.c_str()) == 1,
+        "admin certificate");
+    SKIFF_CHECK(SSL_CTX_use_PrivateKey_file(client_ctx_, state->paths.admin_key.c_str(),
+                                            SSL_FILETYPE_PEM) == 1,
+                "admin key");
+    SSL_CTX_set_verify(client_ctx_, SSL_VERIFY_PEER, nullptr);
+
+    // The kubelet's serving certificate comes from the cluster CA, so the API server can verify
+    // it; the impostor's from another CA.
+    auto serving = state->ca.issue_serving_cert("node-1", {"127.0.0.1"});
+    SKIFF_CHECK(serving.is_ok(), serving.status().to_string());
+    write_file(dir_->sub("kubelet.crt"), serving->cert_pem);
+    write_file(dir_->sub("kubelet.key"), serving->key_pem);
+    kubelet_ = new FakeKubelet(dir_->sub("kubelet.crt"), dir_->sub("kubelet.key"), ca_file_);
+    auto other = pki::CertificateAuthority::create("other-ca");
+    SKIFF_CHECK(other.is_ok(), other.status().to_string());
+    auto forged = other->issue_serving_cert("node-1", {"127.0.0.1"});
+    SKIFF_CHECK(forged.is_ok(), forged.status().to_string());
+    write_file(dir_->sub("impostor.crt"), forged->cert_pem);
+    write_file(dir_->sub("impostor.key"), forged->key_pem);
+    impostor_ = new FakeKubelet(dir_->sub("impostor.crt"), dir_->sub("impostor.key"), ca_file_);
+
+    ApiServerOptions o;
+    o.data_dir = dir_->path();
+    o.bind_address = "127.0.0.1";
+    o.https_port = 0;
+    o.store.backend = "memory";
+    o.worker_threads = 8;
+    o.kubelet_certificate_authority = ca_file_;
+    auto server = ApiServer::start(o);
+    SKIFF_CHECK(server.is_ok(), server.status().to_string());
+    server_ = server->release();
+
+    auto kc = load_kubeconfig(server_->admin_kubeconfig());
+    SKIFF_CHECK(kc.is_ok(), kc.status().to_string());
+    auto api = client::HttpApiClient::create(*kc);
+    SKIFF_CHECK(api.is_ok(), api.status().to_string());
+    using client::resources::kNodes;
+    using client::resources::kPods;
+    auto node = [](const std::string& name, json addresses, int port) {
+      return json{{"apiVersion", "v1"},
+                  {"kind", "Node"},
+                  {"metadata", {{"name", name}}},
+                  {"status",
+                   {{"addresses", addresses},
+                    {"daemonEndpoints", {{"kubeletEndpoint", {{"Port", port}}}}}}}};
+    };
+    json local = json::array({{{"type", "Hostname"}, {"address", "node-1.invalid"}},
+                              {{"type", "InternalIP"}, {"address", "127.0.0.1"}}});
+    dead_port_ = skiff::testing::free_tcp_port();
+    for (const json& n :
+         {node("node-1", local, kubelet_->port()), node("nowhere", json::array(), 10250),
+          node("dead", local, dead_port_), node("impostor", local, impostor_->port())}) {
+      auto created = (*api)->create(kNodes, "", n);
+      SKIFF_CHECK(created.is_ok(), created.status().to_string());
+    }
+
+    auto pod = [](const std::string& name, const std::string& node_name,
+                  std::vector<std::string> containers) {
+      json spec{{"containers", json::array()}};
+      for (const std::string& c : containers) {
+        spec["containers"].push_back({{"name", c}, {"image", "busybox"}});
+      }
+      if (!node_name.empty()) spec["nodeName"] = node_name;
+      return json{{"apiVersion", "v1"},
+                  {"kind", "Pod"},
+                  {"metadata", {{"name", name}, {"namespace", "default"}}},
+                  {"spec", spec}};
+    };
+    for (const json& p : {pod("p", "node-1", {"c", "d"}), pod("solo", "node-1", {"only"}),
+                          pod("pending", "", {"app"}), pod("lost", "ghost", {"app"}),
+                          pod("stranded", "nowhere", {"app"}), pod("orphan", "dead", {"app"}),
+                          pod("fake", "impostor", {"app"})}) {
+      auto created = (*api)->create(kPods, "default", p);
+      SKIFF_CHECK(created.is_ok(), created.status().to_string());
+    }
+    for (auto [name, phase] : {std::pair<std::string, std::string>{"succeeded", "Succeeded"},
+                               std::pair<std::string, std::string>{"failed", "Failed"}}) {
+      auto created = (*api)->create(kPods, "default", pod(name, "node-1", {"app"}));
+      SKIFF_CHECK(created.is_ok(), created.status().to_string());
+      json finished = *created;
+      finished["status"]["phase"] = phase;
+      auto updated = (*api)->update(kPods, "default", finished, {}, "status");
+      SKIFF_CHECK(updated.is_ok(), updated.status().to_string());
+      SKIFF_CHECK((*updated)["status"].value("phase", "") == phase, updated->dump());
+    }
+  }
+
+  static void TearDownTestSuite() {
+    server_->stop();
+    delete server_;
+    delete impostor_;
+    delete kubelet_;
+    SSL_CTX_free(client_ctx_);
+    delete dir_;
+  }
+
+  // A TLS connection to the API server with the admin certificate.
+  static std::unique_ptr<TlsWire> dial() {
+    int fd = dial_loopback(server_->port());
+    if (fd < 0) return nullptr;
+    SSL* ssl = SSL_new(client_ctx_);
+    SSL_set_fd(ssl, fd);
+    auto wire = std::make_unique<TlsWire>(fd, ssl);
+    if (SSL_connect(ssl) != 1) {
+      ERR_clear_error();
+      return nullptr;
+    }
+    return wire;
+  }
+
+  // Sends `method target` with `headers` on `wire` and reads the answer's head (and body, unless
+  // it is 101).
+  static Answer send(TlsWire& wire, const std::string& method, const std::string& target,
+                     const std::string& headers) {
+    EXPECT_TRUE(
+        wire.write(method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + "\r\n"));
+    return read_answer(wire);
+  }
+  // The same on a connection of its own.
+  static Answer request(const std::string& method, const std::string& target,
+                        const std::string& headers = kWebSocketHeaders) {
+    auto wire = dial();
+    EXPECT_TRUE(wire);
+    if (!wire) return {};
+    return send(*wire, method, target, headers);
+  }
+
+  static std::string pod_path(const std::string& pod, const std::string& rest) {
+    return "/api/v1/namespaces/default/pods/" + pod + "/" + rest;
+  }
+
+  // An error answer: a Status with this code and message.
+  static void expect_status(const Answer& a, int code, const std::string& reason,
+                            const std::string& message) {
+    EXPECT_EQ(a.status, code) << a.head << a.body;
+    EXPECT_EQ(header_of(a.head, "Content-Type"), "application/json") << a.head;
+    ASSERT_TRUE(a.status_object.is_object()) << a.body;
+    EXPECT_EQ(a.status_object.value("kind", ""), "Status") << a.body;
+    EXPECT_EQ(a.status_object.value("status", ""), "Failure") << a.body;
+    EXPECT_EQ(a.status_object.value("code", 0), code) << a.body;
+    EXPECT_EQ(a.status_object.value("reason", ""), reason) << a.body;
+    EXPECT_EQ(a.status_object.value("message", ""), message) << a.body;
+  }
+
+  static skiff::testing::TempDir* dir_;
+  static std::string ca_file_;
+  static SSL_CTX* client_ctx_;
+  static FakeKubelet* kubelet_;
+  static FakeKubelet* impostor_;
+  static ApiServer* server_;
+  static int dead_port_;
+};
+
+skiff::testing::TempDir* PodStreamTest::dir_ = nullptr;
+std::string PodStreamTest::ca_file_;
+SSL_CTX* PodStreamTest::client_ctx_ = nullptr;
+FakeKubelet* PodStreamTest::kubelet_ = nullptr;
+FakeKubelet* PodStreamTest::impostor_ = nullptr;
+ApiServer* PodStreamTest::server_ = nullptr;
+int PodStreamTest::dead_port_ = 0;
+
+// After a 101: "ready\n" from the kubelet, then an upper-cased echo until '!'.
+void expect_echo(TlsWire& wire) {
+  EXPECT_EQ(wire.read_exactly(6), "ready\n");
+  ASSERT_TRUE(wire.write("total 0\n"));
+  EXPECT_EQ(wire.read_exactly(8), "TOTAL 0\n");
+  // One side at a time (an SSL object is not shared between threads): a size the socket
+  // buffers hold.
+  std::string bulk(48 * 1024, 'z');
+  ASSERT_TRUE(wire.write(bulk));
+  EXPECT_TRUE(wire.read_exactly(bulk.size()) == upper(bulk));
+  ASSERT_TRUE(wire.write("exit!"));
+  EXPECT_EQ(wire.read_exactly(5), "EXIT!");
+  // The kubelet closed: so does the relay.
+  EXPECT_TRUE(wire.ended());
+}
+
+TEST_F(PodStreamTest, ExecReachesTheKubeletWithTheUpgradeHeaders) {
+  size_t before = kubelet_->saw().size();
+  auto wire = dial();
+  ASSERT_TRUE(wire);
+  Answer a = send(*wire, "GET",
+                  pod_path("p", "exec?command=ls&command=-l&stdout=true&stderr=true&container=c"),
+                  std::string(kWebSocketHeaders) + "User-Agent: kubectl/v1.32.0\r\n");
+  EXPECT_EQ(a.status, 101) << a.head;
+  EXPECT_TRUE(a.head.starts_with("HTTP/1.1 101 Switching Protocols\r\n")) << a.head;
+  EXPECT_EQ(header_of(a.head, "Upgrade"), "websocket") << a.head;
+  EXPECT_EQ(header_of(a.head, "Sec-WebSocket-Accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") << a.head;
+  EXPECT_EQ(header_of(a.head, "Sec-WebSocket-Protocol"), "v5.channel.k8s.io") << a.head;
+  expect_echo(*wire);
+
+  KubeletSaw seen = kubelet_->wait_for(before + 1);
+  EXPECT_EQ(seen.client_cn, "kube-apiserver-kubelet-client");
+  EXPECT_TRUE(
+      seen.head.starts_with("GET /exec/default/p/c?command=ls&command=-l&error=1&output=1 "
+                            "HTTP/1.1\r\n"))
+      << seen.head;
+  EXPECT_EQ(header_of(seen.head, "Host"), "127.0.0.1:" + std::to_string(kubelet_->port()))
+      << seen.head;
+  EXPECT_TRUE(contains(seen.head, std::string("\r\n") + kWebSocketHeaders)) << seen.head;
+  EXPECT_EQ(header_of(seen.head, "User-Agent"), "") << seen.head;
+  EXPECT_EQ(header_of(seen.head, "Authorization"), "") << seen.head;
+  EXPECT_EQ(kubelet_->saw().size(), before + 1);
+}
+
+TEST_F(PodStreamTest, ExecOverPostWithStdinAndTty) {
+  size_t before = kubelet_->saw().size();
+  auto wire = dial();
+  ASSERT_TRUE(wire);
+  Answer a = send(*wire, "POST",
+                  pod_path("p",
+                           "exec?container=c&command=sh&command=-c&command=echo%20a%26b%3Dc"
+                           "&stdin=true&stdout=1&tty=true"),
+                  kSpdyHeaders);
+  EXPECT_EQ(a.status, 101) << a.head;
+  expect_echo(*wire);
+
+  KubeletSaw seen = kubelet_->wait_for(before + 1);
+  EXPECT_TRUE(seen.head.starts_with("POST /exec/default/p/c?")) << seen.head;
+  std::string target = target_of(seen.head);
+  std::string query = target.substr(target.find('?') + 1);
+  // Sorted by name, each argument in order, the values escaped so they decode to what was sent.
+  std::vector<std::pair<std::string, std::string>> want = {
+      {"command", "sh"}, {"command", "-c"}, {"command", "echo a&b=c"},
+      {"input", "1"},    {"output", "1"},   {"tty", "1"}};
+  EXPECT_EQ(http::parse_query(query), want) << target;
+  EXPECT_TRUE(contains(seen.head, std::string("\r\n") + kSpdyHeaders)) << seen.head;
+}
+
+TEST_F(PodStreamTest, AttachPicksThePodsOnlyContainer) {
+  size_t before = kubelet_->saw().size();
+  auto wire = dial();
+  ASSERT_TRUE(wire);
+  Answer a = send(*wire, "POST", pod_path("solo", "attach?stdin=true&stdout=true&tty=true"),
+                  kWebSocketHeaders);
+  EXPECT_EQ(a.status, 101) << a.head;
+  expect_echo(*wire);
+  KubeletSaw seen = kubelet_->wait_for(before + 1);
+  EXPECT_EQ(target_of(seen.head), "/attach/default/solo/only?input=1&output=1&tty=1") << seen.head;
+  EXPECT_TRUE(seen.head.starts_with("POST ")) << seen.head;
+}
+
+TEST_F(PodStreamTest, PortForwardNeedsNoCommandNorContainer) {
+  size_t before = kubelet_->saw().size();
+  auto wire = dial();
+  ASSERT_TRUE(wire);
+  Answer a = send(*wire, "GET", pod_path("p", "portforward"), kSpdyHeaders);
+  EXPECT_EQ(a.status, 101) << a.head;
+  expect_echo(*wire);
+  KubeletSaw seen = kubelet_->wait_for(before + 1);
+  EXPECT_TRUE(seen.head.starts_with("GET /portforward/default/p HTTP/1.1\r\n")) << seen.head;
+  EXPECT_EQ(header_of(seen.head, "X-Stream-Protocol-Version"), "portforward.k8s.io") << seen.head;
+}
+
+TEST_F(PodStreamTest, TheKubeletsRefusalIsPassedOn) {
+  // kubectl falls back from WebSocket to SPDY on such an answer, so it must arrive as it is.
+  size_t before = kubelet_->saw().size();
+  Answer a = request("GET", pod_path("p", "exec?command=ls&stdout=true&container=d"));
+  EXPECT_EQ(a.status, 400) << a.head;
+  EXPECT_EQ(header_of(a.head, "Content-Type"), "text/plain; charset=utf-8") << a.head;
+  EXPECT_EQ(a.body, "websocket: the client is not using the websocket protocol");
+  EXPECT_EQ(target_of(kubelet_->wait_for(before + 1).head),
+            "/exec/default/p/d?command=ls&output=1");
+}
+
+TEST_F(PodStreamTest, InvalidRequestsNeverReachTheKubelet) {
+  size_t before = kubelet_->saw().size();
+  expect_status(request("GET", pod_path("p", "exec?stdout=true&container=c")), 400, "BadRequest",
+                "you must specify at least one command for the container");
+  expect_status(request("GET", pod_path("p", "exec?command=ls&container=c")), 400, "BadRequest",
+                "you must specify at least 1 of stdin, stdout, stderr");
+  expect_status(request("GET", pod_path("p", "exec?command=ls&stdout=false&container=c")), 400,
+                "BadRequest", "you must specify at least 1 of stdin, stdout, stderr");
+  expect_status(request("POST", pod_path("p", "attach?container=c")), 400, "BadRequest",
+                "you must specify at least 1 of stdin, stdout, stderr");
+  expect_status(request("GET", pod_path("nope", "exec?command=ls&stdout=true")), 404, "NotFound",
+                "pods \"nope\" not found");
+  expect_status(request("GET", pod_path("nope", "portforward")), 404, "NotFound",
+                "pods \"nope\" not found");
+  expect_status(request("GET", pod_path("p", "exec?command=ls&stdout=true&container=nope")), 400,
+                "BadRequest", "container nope is not valid for pod p");
+  expect_status(request("GET", pod_path("p", "exec?command=ls&stdout=true")), 400, "BadRequest",
+                "a container name must be specified for pod p, choose one of: [c d]");
+  expect_status(request("GET", pod_path("pending", "exec?command=ls&stdout=true")), 400,
+                "BadRequest", "pod pending does not have a host assigned");
+  expect_status(request("GET", pod_path("pending", "portforward")), 400, "BadRequest",
+                "pod pending does not have a host assigned");
+  expect_status(request("GET", pod_path("succeeded", "exec?command=ls&stdout=true")), 400,
+                "BadRequest",
+                "cannot exec into a container in a completed pod; current phase is Succeeded");
+  Answer a = request("POST", pod_path("failed", "attach?stdout=true"));
+  EXPECT_EQ(a.status, 400) << a.body;
+  EXPECT_TRUE(contains(message_of(a), "a container in a completed pod; current phase is Failed"))
+      << a.body;
+  for (const char* method : {"DELETE", "PUT", "PATCH"}) {
+    expect_status(request(method, pod_path("p", "exec?command=ls&stdout=true&container=c")), 405,
+                  "MethodNotAllowed",
+                  "the server does not allow this method on the requested resource");
+  }
+  expect_status(request("GET", pod_path("lost", "exec?command=ls&stdout=true")), 404, "NotFound",
+                "nodes \"ghost\" not found");
+  // A node without an address: 500 naming the addresses it has.
+  a = request("GET", pod_path("stranded", "exec?command=ls&stdout=true"));
+  EXPECT_EQ(a.status, 500) << a.body;
+  EXPECT_TRUE(a.status_object.is_object() && a.status_object.value("code", 0) == 500) << a.body;
+  EXPECT_TRUE(contains(message_of(a), "no preferred addresses found; known addresses: []"))
+      << a.body;
+  EXPECT_EQ(kubelet_->saw().size(), before);
+}
+
+TEST_F(PodStreamTest, AnUnreachableKubeletIs502) {
+  expect_status(request("GET", pod_path("orphan", "exec?command=ls&stdout=true")), 502,
+                "ServiceUnavailable",
+                "error dialing backend: dial tcp 127.0.0.1:" + std::to_string(dead_port_) +
+                    ": connect: connection refused");
+}
+
+TEST_F(PodStreamTest, AKubeletWhoseCertificateTheClusterCaDidNotIssueIsRefused) {
+  size_t before = impostor_->saw().size();
+  Answer a = request("GET", pod_path("fake", "exec?command=ls&stdout=true"));
+  EXPECT_EQ(a.status, 502) << a.head << a.body;
+  EXPECT_TRUE(contains(message_of(a), "error dialing backend: tls handshake with 127.0.0.1:" +
+                                          std::to_string(impostor_->port())))
+      << a.body;
+  // The impostor saw a connection but never a request.
+  KubeletSaw seen = impostor_->wait_for(before + 1);
+  EXPECT_EQ(seen.head, "");
+}
+
+}  // namespace
+}  // namespace skiff::apiserver
