@@ -517,6 +517,19 @@ void PodStreams::handle(const RequestInfo& info, Request& req, Responder& respon
     fail(api::ApiError::bad_request("you must specify at least 1 of stdin, stdout, stderr"));
     return;
   }
+  std::vector<int> ports;
+  if (portforward) {
+    for (const std::string& p : req.params("ports")) {
+      int port = 0;
+      auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
+      if (ec != std::errc() || end != p.data() + p.size() || port < 1 || port > 65535) {
+        fail(api::ApiError::bad_request("invalid port \"" + p +
+                                        "\": ports must be numbers in the range 1-65535"));
+        return;
+      }
+      ports.push_back(port);
+    }
+  }
 
   const api::Schema& schema = api::Schema::builtin();
   const api::ResourceInfo* pods = schema.resource("", "v1", "pods");
@@ -550,7 +563,12 @@ void PodStreams::handle(const RequestInfo& info, Request& req, Responder& respon
   if (!node.is_ok()) return fail(api::ApiError::from_storage(node.status()));
   if (!*node) return fail(api::ApiError::not_found("nodes", node_name));
   Result<std::string> host = node_address(**node);
-  if (!host.is_ok()) return fail(api::ApiError::internal(host.status().message()));
+  if (!host.is_ok()) {
+    api::ApiError e;  // as pods/log: the bare message
+    e.code = 500;
+    e.message = host.status().message();
+    return fail(e);
+  }
 
   http::UpgradeTarget target = kubelet_tls_;
   target.host = *host;
@@ -559,7 +577,12 @@ void PodStreams::handle(const RequestInfo& info, Request& req, Responder& respon
   target.method = req.method;
   target.headers = http::upgrade_headers(req);
   target.target = "/" + kind + "/" + url_escape(info.ns) + "/" + url_escape(info.name);
-  if (!portforward) {
+  if (portforward) {
+    // PodPortForwardOptions.ports, passed on as upstream does (port=N each).
+    for (size_t i = 0; i < ports.size(); ++i) {
+      target.target += (i ? "&port=" : "?port=") + std::to_string(ports[i]);
+    }
+  } else {
     target.target += "/" + url_escape(container);
     // Go's url.Values.Encode order: sorted by name.
     std::vector<std::string> params;

@@ -86,7 +86,8 @@ class PodLogs {
 //   is Succeeded"); the container is chosen as for pods/log;
 // - exec needs a command and at least one of stdin, stdout, stderr (400); attach the latter;
 // - the kubelet gets /exec/{ns}/{pod}/{container}?command=...&error=1&input=1&output=1&tty=1
-//   (upstream's parameter names), /attach/... or /portforward/{ns}/{pod}, over TLS with the API
+//   (upstream's parameter names), /attach/... or /portforward/{ns}/{pod}?port=N (the
+//   PodPortForwardOptions ports; 400 for one not in 1-65535), over TLS with the API
 //   server's kubelet client certificate; an unreachable kubelet is 502.
 class PodStreams {
  public:

@@ -192,6 +192,7 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     if (r.kind == "portforward") {
       v1::PortForwardRequest request;
       SKIFF_ASSIGN_OR_RETURN(*request.mutable_pod_sandbox_id(), manager.ready_sandbox(r.ns, r.pod));
+      for (int32_t port : r.ports) request.add_port(port);
       return cri.port_forward(request);
     }
     SKIFF_ASSIGN_OR_RETURN(std::string id, manager.running_container(r.ns, r.pod, r.container));

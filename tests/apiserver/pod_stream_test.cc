@@ -646,6 +646,20 @@ TEST_F(PodStreamTest, PortForwardNeedsNoCommandNorContainer) {
   KubeletSaw seen = kubelet_->wait_for(before + 1);
   EXPECT_TRUE(seen.head.starts_with("GET /portforward/default/p HTTP/1.1\r\n")) << seen.head;
   EXPECT_EQ(header_of(seen.head, "X-Stream-Protocol-Version"), "portforward.k8s.io") << seen.head;
+
+  // PodPortForwardOptions.ports go on as port=N; a port out of range never leaves.
+  wire = dial();
+  ASSERT_TRUE(wire);
+  a = send(*wire, "GET", pod_path("p", "portforward?ports=80&ports=8080"), kSpdyHeaders);
+  EXPECT_EQ(a.status, 101) << a.head;
+  expect_echo(*wire);
+  EXPECT_EQ(target_of(kubelet_->wait_for(before + 2).head),
+            "/portforward/default/p?port=80&port=8080");
+  expect_status(request("GET", pod_path("p", "portforward?ports=0")), 400, "BadRequest",
+                "invalid port \"0\": ports must be numbers in the range 1-65535");
+  expect_status(request("GET", pod_path("p", "portforward?ports=http")), 400, "BadRequest",
+                "invalid port \"http\": ports must be numbers in the range 1-65535");
+  EXPECT_EQ(kubelet_->saw().size(), before + 2);
 }
 
 TEST_F(PodStreamTest, TheKubeletsRefusalIsPassedOn) {

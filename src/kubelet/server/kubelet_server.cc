@@ -354,7 +354,17 @@ struct KubeletServer::Impl {
       responder.respond(text(405, "405: Method Not Allowed"));
       return;
     }
-    Result<std::string> url = lookup.stream_url(stream);
+    StreamRequest request = stream;
+    for (const std::string& p : req.params("port")) {
+      int32_t port = 0;
+      auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
+      if (ec != std::errc() || end != p.data() + p.size() || port < 1 || port > 65535) {
+        responder.respond(text(400, "invalid port \"" + p + "\""));
+        return;
+      }
+      request.ports.push_back(port);
+    }
+    Result<std::string> url = lookup.stream_url(request);
     if (!url.is_ok()) {
       int code = url.status().code() == StatusCode::kNotFound ? 404 : 400;
       responder.respond(text(code, url.status().message()));

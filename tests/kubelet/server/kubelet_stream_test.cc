@@ -592,7 +592,7 @@ TEST_F(KubeletStreamTest, PortForwardHasNoContainerAndKeepsTheRuntimesQuery) {
   auto wire = dial();
   ASSERT_TRUE(wire);
   ASSERT_TRUE(
-      wire->write("POST /portforward/default/db HTTP/1.1\r\n"
+      wire->write("POST /portforward/default/db?port=5432&port=80 HTTP/1.1\r\n"
                   "Host: node-1\r\n"
                   "Connection: Upgrade\r\n"
                   "Upgrade: SPDY/3.1\r\n"
@@ -614,7 +614,16 @@ TEST_F(KubeletStreamTest, PortForwardHasNoContainerAndKeepsTheRuntimesQuery) {
   EXPECT_EQ(r.pod, "db");
   EXPECT_EQ(r.container, "");
   EXPECT_TRUE(r.command.empty());
+  EXPECT_EQ(r.ports, (std::vector<int32_t>{5432, 80}));
   EXPECT_FALSE(r.in || r.out || r.err || r.tty);
+
+  // A port that is not one is refused before the runtime is asked.
+  for (const char* target : {"/portforward/default/db?port=0", "/portforward/default/db?port=x",
+                             "/portforward/default/db?port=70000"}) {
+    a = request("POST", target);
+    EXPECT_EQ(a.status, 400) << target << "\n" << a.head;
+  }
+  EXPECT_EQ(requests().size(), 1u);
 }
 
 TEST_F(KubeletStreamTest, LookupErrorsAndUnusableUrlsAreAnswered) {
