@@ -142,7 +142,9 @@ void PodManager::start() {
   pods_.start();
   for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this] { worker_loop(); });
   threads_.emplace_back([this] { pleg_loop(); });
-  if (!options_.manifest_dir.empty()) threads_.emplace_back([this] { static_loop(); });
+  // The static loop always runs: POST /pods may add static pods at any time.
+  threads_.emplace_back([this] { static_loop(); });
+  if (!options_.manifest_url.empty()) threads_.emplace_back([this] { url_loop(); });
 }
 
 void PodManager::stop() {
@@ -424,32 +426,183 @@ void PodManager::static_loop() {
     if (full) next_full = now + options_.manifest_period;
     if (pods_.has_synced()) sync_static_pods(full);
     std::unique_lock lock(pleg_mu_);
-    pleg_cv_.wait_for(lock, options_.manifest_check_period, [&] { return stopping_.load(); });
+    pleg_cv_.wait_for(lock, options_.manifest_check_period,
+                      [&] { return stopping_.load() || sources_changed_.load(); });
   }
 }
 
-void PodManager::sync_static_pods(bool reread) {
-  // A cheap signature (names, sizes, modification times) tells whether anything changed.
-  std::string signature;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(options_.manifest_dir, ec)) {
-    auto time = std::filesystem::last_write_time(entry.path(), ec).time_since_epoch().count();
-    signature += entry.path().filename().string() + ":" +
-                 std::to_string(entry.is_regular_file(ec) ? entry.file_size(ec) : 0) + ":" +
-                 std::to_string(time) + "\n";
+void PodManager::poke_static_loop() {
+  sources_changed_ = true;
+  std::lock_guard lock(pleg_mu_);
+  pleg_cv_.notify_all();
+}
+
+void PodManager::url_loop() {
+  const std::string& url = options_.manifest_url;
+  while (!stopping_) {
+    Result<std::string> body = fetch_manifest_url(url, options_.manifest_url_headers);
+    if (!body.is_ok()) {
+      SKIFF_LOG_WARN("kubelet: static pods: {} (keeping the last good pods)",
+                     body.status().message());
+    } else if (auto pods = static_pods_from(*body, url, options_.node.node_name, kHttpSource);
+               !pods.is_ok()) {
+      SKIFF_LOG_WARN("kubelet: static pods from {}: {} (keeping the last good pods)", url,
+                     pods.status().message());
+    } else {
+      auto uids = [](const std::vector<Json>& list) {
+        std::vector<std::string> out;
+        for (const Json& p : list) out.push_back(p["metadata"].value("uid", ""));
+        return out;
+      };
+      bool changed = false;
+      {
+        std::lock_guard lock(sources_mu_);
+        if (uids(url_pods_) != uids(*pods) || !url_fetched_) {
+          url_pods_ = std::move(pods).value();
+          changed = true;
+        }
+      }
+      if (changed) poke_static_loop();
+    }
+    if (!url_fetched_.exchange(true)) poke_static_loop();
+    std::unique_lock lock(pleg_mu_);
+    pleg_cv_.wait_for(lock, options_.manifest_url_period, [&] { return stopping_.load(); });
   }
-  if (reread || signature != manifest_signature_) {
-    manifest_signature_ = signature;
-    std::vector<ManifestFile> skipped;
+}
+
+namespace {
+
+// RFC 1123 subdomain (names) or label (namespaces), as the API server checks them.
+bool valid_dns_name(const std::string& name, size_t max, bool dots) {
+  if (name.empty() || name.size() > max) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(name.front()) || !alnum(name.back())) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    if (alnum(c) || c == '-') continue;
+    if (c == '.' && dots && name[i - 1] != '.' && name[i - 1] != '-' && alnum(name[i + 1])) {
+      continue;
+    }
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<Json> PodManager::add_api_pod(const std::string& manifest) {
+  SKIFF_ASSIGN_OR_RETURN(
+      std::vector<Json> pods,
+      static_pods_from(manifest, "request body", options_.node.node_name, kApiSource));
+  if (pods.size() != 1) {
+    return error(StatusCode::kInvalidArgument,
+                 "request body: want exactly one Pod, found " + std::to_string(pods.size()));
+  }
+  Json pod = std::move(pods[0]);
+  const Json& meta = pod["metadata"];
+  std::string name = meta.value("name", "");
+  std::string ns = meta.is_object() && meta["namespace"].is_string()
+                       ? meta["namespace"].get<std::string>()
+                       : std::string();
+  if (!valid_dns_name(name, 253, true)) {
+    return error(StatusCode::kInvalidArgument,
+                 "request body: metadata.name: Invalid value: \"" + name +
+                     "\": must be a lowercase RFC 1123 subdomain (with the node name appended)");
+  }
+  if (!valid_dns_name(ns, 63, false)) {
+    return error(StatusCode::kInvalidArgument,
+                 "request body: metadata.namespace: Invalid value: \"" + ns +
+                     "\": must be a lowercase RFC 1123 label");
+  }
+  {
+    std::lock_guard lock(sources_mu_);
+    if (api_pods_.count(name)) {
+      return error(StatusCode::kAlreadyExists,
+                   "pod \"" + name + "\" already exists (added through the kubelet's API)");
+    }
+    auto taken = static_names_.find(ns + "/" + name);
+    if (taken != static_names_.end()) {
+      return error(StatusCode::kAlreadyExists, "pod \"" + name +
+                                                   "\" already exists (a static pod from the " +
+                                                   taken->second + " source)");
+    }
+    api_pods_[name] = pod;
+  }
+  SKIFF_LOG_INFO("kubelet: static pod {}/{} added through the kubelet's API", ns, name);
+  poke_static_loop();
+  return pod;
+}
+
+Status PodManager::remove_api_pod(const std::string& name) {
+  {
+    std::lock_guard lock(sources_mu_);
+    if (api_pods_.erase(name) == 0) {
+      return error(StatusCode::kNotFound, "pod \"" + name + "\" not found");
+    }
+  }
+  SKIFF_LOG_INFO("kubelet: static pod {} removed through the kubelet's API", name);
+  poke_static_loop();
+  return Status::ok();
+}
+
+void PodManager::sync_static_pods(bool reread) {
+  bool dir_read = false;
+  if (!options_.manifest_dir.empty()) {
+    // A cheap signature (names, sizes, modification times) tells whether anything changed.
+    std::string signature;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(options_.manifest_dir, ec)) {
+      auto time = std::filesystem::last_write_time(entry.path(), ec).time_since_epoch().count();
+      signature += entry.path().filename().string() + ":" +
+                   std::to_string(entry.is_regular_file(ec) ? entry.file_size(ec) : 0) + ":" +
+                   std::to_string(time) + "\n";
+    }
+    if (reread || signature != manifest_signature_) {
+      manifest_signature_ = signature;
+      std::vector<ManifestFile> skipped;
+      file_pods_ = read_manifest_dir(options_.manifest_dir, options_.node.node_name, &skipped);
+      for (const ManifestFile& f : skipped) {
+        SKIFF_LOG_WARN("kubelet: static pod manifest {}: {}", f.path, f.error.message());
+      }
+      dir_read = true;
+    }
+  }
+  bool sources_changed = sources_changed_.exchange(false);
+  if (dir_read || sources_changed || !static_read_) {
+    // Every source's pods, in order: the directory's, the URL's, the API's.
+    std::vector<Json> all = file_pods_;
+    {
+      std::lock_guard lock(sources_mu_);
+      all.insert(all.end(), url_pods_.begin(), url_pods_.end());
+      for (const auto& [name, pod] : api_pods_) all.push_back(pod);
+    }
+    std::map<std::string, std::string> names;  // "ns/name" → source
+    std::set<std::string> refused;
     std::map<std::string, client::ObjectPtr> fresh;
-    for (Json& pod : read_manifest_dir(options_.manifest_dir, options_.node.node_name, &skipped)) {
-      std::string uid = pod["metadata"].value("uid", "");
+    for (Json& pod : all) {
+      const Json& meta = pod["metadata"];
+      std::string uid = meta.value("uid", "");
+      std::string key = meta.value("namespace", "") + "/" + meta.value("name", "");
+      std::string source = meta["annotations"].value(kConfigSourceAnnotation, "");
+      auto [taken, inserted] = names.emplace(key, source);
+      if (!inserted) {
+        if (!refused_.count(uid)) {
+          SKIFF_LOG_WARN(
+              "kubelet: static pod {} from the {} source refused: the {} source has a "
+              "pod of that name",
+              key, source, taken->second);
+        }
+        refused.insert(uid);
+        continue;
+      }
       auto old = static_pods_.find(uid);
       fresh[uid] =
           old != static_pods_.end() ? old->second : std::make_shared<const Json>(std::move(pod));
     }
-    for (const ManifestFile& f : skipped) {
-      SKIFF_LOG_WARN("kubelet: static pod manifest {}: {}", f.path, f.error.message());
+    refused_ = std::move(refused);
+    {
+      std::lock_guard lock(sources_mu_);
+      static_names_ = std::move(names);
     }
     std::vector<std::string> changed;
     {
@@ -478,7 +631,8 @@ void PodManager::sync_static_pods(bool reread) {
       }
     }
     static_pods_ = std::move(fresh);
-    static_read_ = true;
+    // Until the URL was tried once, its pods are unknown: the runtime's must not be orphans yet.
+    if (options_.manifest_url.empty() || url_fetched_) static_read_ = true;
     for (const std::string& uid : changed) queue_.add(uid);
   }
   // Every static pod has its mirror pod in the API (recreated if someone deleted it).
@@ -522,7 +676,7 @@ void PodManager::pleg_loop() {
     if (stopping_) break;
     if (!pods_.has_synced()) continue;
     // Static pods must be known before anything in the runtime is taken for an orphan.
-    if (!options_.manifest_dir.empty() && !static_read_) continue;
+    if (!static_read_) continue;
     auto containers = cri_.list_containers({});
     auto sandboxes = cri_.list_pod_sandbox({});
     if (!containers.is_ok() || !sandboxes.is_ok()) continue;

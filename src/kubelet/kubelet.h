@@ -9,12 +9,20 @@
 // wakes the worker of every pod whose containers changed; each pod is also resynced every
 // resync_period (status, ConfigMap/Secret volume contents, back-off expiry).
 //
-// Thread-safety: start()/stop() from one thread; the rest from any thread. Lock order: mu_ is a
-// leaf lock (never held while calling the runtime or the API).
+// Static pods (static_pods.h) come from the manifest directory, the manifest URL and the
+// kubelet's own API (add_api_pod); they merge into one desired state, where a pod whose
+// namespace/name an earlier source (file, then http, then api) already has is refused and
+// logged. The URL is fetched at start and every manifest_url_period; a failed fetch or a bad
+// body keeps the pods of the last good fetch. Pods added through add_api_pod live in memory
+// only: a restarted kubelet no longer has them (their containers are then cleaned up).
+//
+// Thread-safety: start()/stop() from one thread; the rest from any thread. Lock order: mu_ and
+// sources_mu_ are leaf locks (never held together, nor while calling the runtime or the API).
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,6 +38,7 @@
 #include "kubelet/cri/runtime_service.h"
 #include "kubelet/pod_runtime.h"
 #include "kubelet/prober.h"
+#include "kubelet/static_pods.h"
 #include "kubelet/volumes.h"
 
 namespace skiff::kubelet {
@@ -45,6 +54,11 @@ struct PodManagerOptions {
   // The directory is checked for changes this often, and read whole every manifest_period.
   std::chrono::milliseconds manifest_check_period{1000};
   std::chrono::milliseconds manifest_period{20000};
+  // Static pods from the body of this URL (http:// or https://), sent with these headers,
+  // fetched at start and every manifest_url_period. Empty: none.
+  std::string manifest_url;
+  std::vector<UrlHeader> manifest_url_headers;
+  std::chrono::milliseconds manifest_url_period{20000};
   std::chrono::milliseconds pleg_period{1000};
   std::chrono::milliseconds resync_period{10000};
   BackoffPolicy backoff;
@@ -91,6 +105,14 @@ class PodManager {
   // Evicts a pod: its containers are killed and it ends Failed, reason Evicted, with `message`.
   void evict(const std::string& uid, const std::string& message);
 
+  // Runs the pod in `manifest` (one Pod, YAML or JSON) as a static pod with config.source=api,
+  // kept in memory only. Returns the pod as it will run (named <name>-<node>).
+  // kInvalidArgument: not exactly one valid Pod; kAlreadyExists: a static pod of that name runs
+  // already (from this API or another source).
+  Result<Json> add_api_pod(const std::string& manifest);
+  // Stops the pod add_api_pod added under that (final) name. kNotFound if there is none.
+  Status remove_api_pod(const std::string& name);
+
  private:
   struct Entry {
     client::ObjectPtr pod;  // nullptr once the API (or the manifest directory) no longer has it
@@ -105,8 +127,12 @@ class PodManager {
   Status write_status(const Json& pod, const Json& status, Entry* snapshot);
   void pleg_loop();
   void static_loop();
-  // Reads the manifest directory, updates the static entries and keeps their mirror pods.
+  void url_loop();
+  // Reads the manifest directory, merges it with the URL's and the API's pods, updates the
+  // static entries and keeps their mirror pods.
   void sync_static_pods(bool reread);
+  // Wakes the static loop to merge the sources again.
+  void poke_static_loop();
   void set_pod(const client::ObjectPtr& pod);
   // The pod the kubelet runs under that name (a mirror pod resolves to its static pod).
   Result<client::ObjectPtr> find_pod(const std::string& ns, const std::string& name);
@@ -127,6 +153,15 @@ class PodManager {
   std::map<std::string, Entry> entries_;                  // by UID; guarded by mu_
   std::map<std::string, client::ObjectPtr> static_pods_;  // by UID; static_loop only
   std::string manifest_signature_;                        // static_loop only
+  std::vector<Json> file_pods_;                           // static_loop only
+  std::set<std::string> refused_;                         // UIDs; static_loop only
+
+  mutable std::mutex sources_mu_;
+  std::vector<Json> url_pods_;                       // the last good fetch; guarded by sources_mu_
+  std::map<std::string, Json> api_pods_;             // by name; guarded by sources_mu_
+  std::map<std::string, std::string> static_names_;  // "ns/name" → source; guarded by sources_mu_
+  std::atomic<bool> sources_changed_{false};
+  std::atomic<bool> url_fetched_{false};  // the URL was tried once
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> static_read_{false};  // the manifest directory was read once

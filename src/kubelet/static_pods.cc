@@ -1,6 +1,7 @@
 #include "kubelet/static_pods.h"
 
 #include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <sstream>
 
 #include "base/time.h"
+#include "httpserver/proxy_client.h"
 
 namespace skiff::kubelet {
 namespace {
@@ -116,7 +118,8 @@ Result<std::vector<Json>> parse_manifests(const std::string& text) {
 }
 
 Result<std::vector<Json>> static_pods_from(const std::string& text, const std::string& file,
-                                           const std::string& node_name) {
+                                           const std::string& node_name,
+                                           const std::string& source) {
   SKIFF_ASSIGN_OR_RETURN(std::vector<Json> docs, parse_manifests(text));
   std::vector<Json> objects;
   for (Json& doc : docs) {
@@ -146,7 +149,7 @@ Result<std::vector<Json>> static_pods_from(const std::string& text, const std::s
     meta["uid"] = uid;
     Json& annotations = meta["annotations"];
     if (!annotations.is_object()) annotations = Json::object();
-    annotations[kConfigSourceAnnotation] = "file";
+    annotations[kConfigSourceAnnotation] = source;
     annotations[kConfigHashAnnotation] = uid;
     annotations[kConfigSeenAnnotation] = rfc3339_now();
     obj["spec"]["nodeName"] = node_name;
@@ -180,6 +183,90 @@ std::vector<Json> read_manifest_dir(const std::string& dir, const std::string& n
     for (Json& p : *parsed) pods.push_back(std::move(p));
   }
   return pods;
+}
+
+Result<UrlHeader> parse_url_header(const std::string& flag) {
+  size_t colon = flag.find(':');
+  if (colon == std::string::npos || colon == 0) {
+    return error(StatusCode::kInvalidArgument,
+                 "invalid --manifest-url-header \"" + flag + "\": want Name:Value");
+  }
+  UrlHeader h;
+  h.name = flag.substr(0, colon);
+  h.value = flag.substr(colon + 1);
+  if (h.name.find_first_of(" \t\r\n") != std::string::npos ||
+      h.value.find_first_of("\r\n") != std::string::npos) {
+    return error(StatusCode::kInvalidArgument,
+                 "invalid --manifest-url-header \"" + flag + "\": bad characters");
+  }
+  return h;
+}
+
+Result<std::string> fetch_manifest_url(const std::string& url,
+                                       const std::vector<UrlHeader>& headers) {
+  // The manifest body is small; anything far bigger is not a set of pods.
+  constexpr size_t kMaxBody = 10 * 1024 * 1024;
+  bool tls = false;
+  std::string rest;
+  if (url.starts_with("http://")) {
+    rest = url.substr(7);
+  } else if (url.starts_with("https://")) {
+    rest = url.substr(8);
+    tls = true;
+  } else {
+    return error(StatusCode::kInvalidArgument,
+                 "manifest URL " + url + ": only http:// and https:// are supported");
+  }
+  size_t slash = rest.find_first_of("/?");
+  std::string authority = rest.substr(0, slash);
+  std::string target = slash == std::string::npos ? "/" : rest.substr(slash);
+  if (target.front() == '?') target = "/" + target;
+  if (size_t at = authority.rfind('@'); at != std::string::npos) authority.erase(0, at + 1);
+  std::string host = authority;
+  int port = tls ? 443 : 80;
+  size_t colon = authority.rfind(':');
+  size_t bracket = authority.rfind(']');
+  if (colon != std::string::npos && (bracket == std::string::npos || colon > bracket)) {
+    host = authority.substr(0, colon);
+    std::string digits = authority.substr(colon + 1);
+    char* end = nullptr;
+    long p = std::strtol(digits.c_str(), &end, 10);
+    if (digits.empty() || *end != '\0' || p <= 0 || p > 65535) {
+      return error(StatusCode::kInvalidArgument, "manifest URL " + url + ": bad port");
+    }
+    port = static_cast<int>(p);
+  }
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty()) return error(StatusCode::kInvalidArgument, "manifest URL " + url + ": no host");
+
+  http::ProxyClientOptions options;
+  options.use_tls = tls;
+  if (tls) {
+    // The system's CA store, as Go's default client verifies.
+    const char* env = std::getenv(X509_get_default_cert_file_env());
+    options.ca_file = env != nullptr && *env != '\0' ? env : X509_get_default_cert_file();
+  }
+  options.connect_timeout = std::chrono::seconds(10);
+  options.response_timeout = std::chrono::seconds(15);
+  SKIFF_ASSIGN_OR_RETURN(auto client, http::ProxyClient::create(options));
+  std::vector<http::HttpHeader> request_headers;
+  for (const UrlHeader& h : headers) request_headers.push_back({h.name, h.value});
+  auto response = client->get(host, port, target, request_headers);
+  if (!response.is_ok()) {
+    return error(StatusCode::kUnavailable, url + ": " + response.status().message());
+  }
+  int status = (*response)->head().status;
+  Result<std::string> body = (*response)->read_all(kMaxBody + 1);
+  if (!body.is_ok()) return error(StatusCode::kUnavailable, url + ": " + body.status().message());
+  if (status != 200) {
+    return error(StatusCode::kUnavailable, url + ": HTTP " + std::to_string(status));
+  }
+  if (body->size() > kMaxBody) {
+    return error(StatusCode::kUnavailable, url + ": the body is larger than 10 MiB");
+  }
+  return std::move(body).value();
 }
 
 Json mirror_pod_for(const Json& static_pod) {
