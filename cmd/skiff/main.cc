@@ -160,6 +160,13 @@ void add_node_flags(CLI::App* cmd, skiff::kubelet::KubeletOptions& o) {
   cmd->add_option("--port", o.port, "The kubelet's HTTPS port")->capture_default_str();
   cmd->add_option("--pod-manifest-path", o.pod_manifest_path,
                   "Directory of static pod manifests (default: <data-dir>/agent/manifests)");
+  cmd->add_option("--manifest-url", o.manifest_url,
+                  "URL whose body holds static pod manifests, fetched every 20 seconds");
+  cmd->add_option("--manifest-url-header", o.manifest_url_headers,
+                  "Name:Value headers sent with --manifest-url requests, comma-separated "
+                  "(repeatable)")
+      ->delimiter(',')
+      ->allow_extra_args(false);
   cmd->add_option("--pod-cidr", o.pod_cidr, "Pod CIDR (default: the one the node is assigned)");
   cmd->add_option("--container-runtime-endpoint", o.container_runtime_endpoint,
                   "An existing CRI socket (default: run containerd under the data dir)");

@@ -40,6 +40,16 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     return error(StatusCode::kInvalidArgument,
                  "the host has no non-loopback IPv4 address; pass --node-ip");
   }
+  std::vector<UrlHeader> url_headers;
+  for (const std::string& flag : o.manifest_url_headers) {
+    SKIFF_ASSIGN_OR_RETURN(UrlHeader header, parse_url_header(flag));
+    url_headers.push_back(std::move(header));
+  }
+  if (!o.manifest_url.empty() && !o.manifest_url.starts_with("http://") &&
+      !o.manifest_url.starts_with("https://")) {
+    return error(StatusCode::kInvalidArgument,
+                 "--manifest-url " + o.manifest_url + ": only http:// and https:// are supported");
+  }
   SKIFF_ASSIGN_OR_RETURN(auto api,
                          client::HttpApiClient::connect(
                              {o.kubeconfig, o.server, o.token, o.ca_file, o.data_dir}, "kubelet"));
@@ -130,6 +140,8 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   pods.resync_period = o.sync_frequency;
   pods.manifest_dir = o.pod_manifest_path.empty() ? agent_dir + "/manifests" : o.pod_manifest_path;
   fs::create_directories(pods.manifest_dir, ec);
+  pods.manifest_url = o.manifest_url;
+  pods.manifest_url_headers = url_headers;
   PodManager manager(*api, *runtime, *runtime, pods);
 
   // Resource usage from the node's and pods' cgroups (cAdvisor's part), for /stats/summary.
@@ -214,6 +226,11 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     request.set_tty(r.tty);
     return cri.attach(request);
   };
+  lookup.create_pod = [&manager](const std::string& manifest) -> Result<std::string> {
+    SKIFF_ASSIGN_OR_RETURN(Json pod, manager.add_api_pod(manifest));
+    return pod.dump();
+  };
+  lookup.delete_pod = [&manager](const std::string& name) { return manager.remove_api_pod(name); };
   stats_provider.start();
   if (!thresholds.empty()) eviction.start();
   SKIFF_ASSIGN_OR_RETURN(auto kubelet_server, server::KubeletServer::create(so, lookup));

@@ -33,7 +33,11 @@ struct KubeletOptions {
   int max_pods = 110;
   int port = 10250;               // the kubelet's HTTPS port
   std::string pod_manifest_path;  // static pods; default <data_dir>/agent/manifests
-  std::string pod_cidr;           // default: the Node's spec.podCIDR from the node IPAM controller
+  // Static pods from the body of this URL, fetched every 20 s (empty: none), with these
+  // "Name:Value" headers.
+  std::string manifest_url;
+  std::vector<std::string> manifest_url_headers;
+  std::string pod_cidr;  // default: the Node's spec.podCIDR from the node IPAM controller
 
   // An existing CRI socket; empty: run containerd under <data_dir>/agent/containerd.
   std::string container_runtime_endpoint;

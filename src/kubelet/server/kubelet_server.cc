@@ -11,6 +11,7 @@
 #include <cstring>
 #include <list>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "base/log.h"
@@ -177,6 +178,31 @@ std::optional<http::UpgradeTarget> streaming_target(std::string_view url) {
   return target;
 }
 
+// A v1 Status, as the API server words errors.
+Response status_response(int code, const std::string& reason, const std::string& message) {
+  Response r;
+  r.status = code;
+  r.content_type = "application/json";
+  nlohmann::json body = {{"kind", "Status"},
+                         {"apiVersion", "v1"},
+                         {"metadata", nlohmann::json::object()},
+                         {"status", code < 300 ? "Success" : "Failure"},
+                         {"message", message},
+                         {"code", code}};
+  if (!reason.empty()) body["reason"] = reason;
+  r.body = body.dump();
+  return r;
+}
+
+// Whether a POST /pods body of this Content-Type can be a manifest (JSON or YAML).
+bool manifest_content_type(std::string_view type) {
+  type = type.substr(0, type.find(';'));
+  while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
+  return type.empty() || type == "application/json" || type == "application/yaml" ||
+         type == "application/x-yaml" || type == "text/yaml" || type == "text/x-yaml" ||
+         type == "text/plain";
+}
+
 bool file_exists(const std::string& path) {
   struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
@@ -312,6 +338,10 @@ struct KubeletServer::Impl {
       return;
     }
     if (path == "/pods" || path == "/pods/") {
+      if (req.method == "POST" && port == Port::kSecure && lookup.create_pod) {
+        serve_create_pod(req, responder);
+        return;
+      }
       if (req.method != "GET") {
         responder.respond(text(405, "405: Method Not Allowed"));
         return;
@@ -333,6 +363,23 @@ struct KubeletServer::Impl {
       Response r = text(200, lookup.resource_metrics());
       r.content_type = "text/plain; version=0.0.4; charset=utf-8";
       responder.respond(std::move(r));
+      return;
+    }
+    if (port == Port::kSecure && path.starts_with("/pods/") &&
+        path.find('/', 6) == std::string::npos) {
+      if (req.method != "DELETE" || !lookup.delete_pod) {
+        responder.respond(text(405, "405: Method Not Allowed"));
+        return;
+      }
+      std::string name = path.substr(6);
+      Status removed = lookup.delete_pod(name);
+      if (removed.code() == StatusCode::kNotFound) {
+        responder.respond(status_response(404, "NotFound", removed.message()));
+      } else if (!removed.is_ok()) {
+        responder.respond(status_response(500, "InternalError", removed.message()));
+      } else {
+        responder.respond(status_response(200, "", "pod \"" + name + "\" deleted"));
+      }
       return;
     }
     std::string ns, pod, container;
@@ -379,6 +426,33 @@ struct KubeletServer::Impl {
     target->method = req.method;
     target->headers = http::upgrade_headers(req);
     responder.upgrade(std::move(*target));
+  }
+
+  void serve_create_pod(Request& req, Responder& responder) {
+    std::string_view type = req.header("Content-Type");
+    if (!manifest_content_type(type)) {
+      responder.respond(
+          status_response(415, "UnsupportedMediaType",
+                          "the body of POST /pods must be a Pod manifest in JSON or YAML, not " +
+                              std::string(type)));
+      return;
+    }
+    Result<std::string> pod = lookup.create_pod(req.body);
+    if (!pod.is_ok()) {
+      StatusCode code = pod.status().code();
+      if (code == StatusCode::kInvalidArgument) {
+        responder.respond(status_response(400, "BadRequest", pod.status().message()));
+      } else if (code == StatusCode::kAlreadyExists) {
+        responder.respond(status_response(409, "AlreadyExists", pod.status().message()));
+      } else {
+        responder.respond(status_response(500, "InternalError", pod.status().message()));
+      }
+      return;
+    }
+    Response r;
+    r.status = 201;
+    r.body = std::move(pod).value();
+    responder.respond(std::move(r));
   }
 
   void serve_summary(Request& req, Responder& responder) {

@@ -22,6 +22,13 @@
 // Each log stream is read on a thread of its own, so long follows never hold the server's
 // worker threads.
 //
+// POST /pods (HTTPS port only; body: one Pod manifest, JSON or YAML) runs the pod as a static
+// pod (config.source=api) and answers 201 with the pod as the kubelet will run it (named
+// <name>-<node>); 400 for a bad manifest, 409 when a static pod of that name exists, 415 for a
+// body that is neither JSON nor YAML. DELETE /pods/{name} (the final name) stops such a pod
+// (200; 404 when unknown). Errors are v1 Status objects. These pods live in the kubelet's memory
+// only: a restarted kubelet no longer runs them. Both are 405 when their callbacks are not set.
+//
 // /stats/summary (GET or POST) answers the node's stats Summary as JSON (stats/v1alpha1);
 // only_cpu_and_memory=true asks for CPU and memory only. /metrics/resource (GET) answers the
 // resource metrics in the Prometheus text format. A provider error is 500 ("Internal Error: ...").
@@ -93,6 +100,11 @@ struct PodLookup {
   // relayed: the runtime speaks the streaming protocols (SPDY, WebSocket) itself. Errors as
   // container_log's.
   std::function<Result<std::string>(const StreamRequest&)> stream_url;
+  // Optional. POST /pods: runs the manifest as a static pod and returns that pod (JSON text).
+  // kInvalidArgument → 400, kAlreadyExists → 409, other errors → 500.
+  std::function<Result<std::string>(const std::string& manifest)> create_pod;
+  // Optional. DELETE /pods/{name}: stops the pod create_pod started. kNotFound → 404.
+  std::function<Status(const std::string& name)> delete_pod;
 };
 
 // Message texts for PodLookup::container_log errors, as upstream's kubelet words them.
