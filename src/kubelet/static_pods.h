@@ -4,9 +4,9 @@
 // sources: manifests (YAML or JSON, one pod per file; also a v1 List or several YAML documents)
 // in the kubelet's manifest directory (config.source "file"), the body of a URL the kubelet
 // fetches periodically (--manifest-url; "http"), and POST /pods on the kubelet's own HTTPS port
-// ("api"; those live in the kubelet's memory only). As upstream's sources do, each pod is named
-// <name>-<node>, bound to the node, gets a UID derived from its content, the node and its origin
-// (so an edit replaces the pod), the annotations kubernetes.io/config.source=<source>,
+// ("kubelet-api"; those live in the kubelet's memory only). As upstream's sources do, each pod is
+// named <name>-<node>, bound to the node, gets a UID derived from its content, the node and its
+// origin (so an edit replaces the pod), the annotations kubernetes.io/config.source=<source>,
 // kubernetes.io/config.hash=<uid> and kubernetes.io/config.seen, and the defaults the API server
 // would have given it. The kubelet shows each one in the API as a mirror pod (annotation
 // kubernetes.io/config.mirror).
@@ -32,7 +32,8 @@ inline constexpr char kConfigSeenAnnotation[] = "kubernetes.io/config.seen";
 // The values of kubernetes.io/config.source.
 inline constexpr char kFileSource[] = "file";
 inline constexpr char kHttpSource[] = "http";
-inline constexpr char kApiSource[] = "api";
+// Not upstream's "api", which marks the API server's own pods and so no static pod.
+inline constexpr char kApiSource[] = "kubelet-api";
 
 // YAML (one or more documents) or JSON text as JSON values, one per document.
 Result<std::vector<Json>> parse_manifests(const std::string& text);

@@ -317,11 +317,11 @@ TEST_F(StaticPodSourcesTest, ApiPodsRunUntilRemoved) {
   EXPECT_EQ((*added)["metadata"]["name"], "posted-n1");
   EXPECT_EQ((*added)["metadata"]["namespace"], "default");
   EXPECT_EQ((*added)["spec"]["nodeName"], "n1");
-  EXPECT_EQ((*added)["metadata"]["annotations"][kConfigSourceAnnotation], "api");
+  EXPECT_EQ((*added)["metadata"]["annotations"][kConfigSourceAnnotation], "kubelet-api");
   std::string uid = (*added)["metadata"]["uid"];
   ASSERT_TRUE(eventually([&] { return phase("posted-n1") == "Running"; }));
   EXPECT_EQ(hash("posted-n1"), uid);
-  EXPECT_EQ(source("posted-n1"), "api");
+  EXPECT_EQ(source("posted-n1"), "kubelet-api");
   ASSERT_FALSE(running_container(uid).empty());
 
   // The same name again is a conflict.

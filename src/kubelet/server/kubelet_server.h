@@ -72,8 +72,8 @@ struct StreamRequest {
   std::string pod;
   std::string container;  // "" for portforward
   std::vector<std::string> command;
-  std::vector<int32_t>
-      ports;  // portforward: port=N parameters (SPDY clients name ports per stream)
+  // portforward: the port=N parameters (SPDY clients name their ports per stream instead).
+  std::vector<int32_t> ports;
   // Which of the container's stdin, stdout and stderr are attached, and whether it is a tty.
   bool in = false;
   bool out = false;

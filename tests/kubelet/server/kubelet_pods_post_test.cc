@@ -148,7 +148,7 @@ TEST_F(KubeletPodsPostTest, PostRunsThePodAndDeleteStopsIt) {
   ASSERT_EQ(created.status, 201) << created.body;
   Json pod = Json::parse(created.body);
   EXPECT_EQ(pod["metadata"]["name"], "posted-n1");
-  EXPECT_EQ(pod["metadata"]["annotations"]["kubernetes.io/config.source"], "api");
+  EXPECT_EQ(pod["metadata"]["annotations"]["kubernetes.io/config.source"], "kubelet-api");
   EXPECT_EQ(pod["spec"]["nodeName"], "n1");
   // The mirror pod shows it in the API.
   ASSERT_TRUE(eventually([&] {
