@@ -932,6 +932,10 @@ void HttpServer::stop() {
   s.ioc.stop();
   for (auto& t : s.io_threads) t.join();
   s.io_threads.clear();
+  // The posted close may not have run before the context stopped: without it the kernel would
+  // keep accepting connections that nobody answers.
+  boost::system::error_code ec;
+  s.acceptor.close(ec);
   if (s.workers) s.workers->join();
 }
 

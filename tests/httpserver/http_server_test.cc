@@ -98,5 +98,29 @@ TEST(HttpServerTest, BodyOverTheLimitIs413) {
   server.stop();
 }
 
+TEST(HttpServerTest, AStoppedServerRefusesConnections) {
+  HttpServerOptions options;
+  options.bind_address = "127.0.0.1";
+  options.port = 0;
+  HttpServer server(
+      options,
+      [](Request&, Responder& r) {
+        r.respond(Response{200, "text/plain", {}, "ok"});
+      },
+      nullptr);
+  ASSERT_TRUE(server.start().is_ok());
+  int port = server.port();
+  EXPECT_NE(raw_request(port, get("/")).find("HTTP/1.1 200"), std::string::npos);
+  server.stop();
+  // Refused at once, not accepted into a backlog that nobody serves any more.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_NE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  close(fd);
+}
+
 }  // namespace
 }  // namespace skiff::http
