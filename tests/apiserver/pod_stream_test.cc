@@ -3,30 +3,13 @@
 // request head, answers 101 and echoes. The client speaks HTTP over a raw TLS socket (OpenSSL) so
 // the upgrade and the bytes after it are visible on both sides.
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
-#include <poll.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <atomic>
-#include <cctype>
 #include <chrono>
-#include <condition_variable>
-#include <fstream>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <string_view>
-#include <thread>
 #include <vector>
 
 #include "apiserver/apiserver.h"
@@ -36,6 +19,7 @@
 #include "client/http_client.h"
 #include "httpserver/http.h"
 #include "support/ports.h"
+#include "support/raw_http.h"
 #include "support/temp_dir.h"
 
 namespace skiff::apiserver {
@@ -44,154 +28,18 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-// Every blocking read or write gives up after this, so a broken relay fails a test instead of
-// hanging it.
-constexpr int kIoTimeoutSeconds = 20;
-
-void write_file(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-}
-
-std::string upper(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
-bool contains(std::string_view haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string_view::npos;
-}
-
-// ---- Raw connections ---------------------------------------------------------------------------
-
-// A TLS byte stream with buffered, timed reads. Owns the socket and the SSL object.
-class TlsWire {
- public:
-  TlsWire(int fd, SSL* ssl) : fd_(fd), ssl_(ssl) {
-    timeval tv{kIoTimeoutSeconds, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  }
-  ~TlsWire() {
-    SSL_free(ssl_);
-    ::close(fd_);
-  }
-  TlsWire(const TlsWire&) = delete;
-  TlsWire& operator=(const TlsWire&) = delete;
-
-  SSL* ssl() const { return ssl_; }
-
-  bool write(std::string_view data) {
-    while (!data.empty()) {
-      int n = SSL_write(ssl_, data.data(), static_cast<int>(data.size()));
-      if (n <= 0) {
-        ERR_clear_error();
-        return false;
-      }
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-  // Everything up to and including `delim`; "" when the stream ended (or timed out) first.
-  std::string read_until(std::string_view delim) {
-    while (true) {
-      size_t at = buffered_.find(delim);
-      if (at != std::string::npos) return take(at + delim.size());
-      if (!fill()) return "";
-    }
-  }
-  // n bytes, or fewer when the stream ended first.
-  std::string read_exactly(size_t n) {
-    while (buffered_.size() < n && fill()) {
-    }
-    return take(std::min(n, buffered_.size()));
-  }
-  std::string read_to_end() {
-    while (fill()) {
-    }
-    return take(buffered_.size());
-  }
-  // Whatever arrives next (at least one byte unless the stream ended).
-  std::string read_some() {
-    if (buffered_.empty()) fill();
-    return take(buffered_.size());
-  }
-  // True when the peer closed the stream (rather than a read timing out) with nothing unread.
-  bool ended() { return buffered_.empty() && !fill() && !timed_out_; }
-
- private:
-  bool fill() {
-    char buf[16 * 1024];
-    errno = 0;
-    int n = SSL_read(ssl_, buf, sizeof(buf));
-    if (n <= 0) {
-      int error = SSL_get_error(ssl_, n);
-      timed_out_ = (error == SSL_ERROR_SYSCALL || error == SSL_ERROR_WANT_READ) &&
-                   (errno == EAGAIN || errno == EWOULDBLOCK);
-      ERR_clear_error();
-      return false;
-    }
-    buffered_.append(buf, static_cast<size_t>(n));
-    return true;
-  }
-  std::string take(size_t n) {
-    std::string out = buffered_.substr(0, n);
-    buffered_.erase(0, n);
-    return out;
-  }
-
-  int fd_;
-  SSL* ssl_;
-  std::string buffered_;
-  bool timed_out_ = false;
-};
-
-int dial_loopback(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// The value of a header in a raw HTTP head ("" when absent); the name is matched without case.
-std::string header_of(std::string_view head, std::string_view name) {
-  size_t line = head.find("\r\n");
-  while (line != std::string_view::npos) {
-    size_t start = line + 2;
-    size_t end = head.find("\r\n", start);
-    if (end == std::string_view::npos || end == start) break;
-    std::string_view field = head.substr(start, end - start);
-    size_t colon = field.find(':');
-    if (colon == name.size() && strncasecmp(field.data(), name.data(), name.size()) == 0) {
-      std::string_view value = field.substr(colon + 1);
-      while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-      return std::string(value);
-    }
-    line = end;
-  }
-  return "";
-}
-
-// The request line's target ("GET /a?b HTTP/1.1" → "/a?b").
-std::string target_of(std::string_view head) {
-  size_t first = head.find(' ');
-  if (first == std::string_view::npos) return "";
-  size_t second = head.find(' ', first + 1);
-  if (second == std::string_view::npos) return "";
-  return std::string(head.substr(first + 1, second - first - 1));
-}
+using skiff::testing::contains;
+using skiff::testing::EchoUpstream;
+using skiff::testing::header_of;
+using skiff::testing::target_of;
+using skiff::testing::TlsWire;
+using skiff::testing::upper;
+using skiff::testing::write_file;
+// What the fake kubelet saw of one connection.
+using KubeletSaw = skiff::testing::UpstreamSaw;
 
 // One HTTP answer as a client reads it; `status_object` is the body as JSON when it is.
-struct Answer {
-  int status = 0;
-  std::string head;
-  std::string body;
+struct Answer : skiff::testing::Answer {
   json status_object;
 };
 
@@ -200,168 +48,42 @@ std::string message_of(const Answer& a) {
   return a.status_object.is_object() ? a.status_object.value("message", "") : "";
 }
 
-// Reads an answer's head and, unless it is 101, its body (by Content-Length or chunked; else to
-// the end of the stream).
+// Reads an answer's head and, unless it is 101, its body and that as JSON.
 Answer read_answer(TlsWire& wire) {
   Answer a;
-  a.head = wire.read_until("\r\n\r\n");
-  if (a.head.size() < 12 || !a.head.starts_with("HTTP/1.")) return a;
-  a.status = std::atoi(a.head.c_str() + 9);
-  if (a.status == 101) return a;
-  std::string length = header_of(a.head, "Content-Length");
-  if (!length.empty()) {
-    a.body = wire.read_exactly(static_cast<size_t>(std::stoul(length)));
-  } else if (contains(header_of(a.head, "Transfer-Encoding"), "chunked")) {
-    while (true) {
-      std::string size_line = wire.read_until("\r\n");
-      size_t n = size_line.empty() ? 0 : std::stoul(size_line, nullptr, 16);
-      if (n == 0) {
-        wire.read_until("\r\n");
-        break;
-      }
-      a.body += wire.read_exactly(n);
-      wire.read_exactly(2);
-    }
-  } else {
-    a.body = wire.read_to_end();
-  }
-  a.status_object = json::parse(a.body, nullptr, false);
+  static_cast<skiff::testing::Answer&>(a) = skiff::testing::read_answer(wire);
+  if (a.status != 0 && a.status != 101) a.status_object = json::parse(a.body, nullptr, false);
   return a;
 }
 
-struct SslCtxFree {
-  void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
-};
-using SslCtx = std::unique_ptr<SSL_CTX, SslCtxFree>;
-
 // ---- The fake kubelet --------------------------------------------------------------------------
-
-// What the fake kubelet saw of one connection.
-struct KubeletSaw {
-  std::string client_cn;  // "" when the handshake failed
-  std::string head;
-};
-
-const char kKubeletSwitching[] =
-    "HTTP/1.1 101 Switching Protocols\r\n"
-    "Upgrade: websocket\r\n"
-    "Connection: Upgrade\r\n"
-    "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
-    "Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n"
-    "\r\n";
 
 // A TLS listener on 127.0.0.1 serving one connection at a time with `cert_file`, requiring a
 // client certificate issued by `client_ca_file`. It keeps each request head, then answers 101
 // followed by "ready\n" and echoes what it gets upper-cased until a '!' (then it closes).
 // Requests for container "d" of pod "p" are answered 400 instead, as a kubelet whose runtime
 // does not speak the requested protocol does.
-class FakeKubelet {
- public:
-  FakeKubelet(const std::string& cert_file, const std::string& key_file,
-              const std::string& client_ca_file) {
-    ctx_.reset(SSL_CTX_new(TLS_server_method()));
-    SKIFF_CHECK(SSL_CTX_use_certificate_chain_file(ctx_.get(), cert_file.c_str()) == 1,
-                "fake kubelet certificate");
-    SKIFF_CHECK(SSL_CTX_use_PrivateKey_file(ctx_.get(), key_file.c_str(), SSL_FILETYPE_PEM) == 1,
-                "fake kubelet key");
-    SKIFF_CHECK(SSL_CTX_load_verify_locations(ctx_.get(), client_ca_file.c_str(), nullptr) == 1,
-                "fake kubelet client CA");
-    SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    SKIFF_CHECK(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0, "bind");
-    SKIFF_CHECK(::listen(fd_, 8) == 0, "listen");
-    socklen_t len = sizeof(addr);
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~FakeKubelet() {
-    stop_ = true;
-    thread_.join();
-    ::close(fd_);
-  }
-
-  int port() const { return port_; }
-
-  std::vector<KubeletSaw> saw() {
-    std::lock_guard lock(mu_);
-    return saw_;
-  }
-  // Waits (up to the I/O timeout) until `n` connections were seen; the n-th, or {} on timeout.
-  KubeletSaw wait_for(size_t n) {
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, std::chrono::seconds(kIoTimeoutSeconds), [&] { return saw_.size() >= n; });
-    return saw_.size() >= n ? saw_[n - 1] : KubeletSaw{};
-  }
-
- private:
-  void record(KubeletSaw s) {
-    std::lock_guard lock(mu_);
-    saw_.push_back(std::move(s));
-    cv_.notify_all();
-  }
-
-  void serve() {
-    while (!stop_) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 50) != 1) continue;
-      int fd = ::accept(fd_, nullptr, nullptr);
-      if (fd < 0) continue;
-      SSL* ssl = SSL_new(ctx_.get());
-      SSL_set_fd(ssl, fd);
-      TlsWire conn(fd, ssl);
-      if (SSL_accept(ssl) != 1) {
-        ERR_clear_error();
-        record({});
-        continue;
-      }
-      KubeletSaw seen;
-      if (X509* peer = SSL_get0_peer_certificate(ssl)) {
-        char cn[256] = "";
-        X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, sizeof(cn));
-        seen.client_cn = cn;
-      }
-      seen.head = conn.read_until("\r\n\r\n");
-      std::string head = seen.head;
-      record(std::move(seen));
-      if (head.empty()) continue;
-      if (target_of(head).starts_with("/exec/default/p/d?")) {
-        const std::string body = "websocket: the client is not using the websocket protocol";
-        conn.write(
-            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            "Content-Length: " +
-            std::to_string(body.size()) + "\r\n\r\n" + body);
-        SSL_shutdown(ssl);
-        continue;
-      }
-      if (!conn.write(std::string(kKubeletSwitching) + "ready\n")) continue;
-      while (true) {
-        std::string got = conn.read_some();
-        if (got.empty()) break;
-        size_t bang = got.find('!');
-        if (bang != std::string::npos) {
-          conn.write(upper(got.substr(0, bang + 1)));
-          break;
-        }
-        if (!conn.write(upper(got))) break;
-      }
-      SSL_shutdown(ssl);
-    }
-  }
-
-  SslCtx ctx_;
-  int fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<KubeletSaw> saw_;  // guarded by mu_
-  std::thread thread_;
-};
+EchoUpstream* new_fake_kubelet(const std::string& cert_file, const std::string& key_file,
+                               const std::string& client_ca_file) {
+  skiff::testing::EchoUpstreamOptions o;
+  o.tls = skiff::testing::server_tls_context(cert_file, key_file, client_ca_file);
+  SKIFF_CHECK(o.tls != nullptr, "fake kubelet TLS context");
+  o.switching =
+      "HTTP/1.1 101 Switching Protocols\r\n"
+      "Upgrade: websocket\r\n"
+      "Connection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+      "Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n"
+      "\r\n";
+  o.refusal = [](const std::string& head) -> std::string {
+    if (!target_of(head).starts_with("/exec/default/p/d?")) return "";
+    const std::string body = "websocket: the client is not using the websocket protocol";
+    return "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           "Content-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+  };
+  return new EchoUpstream(std::move(o));
+}
 
 // ---- The fixture -------------------------------------------------------------------------------
 
@@ -390,15 +112,10 @@ class PodStreamTest : public ::testing::Test {
     SKIFF_CHECK(state.is_ok(), state.status().to_string());
     ca_file_ = state->paths.ca_cert;
     // The client's TLS: the admin certificate, and the API server's verified against the CA.
-    client_ctx_ = SSL_CTX_new(TLS_client_method());
-    SKIFF_CHECK(SSL_CTX_load_verify_locations(client_ctx_, ca_file_.c_str(), nullptr) == 1, "CA");
-    SKIFF_CHECK(
-        SSL_CTX_use_certificate_chain_file(client_ctx_, state->paths.admin_cert.c_str()) == 1,
-        "admin certificate");
-    SKIFF_CHECK(SSL_CTX_use_PrivateKey_file(client_ctx_, state->paths.admin_key.c_str(),
-                                            SSL_FILETYPE_PEM) == 1,
-                "admin key");
-    SSL_CTX_set_verify(client_ctx_, SSL_VERIFY_PEER, nullptr);
+    client_ctx_ = skiff::testing::client_tls_context(ca_file_, state->paths.admin_cert,
+                                                     state->paths.admin_key)
+                      .release();
+    SKIFF_CHECK(client_ctx_ != nullptr, "client TLS context");
 
     // The kubelet's serving certificate comes from the cluster CA, so the API server can verify
     // it; the impostor's from another CA.
@@ -406,14 +123,14 @@ class PodStreamTest : public ::testing::Test {
     SKIFF_CHECK(serving.is_ok(), serving.status().to_string());
     write_file(dir_->sub("kubelet.crt"), serving->cert_pem);
     write_file(dir_->sub("kubelet.key"), serving->key_pem);
-    kubelet_ = new FakeKubelet(dir_->sub("kubelet.crt"), dir_->sub("kubelet.key"), ca_file_);
+    kubelet_ = new_fake_kubelet(dir_->sub("kubelet.crt"), dir_->sub("kubelet.key"), ca_file_);
     auto other = pki::CertificateAuthority::create("other-ca");
     SKIFF_CHECK(other.is_ok(), other.status().to_string());
     auto forged = other->issue_serving_cert("node-1", {"127.0.0.1"});
     SKIFF_CHECK(forged.is_ok(), forged.status().to_string());
     write_file(dir_->sub("impostor.crt"), forged->cert_pem);
     write_file(dir_->sub("impostor.key"), forged->key_pem);
-    impostor_ = new FakeKubelet(dir_->sub("impostor.crt"), dir_->sub("impostor.key"), ca_file_);
+    impostor_ = new_fake_kubelet(dir_->sub("impostor.crt"), dir_->sub("impostor.key"), ca_file_);
 
     ApiServerOptions o;
     o.data_dir = dir_->path();
@@ -492,16 +209,7 @@ class PodStreamTest : public ::testing::Test {
 
   // A TLS connection to the API server with the admin certificate.
   static std::unique_ptr<TlsWire> dial() {
-    int fd = dial_loopback(server_->port());
-    if (fd < 0) return nullptr;
-    SSL* ssl = SSL_new(client_ctx_);
-    SSL_set_fd(ssl, fd);
-    auto wire = std::make_unique<TlsWire>(fd, ssl);
-    if (SSL_connect(ssl) != 1) {
-      ERR_clear_error();
-      return nullptr;
-    }
-    return wire;
+    return skiff::testing::dial_tls(server_->port(), client_ctx_);
   }
 
   // Sends `method target` with `headers` on `wire` and reads the answer's head (and body, unless
@@ -541,8 +249,8 @@ class PodStreamTest : public ::testing::Test {
   static skiff::testing::TempDir* dir_;
   static std::string ca_file_;
   static SSL_CTX* client_ctx_;
-  static FakeKubelet* kubelet_;
-  static FakeKubelet* impostor_;
+  static EchoUpstream* kubelet_;
+  static EchoUpstream* impostor_;
   static ApiServer* server_;
   static int dead_port_;
 };
@@ -550,8 +258,8 @@ class PodStreamTest : public ::testing::Test {
 skiff::testing::TempDir* PodStreamTest::dir_ = nullptr;
 std::string PodStreamTest::ca_file_;
 SSL_CTX* PodStreamTest::client_ctx_ = nullptr;
-FakeKubelet* PodStreamTest::kubelet_ = nullptr;
-FakeKubelet* PodStreamTest::impostor_ = nullptr;
+EchoUpstream* PodStreamTest::kubelet_ = nullptr;
+EchoUpstream* PodStreamTest::impostor_ = nullptr;
 ApiServer* PodStreamTest::server_ = nullptr;
 int PodStreamTest::dead_port_ = 0;
 

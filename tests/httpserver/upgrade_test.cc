@@ -3,31 +3,21 @@
 // answer is passed on. Upstreams here are raw sockets (plain or OpenSSL) on loopback, since an
 // HttpServer cannot answer 101 itself.
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <cctype>
-#include <cerrno>
 #include <chrono>
 #include <future>
 #include <memory>
 #include <string>
-#include <string_view>
 #include <thread>
 
 #include "base/pki.h"
 #include "httpserver/http.h"
 #include "httpserver/http_server.h"
 #include "support/ports.h"
+#include "support/raw_http.h"
 #include "support/temp_dir.h"
 
 namespace skiff::http {
@@ -35,180 +25,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr int kIoTimeoutSeconds = 20;
-
-void set_io_timeouts(int fd) {
-  timeval tv{kIoTimeoutSeconds, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-std::string upper(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
-// One end of a byte stream, plain or TLS. Reads and writes time out (kIoTimeoutSeconds) so a
-// broken relay fails the test instead of hanging it.
-class Conn {
- public:
-  virtual ~Conn() = default;
-  // Bytes read; 0 at the end of the stream or on an error.
-  virtual size_t read_some(char* data, size_t size) = 0;
-  virtual bool write(std::string_view data) = 0;
-  virtual void shutdown_write() = 0;
-  // Whether the last read gave up waiting (rather than seeing the stream end).
-  bool timed_out() const { return timed_out_; }
-
-  // Reads until `delim` arrived; returns everything up to and including it and keeps the rest
-  // for later reads. "" when the stream ended first.
-  std::string read_until(std::string_view delim) {
-    while (true) {
-      size_t at = pending_.find(delim);
-      if (at != std::string::npos) {
-        std::string out = pending_.substr(0, at + delim.size());
-        pending_.erase(0, at + delim.size());
-        return out;
-      }
-      if (!fill()) return "";
-    }
-  }
-  // Reads exactly n bytes (fewer when the stream ended first).
-  std::string read_exactly(size_t n) {
-    while (pending_.size() < n && fill()) {
-    }
-    std::string out = pending_.substr(0, std::min(n, pending_.size()));
-    pending_.erase(0, out.size());
-    return out;
-  }
-  std::string read_to_end() {
-    while (fill()) {
-    }
-    return std::exchange(pending_, {});
-  }
-  // Whether the stream ends (the peer closed, not a timeout) with nothing more in it.
-  bool at_end() { return pending_.empty() && !fill() && !timed_out_; }
-
- protected:
-  bool timed_out_ = false;
-
- private:
-  bool fill() {
-    char buf[16 * 1024];
-    size_t n = read_some(buf, sizeof(buf));
-    pending_.append(buf, n);
-    return n > 0;
-  }
-  std::string pending_;
-};
-
-class PlainConn final : public Conn {
- public:
-  explicit PlainConn(int fd) : fd_(fd) { set_io_timeouts(fd_); }
-  ~PlainConn() override { close(fd_); }
-  size_t read_some(char* data, size_t size) override {
-    ssize_t n = ::read(fd_, data, size);
-    timed_out_ = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-    return n > 0 ? static_cast<size_t>(n) : 0;
-  }
-  bool write(std::string_view data) override {
-    while (!data.empty()) {
-      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-  void shutdown_write() override { ::shutdown(fd_, SHUT_WR); }
-  void close_now() { ::shutdown(fd_, SHUT_RDWR); }
-
- private:
-  int fd_;
-};
-
-class TlsConn final : public Conn {
- public:
-  TlsConn(int fd, SSL* ssl) : fd_(fd), ssl_(ssl) { set_io_timeouts(fd_); }
-  ~TlsConn() override {
-    SSL_free(ssl_);
-    close(fd_);
-  }
-  size_t read_some(char* data, size_t size) override {
-    errno = 0;
-    int n = SSL_read(ssl_, data, static_cast<int>(size));
-    if (n <= 0) {
-      int error = SSL_get_error(ssl_, n);
-      timed_out_ = (error == SSL_ERROR_SYSCALL || error == SSL_ERROR_WANT_READ) &&
-                   (errno == EAGAIN || errno == EWOULDBLOCK);
-      ERR_clear_error();
-    }
-    return n > 0 ? static_cast<size_t>(n) : 0;
-  }
-  bool write(std::string_view data) override {
-    while (!data.empty()) {
-      int n = SSL_write(ssl_, data.data(), static_cast<int>(data.size()));
-      if (n <= 0) return false;
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-  void shutdown_write() override { SSL_shutdown(ssl_); }
-  SSL* ssl() { return ssl_; }
-
- private:
-  int fd_;
-  SSL* ssl_;
-};
-
-int connect_loopback(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-std::unique_ptr<PlainConn> dial(int port) {
-  int fd = connect_loopback(port);
-  return fd < 0 ? nullptr : std::make_unique<PlainConn>(fd);
-}
-
-// A listening socket on 127.0.0.1 for a test upstream.
-class Listener {
- public:
-  Listener() {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    EXPECT_EQ(listen(fd_, 8), 0);
-    socklen_t len = sizeof(addr);
-    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-  }
-  ~Listener() { close(fd_); }
-  int port() const { return port_; }
-  // The next connection; -1 when none came within the I/O timeout.
-  int accept_fd() {
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, kIoTimeoutSeconds * 1000) != 1) return -1;
-    return accept(fd_, nullptr, nullptr);
-  }
-  std::unique_ptr<PlainConn> accept_conn() {
-    int fd = accept_fd();
-    return fd < 0 ? nullptr : std::make_unique<PlainConn>(fd);
-  }
-
- private:
-  int fd_ = -1;
-  int port_ = 0;
-};
+using skiff::testing::dial_plain;
+using skiff::testing::echo_upper_until_bang;
+using skiff::testing::Listener;
+using skiff::testing::SslCtx;
+using skiff::testing::TlsWire;
+using skiff::testing::upper;
 
 HttpServerOptions loopback_options() {
   HttpServerOptions options;
@@ -256,28 +78,11 @@ const char kSwitching[] =
     "X-Relay-Check: from-upstream\r\n"
     "\r\n";
 
-// Echoes upper-cased until a '!' arrived, then says "bye" and closes.
-void echo_until_bang(Conn& conn, std::string pending) {
-  while (true) {
-    size_t bang = pending.find('!');
-    if (bang != std::string::npos) {
-      conn.write(upper(pending.substr(0, bang + 1)) + "\nbye\n");
-      return;
-    }
-    if (!pending.empty() && !conn.write(upper(pending))) return;
-    pending.clear();
-    char buf[32 * 1024];
-    size_t n = conn.read_some(buf, sizeof(buf));
-    if (n == 0) return;
-    pending.assign(buf, n);
-  }
-}
-
 TEST(UpgradeRelayTest, RelaysBothWaysUntilTheUpstreamCloses) {
   Listener upstream;
   std::promise<std::string> upstream_saw;
   std::jthread upstream_thread([&] {
-    auto conn = upstream.accept_conn();
+    auto conn = upstream.accept_plain();
     if (!conn) {
       upstream_saw.set_value("no connection");
       return;
@@ -285,14 +90,14 @@ TEST(UpgradeRelayTest, RelaysBothWaysUntilTheUpstreamCloses) {
     upstream_saw.set_value(conn->read_until("\r\n\r\n"));
     // Something sent right after the head, before the client sent anything.
     conn->write(std::string(kSwitching) + "welcome\n");
-    echo_until_bang(*conn, "");
+    echo_upper_until_bang(*conn, "\nbye\n");
   });
 
   HttpServerOptions options = loopback_options();
   options.max_in_flight = 1;
   HttpServer server(options, relay_to(upstream.port(), "/exec/abc?command=sh&stdin=true"), nullptr);
   ASSERT_TRUE(server.start().is_ok());
-  auto client = dial(server.port());
+  auto client = dial_plain(server.port());
   ASSERT_TRUE(client);
   // Bytes right behind the request reach the upstream after it switched.
   ASSERT_TRUE(client->write(std::string(kExecRequest) + "early\n"));
@@ -324,7 +129,7 @@ TEST(UpgradeRelayTest, RelaysBothWaysUntilTheUpstreamCloses) {
 
   // A relay holds no in-flight slot: with max_in_flight = 1 another request still gets through.
   {
-    auto other = dial(server.port());
+    auto other = dial_plain(server.port());
     ASSERT_TRUE(other);
     other->write("GET /plain HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     std::string reply = other->read_to_end();
@@ -350,7 +155,7 @@ TEST(UpgradeRelayTest, RelaysBothWaysUntilTheUpstreamCloses) {
   ASSERT_TRUE(client->write("done!"));
   EXPECT_EQ(client->read_exactly(10), "DONE!\nbye\n");
   // The upstream closed: the client sees the end after all data.
-  EXPECT_TRUE(client->at_end());
+  EXPECT_TRUE(client->ended());
   upstream_thread.join();
   server.stop();
 }
@@ -358,7 +163,7 @@ TEST(UpgradeRelayTest, RelaysBothWaysUntilTheUpstreamCloses) {
 TEST(UpgradeRelayTest, ClientHalfCloseStillReceivesTheUpstreamsRest) {
   Listener upstream;
   std::jthread upstream_thread([&] {
-    auto conn = upstream.accept_conn();
+    auto conn = upstream.accept_plain();
     if (!conn) return;
     conn->read_until("\r\n\r\n");
     conn->write(kSwitching);
@@ -369,7 +174,7 @@ TEST(UpgradeRelayTest, ClientHalfCloseStillReceivesTheUpstreamsRest) {
 
   HttpServer server(loopback_options(), relay_to(upstream.port(), "/attach"), nullptr);
   ASSERT_TRUE(server.start().is_ok());
-  auto client = dial(server.port());
+  auto client = dial_plain(server.port());
   ASSERT_TRUE(client);
   ASSERT_TRUE(client->write(kExecRequest));
   std::string head = client->read_until("\r\n\r\n");
@@ -388,7 +193,7 @@ TEST(UpgradeRelayTest, AnAnswerOtherThan101IsPassedOn) {
   Listener upstream;
   std::promise<std::string> upstream_saw;
   std::jthread upstream_thread([&] {
-    auto conn = upstream.accept_conn();
+    auto conn = upstream.accept_plain();
     if (!conn) {
       upstream_saw.set_value("no connection");
       return;
@@ -409,7 +214,7 @@ TEST(UpgradeRelayTest, AnAnswerOtherThan101IsPassedOn) {
 
   HttpServer server(loopback_options(), relay_to(upstream.port(), "/portForward/x"), nullptr);
   ASSERT_TRUE(server.start().is_ok());
-  auto client = dial(server.port());
+  auto client = dial_plain(server.port());
   ASSERT_TRUE(client);
   std::string request = kExecRequest;
   request.insert(request.size() - 2, "Content-Length: 5\r\n");
@@ -438,7 +243,7 @@ TEST(UpgradeRelayTest, UnreachableUpstreamIs502NamingIt) {
   int port = skiff::testing::free_tcp_port();
   HttpServer server(loopback_options(), relay_to(port, "/exec"), nullptr);
   ASSERT_TRUE(server.start().is_ok());
-  auto client = dial(server.port());
+  auto client = dial_plain(server.port());
   ASSERT_TRUE(client);
   ASSERT_TRUE(client->write(kExecRequest));
   std::string reply = client->read_to_end();
@@ -456,7 +261,7 @@ TEST(UpgradeRelayTest, StopEndsARelayPromptly) {
   Listener upstream;
   std::promise<bool> upstream_ended;  // true when the relay's side closed (not a timeout)
   std::jthread upstream_thread([&] {
-    auto conn = upstream.accept_conn();
+    auto conn = upstream.accept_plain();
     if (!conn) {
       upstream_ended.set_value(false);
       return;
@@ -469,7 +274,7 @@ TEST(UpgradeRelayTest, StopEndsARelayPromptly) {
   auto server =
       std::make_unique<HttpServer>(loopback_options(), relay_to(upstream.port(), "/exec"), nullptr);
   ASSERT_TRUE(server->start().is_ok());
-  auto client = dial(server->port());
+  auto client = dial_plain(server->port());
   ASSERT_TRUE(client);
   ASSERT_TRUE(client->write(kExecRequest));
   std::string head = client->read_until("\r\n\r\n");
@@ -479,18 +284,13 @@ TEST(UpgradeRelayTest, StopEndsARelayPromptly) {
   server->stop();
   server.reset();
   // Both ends see the relay go.
-  EXPECT_TRUE(client->at_end());
+  EXPECT_TRUE(client->ended());
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
   EXPECT_TRUE(upstream_ended.get_future().get());
   upstream_thread.join();
 }
 
 // ---- TLS on both sides -------------------------------------------------------------------------
-
-struct SslCtxDeleter {
-  void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
-};
-using SslCtx = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
 
 TEST(UpgradeRelayTest, TlsClientAndTlsUpstreamWithClientCertificate) {
   skiff::testing::TempDir dir;
@@ -520,21 +320,18 @@ TEST(UpgradeRelayTest, TlsClientAndTlsUpstreamWithClientCertificate) {
       if (fd < 0) break;
       SSL* ssl = SSL_new(upstream_ctx.get());
       SSL_set_fd(ssl, fd);
-      TlsConn conn(fd, ssl);
+      TlsWire conn(fd, ssl);
       if (SSL_accept(ssl) != 1) {
         ERR_clear_error();
         continue;
       }
-      std::string seen;
-      X509* peer = SSL_get0_peer_certificate(ssl);
-      char cn[256] = "";
-      if (peer) X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, 256);
       const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-      seen = std::string("cn=") + cn + " sni=" + (sni ? sni : "") + "\n";
+      std::string seen =
+          "cn=" + skiff::testing::peer_common_name(ssl) + " sni=" + (sni ? sni : "") + "\n";
       seen += conn.read_until("\r\n\r\n");
       upstream_saw.set_value(seen);
       conn.write(kSwitching);
-      echo_until_bang(conn, "");
+      echo_upper_until_bang(conn, "\nbye\n");
       SSL_shutdown(ssl);
       return;
     }
@@ -567,15 +364,7 @@ TEST(UpgradeRelayTest, TlsClientAndTlsUpstreamWithClientCertificate) {
   SslCtx client_ctx(SSL_CTX_new(TLS_client_method()));
   ASSERT_EQ(SSL_CTX_load_verify_locations(client_ctx.get(), p.ca_cert.c_str(), nullptr), 1);
   SSL_CTX_set_verify(client_ctx.get(), SSL_VERIFY_PEER, nullptr);
-  auto tls_dial = [&]() -> std::unique_ptr<TlsConn> {
-    int fd = connect_loopback(server.port());
-    if (fd < 0) return nullptr;
-    SSL* ssl = SSL_new(client_ctx.get());
-    SSL_set_fd(ssl, fd);
-    auto conn = std::make_unique<TlsConn>(fd, ssl);
-    if (SSL_connect(ssl) != 1) return nullptr;
-    return conn;
-  };
+  auto tls_dial = [&] { return skiff::testing::dial_tls(server.port(), client_ctx.get()); };
 
   // An upstream whose certificate does not chain to the given CA is refused: 502.
   {
@@ -615,7 +404,7 @@ TEST(UpgradeRelayTest, TlsClientAndTlsUpstreamWithClientCertificate) {
   EXPECT_TRUE(client->read_exactly(bulk.size()) == upper(bulk));
   ASSERT_TRUE(client->write("end!"));
   EXPECT_EQ(client->read_exactly(9), "END!\nbye\n");
-  EXPECT_TRUE(client->at_end());
+  EXPECT_TRUE(client->ended());
   upstream_thread.join();
   server.stop();
 }

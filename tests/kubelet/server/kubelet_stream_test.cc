@@ -3,34 +3,19 @@
 // the connection is relayed there. The client here speaks HTTP over a raw TLS socket (OpenSSL) and
 // the "runtime" is a raw plain socket in the test, so the bytes on both sides are visible.
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <poll.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <atomic>
-#include <cctype>
 #include <chrono>
-#include <condition_variable>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <string_view>
-#include <thread>
 #include <vector>
 
 #include "base/pki.h"
 #include "kubelet/server/kubelet_server.h"
 #include "support/ports.h"
+#include "support/raw_http.h"
 #include "support/temp_dir.h"
 
 namespace skiff::kubelet::server {
@@ -38,314 +23,42 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Every blocking read or write gives up after this, so a broken relay fails a test instead of
-// hanging it.
-constexpr int kIoTimeoutSeconds = 20;
-
-void write_file(const std::string& path, const std::string& data) {
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-}
-
-std::string upper(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return s;
-}
-
-bool contains(std::string_view haystack, std::string_view needle) {
-  return haystack.find(needle) != std::string_view::npos;
-}
-
-// ---- Raw connections ---------------------------------------------------------------------------
-
-// A byte stream with buffered, timed reads.
-class Wire {
- public:
-  virtual ~Wire() = default;
-  virtual bool write(std::string_view data) = 0;
-
-  // Everything up to and including `delim`; "" when the stream ended (or timed out) first.
-  std::string read_until(std::string_view delim) {
-    while (true) {
-      size_t at = buffered_.find(delim);
-      if (at != std::string::npos) return take(at + delim.size());
-      if (!fill()) return "";
-    }
-  }
-  // n bytes, or fewer when the stream ended first.
-  std::string read_exactly(size_t n) {
-    while (buffered_.size() < n && fill()) {
-    }
-    return take(std::min(n, buffered_.size()));
-  }
-  std::string read_to_end() {
-    while (fill()) {
-    }
-    return take(buffered_.size());
-  }
-  // Whatever arrives next (at least one byte unless the stream ended).
-  std::string read_some() {
-    if (buffered_.empty()) fill();
-    return take(buffered_.size());
-  }
-  // True when the peer closed the stream (rather than a read timing out) with nothing unread.
-  bool ended() { return buffered_.empty() && !fill() && !timed_out_; }
-
- protected:
-  // Bytes read into `data`; 0 at the end of the stream, on an error or a timeout (then
-  // timed_out_ is set).
-  virtual size_t receive(char* data, size_t size) = 0;
-  bool timed_out_ = false;
-
- private:
-  bool fill() {
-    char buf[16 * 1024];
-    size_t n = receive(buf, sizeof(buf));
-    buffered_.append(buf, n);
-    return n > 0;
-  }
-  std::string take(size_t n) {
-    std::string out = buffered_.substr(0, n);
-    buffered_.erase(0, n);
-    return out;
-  }
-  std::string buffered_;
-};
-
-void set_timeouts(int fd) {
-  timeval tv{kIoTimeoutSeconds, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-}
-
-class PlainWire final : public Wire {
- public:
-  explicit PlainWire(int fd) : fd_(fd) { set_timeouts(fd_); }
-  ~PlainWire() override { ::close(fd_); }
-  bool write(std::string_view data) override {
-    while (!data.empty()) {
-      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-
- protected:
-  size_t receive(char* data, size_t size) override {
-    ssize_t n = ::recv(fd_, data, size, 0);
-    timed_out_ = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-    return n > 0 ? static_cast<size_t>(n) : 0;
-  }
-
- private:
-  int fd_;
-};
-
-class TlsWire final : public Wire {
- public:
-  // Takes both; the handshake is done by the caller.
-  TlsWire(int fd, SSL* ssl) : fd_(fd), ssl_(ssl) { set_timeouts(fd_); }
-  ~TlsWire() override {
-    SSL_free(ssl_);
-    ::close(fd_);
-  }
-  bool write(std::string_view data) override {
-    while (!data.empty()) {
-      int n = SSL_write(ssl_, data.data(), static_cast<int>(data.size()));
-      if (n <= 0) {
-        ERR_clear_error();
-        return false;
-      }
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-
- protected:
-  size_t receive(char* data, size_t size) override {
-    errno = 0;
-    int n = SSL_read(ssl_, data, static_cast<int>(size));
-    if (n <= 0) {
-      int error = SSL_get_error(ssl_, n);
-      timed_out_ = (error == SSL_ERROR_SYSCALL || error == SSL_ERROR_WANT_READ) &&
-                   (errno == EAGAIN || errno == EWOULDBLOCK);
-      ERR_clear_error();
-      return 0;
-    }
-    return static_cast<size_t>(n);
-  }
-
- private:
-  int fd_;
-  SSL* ssl_;
-};
-
-int dial_loopback(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// The value of a header in a raw HTTP head ("" when absent); the name is matched without case.
-std::string header_of(std::string_view head, std::string_view name) {
-  size_t line = head.find("\r\n");
-  while (line != std::string_view::npos) {
-    size_t start = line + 2;
-    size_t end = head.find("\r\n", start);
-    if (end == std::string_view::npos || end == start) break;
-    std::string_view field = head.substr(start, end - start);
-    size_t colon = field.find(':');
-    if (colon == name.size() && strncasecmp(field.data(), name.data(), name.size()) == 0) {
-      std::string_view value = field.substr(colon + 1);
-      while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
-      return std::string(value);
-    }
-    line = end;
-  }
-  return "";
-}
-
-// One HTTP answer as a client reads it.
-struct Answer {
-  int status = 0;
-  std::string head;
-  std::string body;
-};
-
-// Reads an answer's head and, unless it is 101, its body (by Content-Length or chunked; else to
-// the end of the stream).
-Answer read_answer(Wire& wire) {
-  Answer a;
-  a.head = wire.read_until("\r\n\r\n");
-  if (a.head.size() < 12 || !a.head.starts_with("HTTP/1.")) return a;
-  a.status = std::atoi(a.head.c_str() + 9);
-  if (a.status == 101) return a;
-  std::string length = header_of(a.head, "Content-Length");
-  if (!length.empty()) {
-    a.body = wire.read_exactly(static_cast<size_t>(std::stoul(length)));
-  } else if (contains(header_of(a.head, "Transfer-Encoding"), "chunked")) {
-    while (true) {
-      std::string size_line = wire.read_until("\r\n");
-      size_t n = size_line.empty() ? 0 : std::stoul(size_line, nullptr, 16);
-      if (n == 0) {
-        wire.read_until("\r\n");
-        break;
-      }
-      a.body += wire.read_exactly(n);
-      wire.read_exactly(2);
-    }
-  } else {
-    a.body = wire.read_to_end();
-  }
-  return a;
-}
+using skiff::testing::Answer;
+using skiff::testing::contains;
+using skiff::testing::EchoUpstream;
+using skiff::testing::EchoUpstreamOptions;
+using skiff::testing::header_of;
+using skiff::testing::read_answer;
+using skiff::testing::TlsWire;
+using skiff::testing::upper;
+using skiff::testing::Wire;
+using skiff::testing::write_file;
 
 // ---- The runtime's streaming server ------------------------------------------------------------
-
-const char kRuntimeSwitching[] =
-    "HTTP/1.1 101 Switching Protocols\r\n"
-    "Connection: Upgrade\r\n"
-    "Upgrade: SPDY/3.1\r\n"
-    "X-Stream-Protocol-Version: v4.channel.k8s.io\r\n"
-    "X-From-Runtime: yes\r\n"
-    "\r\n";
 
 // A plain HTTP listener on 127.0.0.1 that serves one connection at a time: it keeps the request
 // head, answers 101 followed by "ready\n", then echoes what it gets upper-cased until a '!'
 // (then it closes). A request for /refuse is answered 400 instead, as a runtime that does not
 // speak the requested protocol does.
-class FakeRuntime {
- public:
-  FakeRuntime() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    EXPECT_EQ(::listen(fd_, 8), 0);
-    socklen_t len = sizeof(addr);
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~FakeRuntime() {
-    stop_ = true;
-    thread_.join();
-    ::close(fd_);
-  }
-
-  int port() const { return port_; }
-
-  // The request heads received so far.
-  std::vector<std::string> heads() {
-    std::lock_guard lock(mu_);
-    return heads_;
-  }
-  // Waits (up to the I/O timeout) until `n` heads arrived; the last one, or "" on timeout.
-  std::string wait_for_head(size_t n) {
-    std::unique_lock lock(mu_);
-    cv_.wait_for(lock, std::chrono::seconds(kIoTimeoutSeconds), [&] { return heads_.size() >= n; });
-    return heads_.size() >= n ? heads_[n - 1] : "";
-  }
-
- private:
-  void serve() {
-    while (!stop_) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 50) != 1) continue;
-      int fd = ::accept(fd_, nullptr, nullptr);
-      if (fd < 0) continue;
-      PlainWire conn(fd);
-      std::string head = conn.read_until("\r\n\r\n");
-      {
-        std::lock_guard lock(mu_);
-        heads_.push_back(head);
-        cv_.notify_all();
-      }
-      if (head.empty()) continue;
-      if (head.find(" /refuse") != std::string::npos) {
-        const std::string body = "websocket: the client is not using the websocket protocol";
-        conn.write("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: " +
-                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
-        continue;
-      }
-      if (!conn.write(std::string(kRuntimeSwitching) + "ready\n")) continue;
-      while (true) {
-        std::string got = conn.read_some();
-        if (got.empty()) break;
-        size_t bang = got.find('!');
-        if (bang != std::string::npos) {
-          conn.write(upper(got.substr(0, bang + 1)));
-          break;
-        }
-        if (!conn.write(upper(got))) break;
-      }
-    }
-  }
-
-  int fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::string> heads_;  // guarded by mu_
-  std::thread thread_;
-};
+EchoUpstreamOptions runtime_options() {
+  EchoUpstreamOptions o;
+  o.switching =
+      "HTTP/1.1 101 Switching Protocols\r\n"
+      "Connection: Upgrade\r\n"
+      "Upgrade: SPDY/3.1\r\n"
+      "X-Stream-Protocol-Version: v4.channel.k8s.io\r\n"
+      "X-From-Runtime: yes\r\n"
+      "\r\n";
+  o.refusal = [](const std::string& head) -> std::string {
+    if (head.find(" /refuse") == std::string::npos) return "";
+    const std::string body = "websocket: the client is not using the websocket protocol";
+    return "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  };
+  return o;
+}
 
 // ---- The fixture -------------------------------------------------------------------------------
-
-struct SslCtxFree {
-  void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
-};
 
 class KubeletStreamTest : public ::testing::Test {
  protected:
@@ -418,28 +131,12 @@ class KubeletStreamTest : public ::testing::Test {
 
   // A TLS connection to the kubelet's secure port, with the client certificate or without.
   std::unique_ptr<TlsWire> dial(bool with_cert = true) {
-    if (!ssl_ctx_) {
-      ssl_ctx_.reset(SSL_CTX_new(TLS_client_method()));
-      EXPECT_EQ(
-          SSL_CTX_load_verify_locations(ssl_ctx_.get(), dir_.sub("pki/ca.crt").c_str(), nullptr),
-          1);
-      SSL_CTX_set_verify(ssl_ctx_.get(), SSL_VERIFY_PEER, nullptr);
-    }
-    int fd = dial_loopback(server_->port());
-    if (fd < 0) return nullptr;
-    SSL* ssl = SSL_new(ssl_ctx_.get());
-    if (with_cert) {
-      EXPECT_EQ(SSL_use_certificate_chain_file(ssl, dir_.sub("pki/client.crt").c_str()), 1);
-      EXPECT_EQ(SSL_use_PrivateKey_file(ssl, dir_.sub("pki/client.key").c_str(), SSL_FILETYPE_PEM),
-                1);
-    }
-    SSL_set_fd(ssl, fd);
-    auto wire = std::make_unique<TlsWire>(fd, ssl);
-    if (SSL_connect(ssl) != 1) {
-      ERR_clear_error();
-      return nullptr;
-    }
-    return wire;
+    if (!ssl_ctx_) ssl_ctx_ = skiff::testing::client_tls_context(dir_.sub("pki/ca.crt"));
+    EXPECT_TRUE(ssl_ctx_);
+    if (!ssl_ctx_) return nullptr;
+    if (!with_cert) return skiff::testing::dial_tls(server_->port(), ssl_ctx_.get());
+    return skiff::testing::dial_tls(server_->port(), ssl_ctx_.get(), dir_.sub("pki/client.crt"),
+                                    dir_.sub("pki/client.key"));
   }
 
   // Sends a request head (no body) on a new connection and reads the answer.
@@ -463,9 +160,9 @@ class KubeletStreamTest : public ::testing::Test {
 
   skiff::testing::TempDir dir_;
   KubeletServerOptions options_;
-  FakeRuntime runtime_;
+  EchoUpstream runtime_{runtime_options()};
   std::unique_ptr<KubeletServer> server_;
-  std::unique_ptr<SSL_CTX, SslCtxFree> ssl_ctx_;
+  skiff::testing::SslCtx ssl_ctx_;
   std::mutex mu_;
   std::vector<StreamRequest> requests_;  // guarded by mu_
 };
