@@ -9,21 +9,16 @@
 #include <string>
 #include <thread>
 
+#include "support/raw_http.h"
+
 namespace skiff::http {
 namespace {
 
 // Sends one raw HTTP/1.1 request to 127.0.0.1:port and returns the whole reply (the server
 // closes the connection because of "Connection: close").
 std::string raw_request(int port, const std::string& request) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return "";
-  }
+  int fd = skiff::testing::dial_loopback(port);
+  if (fd < 0) return "";
   (void)!write(fd, request.data(), request.size());
   std::string reply;
   char buf[4096];
@@ -113,13 +108,9 @@ TEST(HttpServerTest, AStoppedServerRefusesConnections) {
   EXPECT_NE(raw_request(port, get("/")).find("HTTP/1.1 200"), std::string::npos);
   server.stop();
   // Refused at once, not accepted into a backlog that nobody serves any more.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_NE(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  close(fd);
+  int fd = skiff::testing::dial_loopback(port);
+  EXPECT_EQ(fd, -1);
+  if (fd >= 0) close(fd);
 }
 
 }  // namespace
