@@ -1093,6 +1093,32 @@ void Registry::ticker_loop() {
 
 namespace {
 
+// fieldValidation (default Warn) applied to the duplicate and unknown fields found in a body:
+// Strict fails the request with all of them, Warn turns each into a warning header, Ignore drops
+// them. An unsupported mode is a 400 whether or not anything was found.
+std::optional<api::ApiError> check_fields(const Request& req,
+                                          const std::vector<std::string>& duplicates,
+                                          const std::vector<std::string>& unknown,
+                                          std::vector<std::string>* warnings) {
+  std::string_view mode = req.param("fieldValidation");
+  if (mode.empty()) mode = "Warn";
+  if (mode != "Strict" && mode != "Warn" && mode != "Ignore") {
+    return api::ApiError::bad_request("fieldValidation parameter unsupported: " +
+                                      std::string(mode));
+  }
+  std::vector<std::string> problems;
+  for (const auto& d : duplicates) problems.push_back("duplicate field \"" + d + "\"");
+  for (const auto& u : unknown) problems.push_back("unknown field \"" + u + "\"");
+  if (problems.empty() || mode == "Ignore") return std::nullopt;
+  if (mode == "Strict") {
+    std::string msg = "strict decoding error: ";
+    for (size_t i = 0; i < problems.size(); ++i) msg += (i ? ", " : "") + problems[i];
+    return api::ApiError::bad_request(msg);
+  }
+  warnings->insert(warnings->end(), problems.begin(), problems.end());
+  return std::nullopt;
+}
+
 // Decodes a request body into an object of `res`'s kind, with strict-decoding checks according
 // to fieldValidation (Strict: error, Warn: warning headers, Ignore: silent). Unknown fields are
 // always dropped.
@@ -1139,23 +1165,7 @@ std::optional<api::ApiError> decode_body(const Request& req, const api::Resource
     return api::ApiError::bad_request("error decoding request body: wrong type for field \"" +
                                       mistyped.front() + "\"");
   }
-  std::string_view mode = req.param("fieldValidation");
-  if (mode.empty()) mode = "Warn";
-  if (mode != "Strict" && mode != "Warn" && mode != "Ignore") {
-    return api::ApiError::bad_request("fieldValidation parameter unsupported: " +
-                                      std::string(mode));
-  }
-  std::vector<std::string> problems;
-  for (const auto& d : duplicates) problems.push_back("duplicate field \"" + d + "\"");
-  for (const auto& u : unknown) problems.push_back("unknown field \"" + u + "\"");
-  if (!problems.empty()) {
-    if (mode == "Strict") {
-      std::string msg = "strict decoding error: ";
-      for (size_t i = 0; i < problems.size(); ++i) msg += (i ? ", " : "") + problems[i];
-      return api::ApiError::bad_request(msg);
-    }
-    if (mode == "Warn") *warnings = problems;
-  }
+  if (auto e = check_fields(req, duplicates, unknown, warnings)) return e;
   obj["apiVersion"] = res.group_version();
   obj["kind"] = res.kind;
   if (!obj.contains("metadata") || !obj["metadata"].is_object()) obj["metadata"] = json::object();
@@ -1189,22 +1199,21 @@ std::optional<api::ApiError> match_url(json& meta, const RequestInfo& info,
   return std::nullopt;
 }
 
-// Prunes fields the schema does not know from a patched or applied object. A value of the wrong
-// type is a 400; unknown fields are a 400 only under fieldValidation=Strict.
+// Prunes fields the schema does not know from a patched or applied object (stored objects hold
+// none, so what is pruned came with the patch). A value of the wrong type is a 400; unknown
+// fields and the patch's `duplicates` go through fieldValidation (check_fields).
 std::optional<api::ApiError> prune_patched(json& obj, const api::TypeInfo* type,
                                            const api::Schema& schema, const Request& req,
-                                           const char* what) {
+                                           const char* what,
+                                           const std::vector<std::string>& duplicates,
+                                           std::vector<std::string>* warnings) {
   std::vector<std::string> unknown, mistyped;
   if (type) prune_unknown_fields(obj, *type, schema, "", &unknown, &mistyped);
   if (!mistyped.empty()) {
     return api::ApiError::bad_request(std::string("error decoding ") + what +
                                       ": wrong type for field \"" + mistyped.front() + "\"");
   }
-  if (req.param("fieldValidation") == "Strict" && !unknown.empty()) {
-    return api::ApiError::bad_request("strict decoding error: unknown field \"" + unknown.front() +
-                                      "\"");
-  }
-  return std::nullopt;
+  return check_fields(req, duplicates, unknown, warnings);
 }
 
 void add_warnings(Response& r, const std::vector<std::string>& warnings) {
@@ -1751,7 +1760,8 @@ Response Registry::patch(Ctx& c) {
     }
     std::string precondition = applied_meta.value("resourceVersion", "");
     applied_meta.erase("resourceVersion");
-    if (auto e = prune_patched(applied, c.res.type, schema_, c.req, "patch")) {
+    std::vector<std::string> warnings;
+    if (auto e = prune_patched(applied, c.res.type, schema_, c.req, "patch", {}, &warnings)) {
       return error_response(*e);
     }
     std::string_view force_param = c.req.param("force");
@@ -1780,7 +1790,9 @@ Response Registry::patch(Ctx& c) {
           if (e->code == 409 && e->reason == "AlreadyExists") continue;  // raced with a create
           return error_response(*e);
         }
-        return json_response(201, obj.dump());
+        Response created = json_response(201, obj.dump());
+        add_warnings(created, warnings);
+        return created;
       }
       if (!precondition.empty() && precondition != std::to_string((*kv)->mod_revision)) {
         return error_response(api::ApiError::conflict(
@@ -1799,7 +1811,9 @@ Response Registry::patch(Ctx& c) {
         return error_response(*e);
       }
       if (conflict) continue;
-      return json_response(200, out.dump());
+      Response updated = json_response(200, out.dump());
+      add_warnings(updated, warnings);
+      return updated;
     }
     return error_response(api::ApiError::conflict(
         c.res.qualified_resource(), c.info.name,
@@ -1858,7 +1872,10 @@ Response Registry::patch(Ctx& c) {
     if (!patched.is_object()) {
       return error_response(api::ApiError::bad_request("the patched object is not an object"));
     }
-    if (auto e = prune_patched(patched, type, schema_, c.req, "patched object")) {
+    std::vector<std::string> warnings;
+    if (auto e = prune_patched(patched, type, schema_, c.req, "patched object",
+                               kind == Kind::kJson ? std::vector<std::string>{} : duplicates,
+                               &warnings)) {
       return error_response(*e);
     }
     if (!patched["metadata"].is_object()) patched["metadata"] = json::object();
@@ -1879,7 +1896,9 @@ Response Registry::patch(Ctx& c) {
       return error_response(*e);
     }
     if (conflict) continue;
-    return json_response(200, scale ? to_scale(c.res, out).dump() : out.dump());
+    Response r = json_response(200, scale ? to_scale(c.res, out).dump() : out.dump());
+    add_warnings(r, warnings);
+    return r;
   }
   return error_response(api::ApiError::conflict(
       c.res.qualified_resource(), c.info.name,

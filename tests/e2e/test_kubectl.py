@@ -873,6 +873,73 @@ class KubectlErrors(ServerTestCase):
         self.assertEqual(st, 400, body)
         self.assertIn('unknown field "spec.containers[0].imagePullPolice"', json.loads(body)["message"])
 
+    def test_patch_field_validation(self):
+        ns = self.make_namespace("patchval")
+        self.ok("create", "configmap", "pv", "-n", ns, "--from-literal=a=b")
+        path = "/api/v1/namespaces/%s/configmaps/pv" % ns
+        kinds = {"merge": "application/merge-patch+json",
+                 "strategic": "application/strategic-merge-patch+json"}
+        for kind, ct in kinds.items():
+            with self.subTest(kind=kind):
+                body = json.dumps({"data": {"k": kind}, "bogus%s" % kind: 1})
+                # Strict: 400 naming the field, nothing stored.
+                st, _, out = self.server.request("PATCH", path + "?fieldValidation=Strict",
+                                                 body=body, headers={"Content-Type": ct})
+                self.assertEqual(st, 400, out)
+                self.assertIn('strict decoding error: unknown field "bogus%s"' % kind,
+                              json.loads(out)["message"])
+                stored = json.loads(self.ok("get", "cm", "pv", "-n", ns, "-o", "json"))
+                self.assertNotEqual(stored["data"].get("k"), kind)
+                # Warn (the default): stored without the field, one Warning header.
+                st, hdrs, out = self.server.request("PATCH", path, body=body,
+                                                    headers={"Content-Type": ct})
+                self.assertEqual(st, 200, out)
+                self.assertEqual(hdrs.get("warning"), '299 - "unknown field \\"bogus%s\\""' % kind)
+                self.assertEqual(json.loads(out)["data"]["k"], kind)
+                self.assertNotIn("bogus" + kind, json.loads(out))
+                # Ignore: no warning.
+                st, hdrs, out = self.server.request("PATCH", path + "?fieldValidation=Ignore",
+                                                    body=body, headers={"Content-Type": ct})
+                self.assertEqual(st, 200, out)
+                self.assertNotIn("warning", hdrs)
+        # A duplicate field in a merge patch is a problem like an unknown one.
+        dup = '{"data": {"d": "1", "d": "2"}}'
+        st, _, out = self.server.request("PATCH", path + "?fieldValidation=Strict", body=dup,
+                                         headers={"Content-Type": kinds["merge"]})
+        self.assertEqual(st, 400, out)
+        self.assertIn('duplicate field "data.d"', json.loads(out)["message"])
+        # JSON patch adding an unknown field.
+        ops = json.dumps([{"op": "add", "path": "/extra", "value": 1}])
+        st, _, out = self.server.request("PATCH", path + "?fieldValidation=Strict", body=ops,
+                                         headers={"Content-Type": "application/json-patch+json"})
+        self.assertEqual(st, 400, out)
+        self.assertIn('unknown field "extra"', json.loads(out)["message"])
+        # An unsupported mode is refused.
+        st, _, out = self.server.request("PATCH", path + "?fieldValidation=Loose",
+                                         body='{"data": {"x": "y"}}',
+                                         headers={"Content-Type": kinds["merge"]})
+        self.assertEqual(st, 400, out)
+        self.assertIn("fieldValidation parameter unsupported: Loose", json.loads(out)["message"])
+        # Server-side apply: Strict refuses, Warn warns and applies.
+        applied = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pv\ndata:\n  s: t\n"
+                   "applyBogus: 1\n")
+        apply_ct = {"Content-Type": "application/apply-patch+yaml"}
+        st, _, out = self.server.request(
+            "PATCH", path + "?fieldManager=t&fieldValidation=Strict", body=applied,
+            headers=apply_ct)
+        self.assertEqual(st, 400, out)
+        self.assertIn('unknown field "applyBogus"', json.loads(out)["message"])
+        st, hdrs, out = self.server.request("PATCH", path + "?fieldManager=t", body=applied,
+                                            headers=apply_ct)
+        self.assertEqual(st, 200, out)
+        self.assertEqual(hdrs.get("warning"), '299 - "unknown field \\"applyBogus\\""')
+        self.assertEqual(json.loads(out)["data"]["s"], "t")
+        # kubectl shows the server's warning.
+        rc, _, err = self.kubectl("patch", "cm", "pv", "-n", ns, "--type=merge", "-p",
+                                  '{"data": {"w": "1"}, "kubectlBogus": 1}')
+        self.assertEqual(rc, 0, err)
+        self.assertIn('unknown field "kubectlBogus"', err)
+
     def test_invalid_name(self):
         ns = self.make_namespace("inv")
         rc, out, err = self.kubectl("create", "-f", "-", "--validate=false", "-n", ns, input=json.dumps(
