@@ -226,6 +226,9 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     request.set_tty(r.tty);
     return cri.attach(request);
   };
+  lookup.run = [&manager](const server::RunRequest& r) {
+    return manager.run_in_container(r.ns, r.pod, r.uid, r.container, r.command);
+  };
   lookup.create_pod = [&manager](const std::string& manifest) -> Result<std::string> {
     SKIFF_ASSIGN_OR_RETURN(Json pod, manager.add_api_pod(manifest));
     return pod.dump();

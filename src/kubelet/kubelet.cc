@@ -198,6 +198,29 @@ Result<std::string> PodManager::running_container(const std::string& ns, const s
   return loc.container_id;
 }
 
+Result<std::string> PodManager::run_in_container(const std::string& ns, const std::string& name,
+                                                 const std::string& uid,
+                                                 const std::string& container,
+                                                 const std::vector<std::string>& cmd) {
+  if (!uid.empty()) {
+    SKIFF_ASSIGN_OR_RETURN(client::ObjectPtr pod, find_pod(ns, name));
+    if (client::uid_of(*pod) != uid) {
+      return error(StatusCode::kNotFound,
+                   "pod \"" + name + "\" with UID " + uid + " does not exist");
+    }
+  }
+  SKIFF_ASSIGN_OR_RETURN(std::string id, running_container(ns, name, container));
+  SKIFF_ASSIGN_OR_RETURN(v1::ExecSyncResponse done, cri_.exec_sync(id, cmd, 0));
+  if (done.exit_code() != 0) {
+    std::string joined;
+    for (const std::string& arg : cmd) joined += (joined.empty() ? "" : " ") + arg;
+    return error(StatusCode::kInternal, "command '" + joined + "' exited with " +
+                                            std::to_string(done.exit_code()) + ": " +
+                                            done.stderr());
+  }
+  return done.stdout() + done.stderr();
+}
+
 Result<std::string> PodManager::ready_sandbox(const std::string& ns, const std::string& name) {
   SKIFF_ASSIGN_OR_RETURN(client::ObjectPtr pod, find_pod(ns, name));
   SKIFF_ASSIGN_OR_RETURN(RuntimePod runtime, runtime_.inspect(client::uid_of(*pod)));

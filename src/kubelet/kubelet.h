@@ -97,6 +97,13 @@ class PodManager {
   // unknown pod or container, kFailedPrecondition when it does not run.
   Result<std::string> running_container(const std::string& ns, const std::string& pod,
                                         const std::string& container);
+  // For the kubelet's /run: runs cmd in the container's running instance to its end and
+  // returns its stdout followed by its stderr. kNotFound for an unknown pod (or one whose UID is
+  // not `uid`, when given) or container, kFailedPrecondition when it does not run, kInternal when
+  // the command exits non-zero (upstream's "command 'CMD' exited with N: STDERR").
+  Result<std::string> run_in_container(const std::string& ns, const std::string& pod,
+                                       const std::string& uid, const std::string& container,
+                                       const std::vector<std::string>& cmd);
   // For port-forward: the runtime ID of the pod's ready sandbox (kNotFound without one).
   Result<std::string> ready_sandbox(const std::string& ns, const std::string& pod);
 

@@ -1,8 +1,10 @@
 """Pods as real containers: `skiff server` with its node agent (containerd through CRI, CNI
 bridge networking) inside a network namespace, driven by the real kubectl."""
 
+import http.client
 import json
 import os
+import ssl
 import subprocess
 import time
 import unittest
@@ -325,6 +327,23 @@ class PodsTest(node.NodeTestCase):
         rc, _, err = self.kubectl("exec", "missing-pod", "--", "true")
         self.assertNotEqual(rc, 0)
         self.assertIn('pods "missing-pod" not found', err)
+
+        # The kubelet's own /run (10250, the cluster CA's client certificates): the command's
+        # output, or 500 with upstream's message when it fails.
+        tls = os.path.join(self.server.data_dir, "tls")
+        ctx = ssl.create_default_context(cafile=os.path.join(tls, "ca.crt"))
+        ctx.check_hostname = False
+        ctx.load_cert_chain(os.path.join(tls, "admin.crt"), os.path.join(tls, "admin.key"))
+        for cmd, want in (("cat%20/www/index.html", (200, b"served\n")),
+                          ("cat%20/nope", (500, b"command 'cat /nope' exited with 1: cat: "
+                                                b"can't open '/nope': No such file or directory\n"))):
+            conn = http.client.HTTPSConnection("127.0.0.1", 10250, context=ctx, timeout=30)
+            try:
+                conn.request("POST", "/run/default/%s/%s?cmd=%s" % (name, name, cmd))
+                resp = conn.getresponse()
+                self.assertEqual((resp.status, resp.read()), want)
+            finally:
+                conn.close()
 
         # attach: the running container's output.
         attach = self.server.kubectl_popen("attach", name)

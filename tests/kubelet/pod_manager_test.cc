@@ -536,5 +536,43 @@ TEST_F(PodManagerTest, EvictedPodIsKilledAndEndsFailed) {
   EXPECT_TRUE(stays([&] { return running_container(uid).empty(); }, milliseconds(700)));
 }
 
+TEST_F(PodManagerTest, RunInContainerAnswersTheCommandsOutput) {
+  Json p = seed(pod("runner", Json::parse(R"([{"name": "main"}])")));
+  std::string uid = client::uid_of(p);
+  v1::ExecSyncResponse ok;
+  ok.set_stdout("out\n");
+  ok.set_stderr("err\n");
+  runtime_.set_exec_result({"cat", "/etc/hostname"}, ok);
+  v1::ExecSyncResponse failed;
+  failed.set_stderr("no such file");
+  failed.set_exit_code(2);
+  runtime_.set_exec_result({"cat", "/nope"}, failed);
+  start();
+  ASSERT_TRUE(eventually([&] { return !running_container(uid).empty(); }));
+
+  auto out = manager_->run_in_container("default", "runner", "", "main", {"cat", "/etc/hostname"});
+  ASSERT_TRUE(out.is_ok()) << out.status().to_string();
+  EXPECT_EQ(*out, "out\nerr\n");
+  // The UID form must name this pod.
+  out = manager_->run_in_container("default", "runner", uid, "main", {"cat", "/etc/hostname"});
+  ASSERT_TRUE(out.is_ok()) << out.status().to_string();
+  out = manager_->run_in_container("default", "runner", "other-uid", "main", {"true"});
+  EXPECT_EQ(out.status().code(), StatusCode::kNotFound);
+
+  out = manager_->run_in_container("default", "runner", "", "main", {"cat", "/nope"});
+  EXPECT_EQ(out.status().code(), StatusCode::kInternal);
+  EXPECT_EQ(out.status().message(), "command 'cat /nope' exited with 2: no such file");
+
+  EXPECT_EQ(manager_->run_in_container("default", "absent", "", "main", {"true"}).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(
+      manager_->run_in_container("default", "runner", "", "sidecar", {"true"}).status().code(),
+      StatusCode::kNotFound);
+  // A container that no longer runs takes no commands.
+  ASSERT_TRUE(runtime_.exit_container(running_container(uid), 0).is_ok());
+  auto stopped = manager_->run_in_container("default", "runner", "", "main", {"true"});
+  EXPECT_FALSE(stopped.is_ok());
+}
+
 }  // namespace
 }  // namespace skiff::kubelet

@@ -121,18 +121,23 @@ bool split_log_path(std::string_view path, std::string* ns, std::string* pod,
   return true;
 }
 
-// "/exec/ns/pod/container", "/attach/ns/pod/container" or "/portforward/ns/pod" with the
-// request's options; nullopt for any other path.
-std::optional<StreamRequest> parse_stream_request(const Request& req) {
-  std::vector<std::string_view> parts;
-  std::string_view path = req.path;
+// A path's segments ("/a/b/c" → a, b, c); empty when a segment is empty ("/a//b", "/a/").
+std::vector<std::string> split_path(std::string_view path) {
+  std::vector<std::string> parts;
   while (!path.empty()) {
     path.remove_prefix(1);  // the leading '/'
     size_t slash = path.find('/');
-    parts.push_back(path.substr(0, slash));
-    if (parts.back().empty()) return std::nullopt;
+    parts.emplace_back(path.substr(0, slash));
+    if (parts.back().empty()) return {};
     path = slash == std::string_view::npos ? std::string_view() : path.substr(slash);
   }
+  return parts;
+}
+
+// "/exec/ns/pod/container", "/attach/ns/pod/container" or "/portforward/ns/pod" with the
+// request's options; nullopt for any other path.
+std::optional<StreamRequest> parse_stream_request(const Request& req) {
+  std::vector<std::string> parts = split_path(req.path);
   StreamRequest r;
   if (parts.size() == 4 && (parts[0] == "exec" || parts[0] == "attach")) {
     r.container = std::string(parts[3]);
@@ -149,6 +154,26 @@ std::optional<StreamRequest> parse_stream_request(const Request& req) {
   r.err = req.flag("error") || req.flag("stderr");
   r.tty = req.flag("tty");
   r.command = req.params("command");
+  return r;
+}
+
+// "/run/ns/pod/container" or "/run/ns/pod/uid/container" with the cmd parameter; nullopt for
+// any other path.
+std::optional<RunRequest> parse_run_request(const Request& req) {
+  std::vector<std::string> parts = split_path(req.path);
+  if ((parts.size() != 4 && parts.size() != 5) || parts[0] != "run") return std::nullopt;
+  RunRequest r;
+  r.ns = parts[1];
+  r.pod = parts[2];
+  if (parts.size() == 5) r.uid = parts[3];
+  r.container = parts.back();
+  std::string_view cmd = req.param("cmd");
+  for (;;) {
+    size_t space = cmd.find(' ');
+    r.command.emplace_back(cmd.substr(0, space));
+    if (space == std::string_view::npos) break;
+    cmd.remove_prefix(space + 1);
+  }
   return r;
 }
 
@@ -387,6 +412,12 @@ struct KubeletServer::Impl {
       serve_logs(req, responder, ns, pod, container);
       return;
     }
+    if (port == Port::kSecure && lookup.run) {
+      if (std::optional<RunRequest> run = parse_run_request(req)) {
+        serve_run(req, responder, *run);
+        return;
+      }
+    }
     if (port == Port::kSecure && lookup.stream_url) {
       if (std::optional<StreamRequest> stream = parse_stream_request(req)) {
         serve_stream(req, responder, *stream);
@@ -394,6 +425,22 @@ struct KubeletServer::Impl {
       }
     }
     responder.respond(text(404, "404 page not found\n"));
+  }
+
+  void serve_run(Request& req, Responder& responder, const RunRequest& run) {
+    if (req.method != "POST") {
+      responder.respond(text(405, "405: Method Not Allowed"));
+      return;
+    }
+    Result<std::string> output = lookup.run(run);
+    if (!output.is_ok()) {
+      int code = output.status().code() == StatusCode::kNotFound ? 404 : 500;
+      responder.respond(text(code, output.status().message()));
+      return;
+    }
+    Response r = text(200, std::move(output).value());
+    r.content_type = "application/json";  // as upstream labels it, whatever the command wrote
+    responder.respond(std::move(r));
   }
 
   void serve_stream(Request& req, Responder& responder, const StreamRequest& stream) {
@@ -631,7 +678,8 @@ Result<std::unique_ptr<KubeletServer>> KubeletServer::create(KubeletServerOption
   secure.worker_threads = o.worker_threads;
   secure.long_running = [](const Request& req) {
     return req.flag("follow") || req.path.starts_with("/exec/") ||
-           req.path.starts_with("/attach/") || req.path.starts_with("/portforward/");
+           req.path.starts_with("/attach/") || req.path.starts_with("/portforward/") ||
+           req.path.starts_with("/run/");
   };
   s.secure = std::make_unique<http::HttpServer>(
       secure, handler(Port::kSecure),

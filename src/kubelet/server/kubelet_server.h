@@ -4,9 +4,9 @@
 // - the HTTPS port (--port, 10250): client certificates verified against the cluster CA (or
 //   bearer tokens, when a token authenticator is given) are required; serves /healthz, /pods,
 //   /stats/summary, /metrics/resource, /containerLogs/{namespace}/{pod}/{container} (what
-//   `kubectl logs` reaches through the API server's pods/log), and /exec, /attach and
+//   `kubectl logs` reaches through the API server's pods/log), /exec, /attach and
 //   /portforward (`kubectl exec`, `attach` and `port-forward`, relayed to the runtime's
-//   streaming server).
+//   streaming server), and POST /run (a command run to its end, its output as the answer).
 // - the read-only port (--read-only-port, plain HTTP, off unless set): /healthz, /pods,
 //   /stats/summary and /metrics/resource, without authentication.
 // - the healthz port (--healthz-port, 10248 on 127.0.0.1, plain HTTP): /healthz. When it
@@ -81,6 +81,17 @@ struct StreamRequest {
   bool tty = false;
 };
 
+// A /run request: POST /run/{ns}/{pod}/{container}?cmd=... or /run/{ns}/{pod}/{uid}/{container}
+// (uid empty in the first form). The command is the cmd parameter split at every space, as
+// upstream's kubelet splits it.
+struct RunRequest {
+  std::string ns;
+  std::string pod;
+  std::string uid;
+  std::string container;
+  std::vector<std::string> command;
+};
+
 // How the server learns about the kubelet's pods. pod_list and container_log must be set.
 struct PodLookup {
   // /pods: the pods this kubelet runs, as a v1 PodList (JSON text).
@@ -100,6 +111,10 @@ struct PodLookup {
   // relayed: the runtime speaks the streaming protocols (SPDY, WebSocket) itself. Errors as
   // container_log's.
   std::function<Result<std::string>(const StreamRequest&)> stream_url;
+  // Optional. /run: runs the command in the container to its end and returns its stdout then
+  // its stderr. kNotFound → 404; a command that exits non-zero, or any other error → 500 with
+  // the Status' message as the body.
+  std::function<Result<std::string>(const RunRequest&)> run;
   // Optional. POST /pods: runs the manifest as a static pod and returns that pod (JSON text).
   // kInvalidArgument → 400, kAlreadyExists → 409, other errors → 500.
   std::function<Result<std::string>(const std::string& manifest)> create_pod;

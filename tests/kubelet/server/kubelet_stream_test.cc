@@ -1,7 +1,8 @@
-// The kubelet server's /exec, /attach and /portforward: an authenticated client's upgrade request
-// is decoded into a StreamRequest, PodLookup::stream_url names the runtime's streaming server, and
-// the connection is relayed there. The client here speaks HTTP over a raw TLS socket (OpenSSL) and
-// the "runtime" is a raw plain socket in the test, so the bytes on both sides are visible.
+// The kubelet server's /exec, /attach and /portforward (and /run): an authenticated client's
+// upgrade request is decoded into a StreamRequest, PodLookup::stream_url names the runtime's
+// streaming server, and the connection is relayed there. The client here speaks HTTP over a raw TLS
+// socket (OpenSSL) and the "runtime" is a raw plain socket in the test, so the bytes on both sides
+// are visible.
 
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
@@ -123,6 +124,19 @@ class KubeletStreamTest : public ::testing::Test {
     };
     if (with_stream_url) {
       lookup.stream_url = [this](const StreamRequest& r) { return stream_url(r); };
+      lookup.run = [this](const RunRequest& r) -> Result<std::string> {
+        {
+          std::lock_guard lock(mu_);
+          runs_.push_back(r);
+        }
+        if (r.pod == "missing") return Status(StatusCode::kNotFound, pod_not_found_message(r.pod));
+        if (r.pod == "failing") {
+          return Status(StatusCode::kInternal, "command 'false' exited with 1: ");
+        }
+        std::string out;
+        for (const std::string& arg : r.command) out += "[" + arg + "]";
+        return out;
+      };
     }
     auto s = KubeletServer::create(options_, std::move(lookup));
     ASSERT_TRUE(s.is_ok()) << s.status().to_string();
@@ -165,6 +179,7 @@ class KubeletStreamTest : public ::testing::Test {
   skiff::testing::SslCtx ssl_ctx_;
   std::mutex mu_;
   std::vector<StreamRequest> requests_;  // guarded by mu_
+  std::vector<RunRequest> runs_;         // guarded by mu_
 };
 
 // After a 101: "ready\n" from the runtime, then an upper-cased echo until '!'.
@@ -401,6 +416,52 @@ TEST_F(KubeletStreamTest, WithoutAStreamUrlThePathsDoNotExist) {
     EXPECT_EQ(a.status, 404) << target << "\n" << a.head;
   }
   EXPECT_TRUE(runtime_.heads().empty());
+}
+
+TEST_F(KubeletStreamTest, RunAnswersTheCommandsOutput) {
+  start();
+  Answer a = request("POST", "/run/ns/pod/c?cmd=echo%20a%20b");
+  EXPECT_EQ(a.status, 200) << a.head;
+  EXPECT_EQ(header_of(a.head, "Content-Type"), "application/json") << a.head;
+  EXPECT_EQ(a.body, "[echo][a][b]");
+  // Split at every space, as upstream: two spaces make an empty argument.
+  a = request("POST", "/run/ns/pod/uid-1/c?cmd=ls%20%20-l");
+  EXPECT_EQ(a.status, 200) << a.head;
+  EXPECT_EQ(a.body, "[ls][][-l]");
+  {
+    std::lock_guard lock(mu_);
+    ASSERT_EQ(runs_.size(), 2u);
+    EXPECT_EQ(runs_[0].ns, "ns");
+    EXPECT_EQ(runs_[0].pod, "pod");
+    EXPECT_EQ(runs_[0].uid, "");
+    EXPECT_EQ(runs_[0].container, "c");
+    EXPECT_EQ(runs_[1].uid, "uid-1");
+    EXPECT_EQ(runs_[1].container, "c");
+  }
+  EXPECT_TRUE(requests().empty());  // nothing was streamed
+  EXPECT_TRUE(runtime_.heads().empty());
+}
+
+TEST_F(KubeletStreamTest, RunErrorsMethodsAndPaths) {
+  start();
+  Answer a = request("POST", "/run/ns/missing/c?cmd=ls");
+  EXPECT_EQ(a.status, 404) << a.head;
+  EXPECT_EQ(a.body, "pod \"missing\" does not exist");
+  a = request("POST", "/run/ns/failing/c?cmd=false");
+  EXPECT_EQ(a.status, 500) << a.head;
+  EXPECT_EQ(a.body, "command 'false' exited with 1: ");
+  for (const char* method : {"GET", "PUT", "DELETE"}) {
+    a = request(method, "/run/ns/pod/c?cmd=ls");
+    EXPECT_EQ(a.status, 405) << method << "\n" << a.head;
+  }
+  for (const char* target : {"/run/ns/pod", "/run/ns//c", "/run/ns/pod/u/c/x", "/run"}) {
+    a = request("POST", target);
+    EXPECT_EQ(a.status, 404) << target << "\n" << a.head;
+  }
+  a = request("POST", "/run/ns/pod/c?cmd=ls", "", /*with_cert=*/false);
+  EXPECT_EQ(a.status, 401) << a.head;
+  std::lock_guard lock(mu_);
+  EXPECT_EQ(runs_.size(), 2u);  // the two first requests only
 }
 
 }  // namespace
