@@ -181,7 +181,20 @@ void add_node_flags(CLI::App* cmd, skiff::kubelet::KubeletOptions& o) {
       ->capture_default_str();
   cmd->add_option("--cni-bin-dir", o.cni_bin_dir, "CNI plugin directory")->capture_default_str();
   cmd->add_option("--eviction-hard", o.eviction_hard,
-                  "Hard eviction thresholds (\"\" disables eviction)")
+                  "Hard eviction thresholds, signal<quantity or signal<N% (\"\" for none)")
+      ->capture_default_str();
+  cmd->add_option("--eviction-soft", o.eviction_soft,
+                  "Soft eviction thresholds, acting after their grace period (same syntax)");
+  cmd->add_option("--eviction-soft-grace-period", o.eviction_soft_grace_period,
+                  "Grace period of each soft threshold, signal=duration (memory.available=1m30s)");
+  cmd->add_option("--eviction-minimum-reclaim", o.eviction_minimum_reclaim,
+                  "How far above its threshold a signal must recover, signal=quantity or N%");
+  add_duration_option(cmd, "--eviction-pressure-transition-period",
+                      o.eviction_pressure_transition_period,
+                      "How long a pressure condition stays on after its last met threshold");
+  cmd->add_option("--eviction-max-pod-grace-period", o.eviction_max_pod_grace_period,
+                  "Most seconds of grace for pods evicted by a soft threshold (negative: the "
+                  "pod's own)")
       ->capture_default_str();
   add_duration_option(cmd, "--node-status-update-frequency", o.node_status_update_frequency,
                       "How often the node status is reported");

@@ -50,6 +50,10 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     return error(StatusCode::kInvalidArgument,
                  "--manifest-url " + o.manifest_url + ": only http:// and https:// are supported");
   }
+  SKIFF_ASSIGN_OR_RETURN(
+      std::vector<Threshold> thresholds,
+      parse_eviction_flags({o.eviction_hard, o.eviction_soft, o.eviction_soft_grace_period,
+                            o.eviction_minimum_reclaim}));
   SKIFF_ASSIGN_OR_RETURN(auto api,
                          client::HttpApiClient::connect(
                              {o.kubeconfig, o.server, o.token, o.ca_file, o.data_dir}, "kubelet"));
@@ -104,7 +108,6 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   node.register_node = o.register_node;
   node.pod_cidr = o.pod_cidr;
   node.status_update_interval = o.node_status_update_frequency;
-  SKIFF_ASSIGN_OR_RETURN(std::vector<Threshold> thresholds, parse_thresholds(o.eviction_hard));
   std::atomic<EvictionManager*> eviction_ptr{nullptr};
   node.memory_pressure = [&eviction_ptr] {
     EvictionManager* e = eviction_ptr.load();
@@ -113,6 +116,10 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   node.disk_pressure = [&eviction_ptr] {
     EvictionManager* e = eviction_ptr.load();
     return e != nullptr && e->disk_pressure();
+  };
+  node.pid_pressure = [&eviction_ptr] {
+    EvictionManager* e = eviction_ptr.load();
+    return e != nullptr && e->pid_pressure();
   };
   NodeStatusManager* status_ptr = nullptr;
   NodeStatusManager status(*api, *runtime, node, [&](const std::string& cidr) {
@@ -157,13 +164,18 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   st.pods = [&manager] { return stats::pods_from_pod_list(manager.pod_list()); };
   stats::CgroupStatsProvider stats_provider(st);
 
+  EvictionOptions eviction_options;
+  eviction_options.thresholds = thresholds;
+  eviction_options.pressure_transition_period = o.eviction_pressure_transition_period;
+  eviction_options.max_pod_grace_period_seconds = o.eviction_max_pod_grace_period;
   EvictionManager eviction(
-      thresholds,
+      eviction_options,
       EvictionManager::Hooks{
           .summary = [&stats_provider] { return stats_provider.summary(false); },
           .active_pods = [&manager] { return manager.active_pods(); },
-          .evict = [&manager](const std::string& uid,
-                              const std::string& message) { manager.evict(uid, message); },
+          // PodManager::evict kills at once: a soft eviction's grace is not applied yet.
+          .evict = [&manager](const std::string& uid, const std::string& message,
+                              int64_t /*grace_period_seconds*/) { manager.evict(uid, message); },
           .pressure_changed = [&status] { status.poke(); },
       });
   eviction_ptr = &eviction;

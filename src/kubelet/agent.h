@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "kubelet/eviction.h"
 
 namespace skiff::kubelet {
 
@@ -47,8 +48,15 @@ struct KubeletOptions {
   std::string cluster_domain = "cluster.local";
   std::string cni_bin_dir = "/usr/lib/cni";
 
-  // Hard eviction thresholds; "" disables eviction.
-  std::string eviction_hard = "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%";
+  // Node-pressure eviction (eviction.h): hard and soft thresholds (with neither, no eviction),
+  // the soft thresholds' grace periods, minimum reclaims, how long a pressure condition outlasts
+  // its last met threshold, and the grace cap for soft evictions (seconds).
+  std::string eviction_hard = kDefaultEvictionHard;
+  std::string eviction_soft;
+  std::string eviction_soft_grace_period;
+  std::string eviction_minimum_reclaim;
+  std::chrono::milliseconds eviction_pressure_transition_period{std::chrono::minutes(5)};
+  int64_t eviction_max_pod_grace_period = 0;
 
   std::chrono::milliseconds node_status_update_frequency{10000};
   std::chrono::milliseconds sync_frequency{10000};

@@ -258,6 +258,7 @@ Json NodeStatusManager::node_status(const cri::v1::StatusResponse* runtime_statu
   };
   bool memory = options_.memory_pressure && options_.memory_pressure();
   bool disk = options_.disk_pressure && options_.disk_pressure();
+  bool pid = options_.pid_pressure && options_.pid_pressure();
   Json conditions =
       Json::array({memory ? condition("MemoryPressure", "True", "KubeletHasInsufficientMemory",
                                       "kubelet has insufficient memory available")
@@ -267,8 +268,10 @@ Json NodeStatusManager::node_status(const cri::v1::StatusResponse* runtime_statu
                                     "kubelet has disk pressure")
                         : condition("DiskPressure", "False", "KubeletHasNoDiskPressure",
                                     "kubelet has no disk pressure"),
-                   condition("PIDPressure", "False", "KubeletHasSufficientPID",
-                             "kubelet has sufficient PID available"),
+                   pid ? condition("PIDPressure", "True", "KubeletHasInsufficientPID",
+                                   "kubelet has insufficient PID available")
+                       : condition("PIDPressure", "False", "KubeletHasSufficientPID",
+                                   "kubelet has sufficient PID available"),
                    condition("Ready", ready, reason, message)});
   Json capacity = {
       {"cpu", std::to_string(machine_.cpus)},

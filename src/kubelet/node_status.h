@@ -3,8 +3,9 @@
 // The kubelet's Node: registers it (capacity and allocatable from the machine, addresses, node
 // info, labels), keeps its Lease in kube-node-lease renewed, and reports its status (conditions
 // Ready, MemoryPressure, DiskPressure, PIDPressure; Ready follows the runtime's RuntimeReady and
-// NetworkReady) every status period, or at once when something changed. It also notices the pod
-// CIDR the node IPAM controller assigned, for the pod network configuration.
+// NetworkReady; the pressure conditions follow the eviction manager) every status period, or at
+// once when something changed (poke()). It also notices the pod CIDR the node IPAM controller
+// assigned, for the pod network configuration.
 //
 // Thread-safety: start()/stop() from one thread; pod_cidr() and registered() from any thread.
 
@@ -37,9 +38,11 @@ struct NodeStatusOptions {
   std::chrono::milliseconds lease_duration{40000};
   std::chrono::milliseconds lease_renew_interval{10000};
   std::chrono::milliseconds status_update_interval{10000};
-  // Whether the node is under memory and disk pressure (the eviction manager's view); optional.
+  // Whether the node is under memory, disk and PID pressure (the eviction manager's view);
+  // optional (unset: no pressure).
   std::function<bool()> memory_pressure;
   std::function<bool()> disk_pressure;
+  std::function<bool()> pid_pressure;
 };
 
 // What the node reports about the machine (capacity, node info), read once at start.

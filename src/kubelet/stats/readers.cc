@@ -230,6 +230,12 @@ Result<uint64_t> CgroupReader::pids_current(const std::string& path) const {
   return read_u64(dir("pids", path) + "/pids.current");
 }
 
+std::optional<uint64_t> CgroupReader::pids_max(const std::string& path) const {
+  auto text = read_text_file(dir("pids", path) + "/pids.max");
+  if (!text.is_ok()) return std::nullopt;
+  return to_u64(*text);  // "max": no limit
+}
+
 std::optional<int> CgroupReader::any_pid(const std::string& path) const {
   std::string d = dir("memory", path);
   if (!is_dir(d)) return std::nullopt;
@@ -362,6 +368,14 @@ Result<std::pair<uint64_t, uint64_t>> HostReader::page_faults() const {
 
 Result<int64_t> HostReader::pid_max() const {
   std::string path = proc_root_ + "/sys/kernel/pid_max";
+  SKIFF_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  std::optional<int64_t> v = to_i64(text);
+  if (!v) return error(StatusCode::kDataLoss, path + ": not a number");
+  return *v;
+}
+
+Result<int64_t> HostReader::threads_max() const {
+  std::string path = proc_root_ + "/sys/kernel/threads-max";
   SKIFF_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
   std::optional<int64_t> v = to_i64(text);
   if (!v) return error(StatusCode::kDataLoss, path + ": not a number");

@@ -56,6 +56,9 @@ class CgroupReader {
   Result<CgroupMemory> memory(const std::string& path) const;
   // Tasks in the cgroup and its descendants (pids.current).
   Result<uint64_t> pids_current(const std::string& path) const;
+  // The cgroup's task limit (pids.max); nullopt when it is "max" or there is no such file (the
+  // host's root cgroup has none; the root of a cgroup namespace, as in a container, may).
+  std::optional<uint64_t> pids_max(const std::string& path) const;
   // Some process in the cgroup or a cgroup below it, to reach its network namespace.
   std::optional<int> any_pid(const std::string& path) const;
 
@@ -107,6 +110,8 @@ class HostReader {
   Result<std::pair<uint64_t, uint64_t>> page_faults() const;
   // <proc>/sys/kernel/pid_max.
   Result<int64_t> pid_max() const;
+  // <proc>/sys/kernel/threads-max: the tasks the kernel allows at once, system-wide.
+  Result<int64_t> threads_max() const;
   // Tasks (threads) in the system: the total in <proc>/loadavg.
   Result<int64_t> task_count() const;
 

@@ -3,6 +3,7 @@
 #include <dirent.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <utility>
 
 #include "base/log.h"
@@ -331,6 +332,30 @@ Result<MemoryStats> CgroupStatsProvider::node_memory() {
   return memory_stats(m, now);
 }
 
+std::optional<RlimitStats> CgroupStatsProvider::node_rlimit() {
+  RlimitStats rlimit;
+  rlimit.time = options_.clock->now();
+  // Both sysctls bound the tasks of the whole system; the smaller one binds.
+  for (Result<int64_t> limit : {host_.pid_max(), host_.threads_max()}) {
+    if (limit.is_ok() && *limit > 0 && (!rlimit.max_pid || *limit < *rlimit.max_pid)) {
+      rlimit.max_pid = *limit;
+    }
+  }
+  if (auto v = host_.task_count(); v.is_ok()) rlimit.num_of_running_processes = *v;
+  // The root cgroup of a cgroup namespace (the agent in a container) may have a lower pids.max:
+  // then that limit binds, and what counts against it is that cgroup's pids.current.
+  if (std::optional<uint64_t> cgroup_limit = cgroups_.pids_max("/");
+      cgroup_limit && *cgroup_limit <= static_cast<uint64_t>(INT64_MAX) &&
+      (!rlimit.max_pid || static_cast<int64_t>(*cgroup_limit) < *rlimit.max_pid)) {
+    if (auto current = cgroups_.pids_current("/"); current.is_ok()) {
+      rlimit.max_pid = static_cast<int64_t>(*cgroup_limit);
+      rlimit.num_of_running_processes = static_cast<int64_t>(*current);
+    }
+  }
+  if (!rlimit.max_pid && !rlimit.num_of_running_processes) return std::nullopt;
+  return rlimit;
+}
+
 std::optional<NetworkStats> CgroupStatsProvider::node_network() {
   auto interfaces = host_.node_interfaces();
   if (!interfaces.is_ok()) return std::nullopt;
@@ -516,11 +541,7 @@ Result<Summary> CgroupStatsProvider::summary(bool only_cpu_and_memory) {
         node.runtime = runtime;
       }
     }
-    RlimitStats rlimit;
-    rlimit.time = options_.clock->now();
-    if (auto v = host_.pid_max(); v.is_ok()) rlimit.max_pid = *v;
-    if (auto v = host_.task_count(); v.is_ok()) rlimit.num_of_running_processes = *v;
-    if (rlimit.max_pid || rlimit.num_of_running_processes) node.rlimit = rlimit;
+    node.rlimit = node_rlimit();
   }
 
   RuntimeFigures runtime;

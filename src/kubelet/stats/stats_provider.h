@@ -18,7 +18,10 @@
 //   <pod_log_root>/<namespace>_<name>_<uid>/<container>; each pod volume is a directory
 //   <pods_dir>/<uid>/volumes/<plugin>/<name>; ephemeral-storage adds the pod's rootfs layers,
 //   log directory and volumes.
-// - rlimit: <proc>/sys/kernel/pid_max and the task count of <proc>/loadavg.
+// - rlimit (what pid.available is made of): maxpid is the smallest of <proc>/sys/kernel/pid_max,
+//   <proc>/sys/kernel/threads-max and the root pids cgroup's pids.max (only a cgroup namespace's
+//   root has one); curproc is the task total of <proc>/loadavg (every thread on the machine), or
+//   the root cgroup's pids.current when its pids.max is the limit that binds.
 //
 // Thread-safety: summary() and sample_cpu() may be called from any number of threads at once
 // (the CPU samples are under a leaf mutex; files are read outside it). start()/stop() from one
@@ -143,6 +146,7 @@ class CgroupStatsProvider final : public StatsProvider {
   Result<CpuStats> node_cpu();
   Result<MemoryStats> node_memory();
   std::optional<NetworkStats> node_network();
+  std::optional<RlimitStats> node_rlimit();
   PodStats pod_stats(const PodInfo& pod, bool only_cpu_and_memory, RuntimeFigures& runtime);
   std::string pod_cgroup(const PodInfo& pod) const;
   void housekeeping_loop();
