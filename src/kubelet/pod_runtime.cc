@@ -246,28 +246,41 @@ Status PodRuntime::ensure_image(const Json& pod, const Json& container, std::str
     *waiting = {"ErrImageNeverPull",
                 "Container image \"" + image + "\" is not present with pull policy of Never"};
     event("Warning", "ErrImageNeverPull", waiting->message);
+    event("Warning", "Failed", "Error: ErrImageNeverPull");
     return error(StatusCode::kFailedPrecondition, waiting->message);
   }
   milliseconds left{};
   std::string key = str(container, "name") + "#pull";
   if (in_backoff(uid, key, &left)) {
     *waiting = {"ImagePullBackOff", "Back-off pulling image \"" + image + "\""};
+    event("Normal", "BackOff", waiting->message);
+    event("Warning", "Failed", "Error: ImagePullBackOff");
     return error(StatusCode::kUnavailable, waiting->message);
   }
   v1::AuthConfig auth;
   if (auto creds = pull_credentials(pod, image, objects_)) {
-    auth.set_server_address(creds->server);
+    // No server_address, as upstream: the registry is already matched here, and containerd
+    // parses a given address as a URL and drops (or, for host:port, fails on) a secret's
+    // scheme-less key such as "r.example" or "127.0.0.1:5000".
     auth.set_username(creds->username);
     auth.set_password(creds->password);
     auth.set_auth(creds->auth);
   }
+  event("Normal", "Pulling", "Pulling image \"" + image + "\"");
+  auto pull_started = SteadyClock::now();
   auto pulled = images_.pull_image(spec, auth, v1::PodSandboxConfig());
   if (!pulled.is_ok()) {
     bump_backoff(uid, key);
     *waiting = {"ErrImagePull",
                 "failed to pull image \"" + image + "\": " + pulled.status().message()};
+    event("Warning", "Failed",
+          "Failed to pull image \"" + image + "\": " + pulled.status().message());
+    event("Warning", "Failed", "Error: ErrImagePull");
     return error(StatusCode::kUnavailable, waiting->message);
   }
+  auto took = std::chrono::duration_cast<milliseconds>(SteadyClock::now() - pull_started);
+  event("Normal", "Pulled",
+        "Successfully pulled image \"" + image + "\" in " + std::to_string(took.count()) + "ms");
   *image_ref = *pulled;
   return Status::ok();
 }
