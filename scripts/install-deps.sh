@@ -8,7 +8,7 @@ build_pkgs=(g++ cmake ninja-build ccache pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev
   libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   libldns-dev libnftables-dev libnftnl-dev libmnl-dev)
-test_pkgs=(etcd-server etcd-client python3-kubernetes)
+test_pkgs=(etcd-server etcd-client python3-kubernetes docker-registry apache2-utils)
 run_pkgs=(containerd runc containernetworking-plugins busybox-static nftables conntrack iproute2 iptables)
 
 want=()
@@ -37,3 +37,13 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# docker-registry's package enables and starts a registry for the whole host on :5000; the tests
+# start their own (own config, loopback, a free port), so the host's is switched off again.
+if [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  else
+    invoke-rc.d docker-registry stop >/dev/null 2>&1 || true
+    update-rc.d docker-registry disable >/dev/null 2>&1 || true
+  fi
+fi
