@@ -168,16 +168,15 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   eviction_options.thresholds = thresholds;
   eviction_options.pressure_transition_period = o.eviction_pressure_transition_period;
   eviction_options.max_pod_grace_period_seconds = o.eviction_max_pod_grace_period;
-  EvictionManager eviction(
-      eviction_options,
-      EvictionManager::Hooks{
-          .summary = [&stats_provider] { return stats_provider.summary(false); },
-          .active_pods = [&manager] { return manager.active_pods(); },
-          // PodManager::evict kills at once: a soft eviction's grace is not applied yet.
-          .evict = [&manager](const std::string& uid, const std::string& message,
-                              int64_t /*grace_period_seconds*/) { manager.evict(uid, message); },
-          .pressure_changed = [&status] { status.poke(); },
-      });
+  EvictionManager::Hooks eviction_hooks;
+  eviction_hooks.summary = [&stats_provider] { return stats_provider.summary(false); };
+  eviction_hooks.active_pods = [&manager] { return manager.active_pods(); };
+  eviction_hooks.evict = [&manager](const std::string& uid, const std::string& message,
+                                    int64_t grace_period_seconds) {
+    manager.evict(uid, message, grace_period_seconds);
+  };
+  eviction_hooks.pressure_changed = [&status] { status.poke(); };
+  EvictionManager eviction(eviction_options, std::move(eviction_hooks));
   eviction_ptr = &eviction;
 
   status.start();

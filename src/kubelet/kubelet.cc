@@ -273,12 +273,14 @@ std::vector<Json> PodManager::active_pods() const {
   return out;
 }
 
-void PodManager::evict(const std::string& uid, const std::string& message) {
+void PodManager::evict(const std::string& uid, const std::string& message,
+                       int64_t grace_period_seconds) {
   {
     std::lock_guard lock(mu_);
     auto it = entries_.find(uid);
     if (it == entries_.end()) return;
     it->second.evicted = message;
+    it->second.eviction_grace = std::max<int64_t>(grace_period_seconds, 0);
   }
   queue_.add(uid);
 }
@@ -316,11 +318,12 @@ Status PodManager::sync(const std::string& uid) {
   const Json& meta = pod["metadata"];
 
   if (!entry.evicted.empty() && !is_terminal(pod) && !meta.contains("deletionTimestamp")) {
-    // Evicted: kill everything at once and end the pod Failed, reason Evicted.
+    // Evicted: stop everything (at once for a hard eviction, with the grace the eviction
+    // manager gave a soft one) and end the pod Failed, reason Evicted.
     prober_.forget_pod(uid);
     recorder_.event(pod, "Warning", "Evicted", entry.evicted);
     if (runtime.any_running()) {
-      SKIFF_RETURN_IF_ERROR(runtime_.kill(runtime, 0, &pod));
+      SKIFF_RETURN_IF_ERROR(runtime_.kill(runtime, entry.eviction_grace, &pod));
       SKIFF_ASSIGN_OR_RETURN(runtime, runtime_.inspect(uid));
     }
     Json status = runtime_.pod_status(pod, runtime, {}, {});

@@ -109,8 +109,9 @@ class PodManager {
 
   // Pods that run here and are neither finished nor being deleted (eviction candidates).
   std::vector<Json> active_pods() const;
-  // Evicts a pod: its containers are killed and it ends Failed, reason Evicted, with `message`.
-  void evict(const std::string& uid, const std::string& message);
+  // Evicts a pod: its containers are stopped with `grace_period_seconds` (0 kills at once, as
+  // hard evictions do) and it ends Failed, reason Evicted, with `message`.
+  void evict(const std::string& uid, const std::string& message, int64_t grace_period_seconds = 0);
 
   // Runs the pod in `manifest` (one Pod, YAML or JSON) as a static pod with config.source=api,
   // kept in memory only. Returns the pod as it will run (named <name>-<node>).
@@ -125,6 +126,7 @@ class PodManager {
     client::ObjectPtr pod;  // nullptr once the API (or the manifest directory) no longer has it
     bool is_static = false;
     std::string evicted;         // the eviction message, once evicted
+    int64_t eviction_grace = 0;  // seconds the evicted pod's containers get to stop
     std::string written_status;  // the status last written, as JSON text
   };
 

@@ -538,6 +538,24 @@ TEST_F(PodManagerTest, EvictedPodIsKilledAndEndsFailed) {
   EXPECT_TRUE(stays([&] { return running_container(uid).empty(); }, milliseconds(700)));
 }
 
+TEST_F(PodManagerTest, SoftEvictionStopsContainersWithItsGracePeriod) {
+  Json soft = seed(pod("soft", Json::parse(R"([{"name": "main"}])")));
+  Json hard = seed(pod("hard", Json::parse(R"([{"name": "main"}])")));
+  start();
+  for (const Json* p : {&soft, &hard}) {
+    std::string uid = client::uid_of(*p);
+    ASSERT_TRUE(eventually([&] { return !running_container(uid).empty(); }));
+    // The container handles the stop signal when it is given time to: it then exits 0.
+    ASSERT_TRUE(runtime_.set_stop_exit_code(running_container(uid), 0).is_ok());
+  }
+  manager_->evict(client::uid_of(soft), "The node was low on resource: memory. ", 30);
+  manager_->evict(client::uid_of(hard), "The node was low on resource: memory. ");
+  ASSERT_TRUE(eventually([&] { return phase("soft") == "Failed" && phase("hard") == "Failed"; }));
+  EXPECT_EQ(get("soft")["status"]["reason"], "Evicted");
+  EXPECT_EQ(container_status("soft")["state"]["terminated"]["exitCode"], 0);
+  EXPECT_EQ(container_status("hard")["state"]["terminated"]["exitCode"], 137);
+}
+
 TEST_F(PodManagerTest, RunInContainerAnswersTheCommandsOutput) {
   Json p = seed(pod("runner", Json::parse(R"([{"name": "main"}])")));
   std::string uid = client::uid_of(p);
