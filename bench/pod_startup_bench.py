@@ -74,7 +74,7 @@ def main():
         while time.time() < deadline:
             rc, out, _ = srv.kubectl("get", "node", node.NODE_NAME, "-o", "json")
             if rc == 0 and any(c["type"] == "Ready" and c["status"] == "True"
-                               for c in json.loads(out)["status"]["conditions"]):
+                               for c in json.loads(out).get("status", {}).get("conditions", [])):
                 break
             time.sleep(0.5)
         else:
