@@ -3,7 +3,7 @@
 # everything is present. Usage: scripts/install-deps.sh [build|test|run]...
 set -euo pipefail
 
-build_pkgs=(g++ cmake ninja-build ccache pkg-config
+build_pkgs=(g++ cmake ninja-build ccache pkg-config zlib1g-dev
   libboost-dev libboost-system-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libssl-dev
   libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
