@@ -2,15 +2,12 @@
 
 #include <algorithm>
 
+#include "controllers/json_fields.h"
+
 namespace skiff::controllers {
 namespace {
 
 constexpr auto kExpectationsTtl = std::chrono::minutes(5);
-
-const Json& empty_object() {
-  static const Json kEmpty = Json::object();
-  return kEmpty;
-}
 
 const Json& labels_of(const Json& obj) {
   auto m = obj.find("metadata");

@@ -6,6 +6,7 @@
 
 #include "base/log.h"
 #include "controllers/controller_utils.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
 namespace cronjob {
@@ -171,9 +172,7 @@ Json job_reference(const Json& job) {
 }
 
 int64_t int_spec(const Json& cj, const char* key, int64_t fallback) {
-  const Json& spec = cj.value("spec", Json::object());
-  auto it = spec.find(key);
-  return it != spec.end() && it->is_number_integer() ? it->get<int64_t>() : fallback;
+  return int_field(field(cj, "spec"), key, fallback);
 }
 
 struct SyncResult {

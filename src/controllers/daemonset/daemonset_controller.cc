@@ -6,6 +6,7 @@
 #include "base/log.h"
 #include "controllers/controller_utils.h"
 #include "controllers/daemonset/daemonset_util.h"
+#include "controllers/json_fields.h"
 #include "controllers/statefulset/controller_history.h"
 
 namespace skiff::controllers {
@@ -25,24 +26,6 @@ constexpr int kStatusUpdateRetries = 1;
 // keep rejecting the pod).
 constexpr std::chrono::milliseconds kFailedPodBackoffInitial = 1s;
 constexpr std::chrono::milliseconds kFailedPodBackoffMax = 15min;
-
-const Json& empty_object() {
-  static const Json kEmpty = Json::object();
-  return kEmpty;
-}
-
-const Json& field(const Json& obj, const char* name) {
-  if (!obj.is_object()) return empty_object();
-  auto it = obj.find(name);
-  return it == obj.end() || it->is_null() ? empty_object() : *it;
-}
-
-int64_t int_field(const Json& obj, const char* name, int64_t fallback = 0) {
-  if (!obj.is_object()) return fallback;
-  auto it = obj.find(name);
-  if (it == obj.end() || !it->is_number_integer()) return fallback;
-  return it->get<int64_t>();
-}
 
 const Json& labels_of(const Json& obj) {
   const Json& l = field(field(obj, "metadata"), "labels");

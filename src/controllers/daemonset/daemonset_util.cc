@@ -4,29 +4,10 @@
 #include <cmath>
 
 #include "base/time.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers::daemonset {
 namespace {
-
-const Json& empty_object() {
-  static const Json kEmpty = Json::object();
-  return kEmpty;
-}
-
-const Json& field(const Json& obj, const char* name) {
-  if (!obj.is_object()) return empty_object();
-  auto it = obj.find(name);
-  return it == obj.end() || it->is_null() ? empty_object() : *it;
-}
-
-std::string string_field(const Json& obj, const char* name) {
-  const Json& v = field(obj, name);
-  return v.is_string() ? v.get<std::string>() : "";
-}
-
-void set_default(Json& obj, const char* name, Json value) {
-  if (!obj.contains(name) || obj[name].is_null()) obj[name] = std::move(value);
-}
 
 std::optional<int64_t> parse_int(const std::string& s) {
   if (s.empty()) return std::nullopt;

@@ -6,6 +6,7 @@
 #include "base/log.h"
 #include "controllers/controller_utils.h"
 #include "controllers/deployment/deployment_util.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
 
@@ -18,24 +19,6 @@ namespace {
 
 constexpr char kKind[] = "Deployment";
 constexpr char kApiVersion[] = "apps/v1";
-
-const Json& empty_object() {
-  static const Json kEmpty = Json::object();
-  return kEmpty;
-}
-
-const Json& field(const Json& obj, const char* name) {
-  if (!obj.is_object()) return empty_object();
-  auto it = obj.find(name);
-  return it == obj.end() || it->is_null() ? empty_object() : *it;
-}
-
-int64_t int_field(const Json& obj, const char* name, int64_t fallback = 0) {
-  if (!obj.is_object()) return fallback;
-  auto it = obj.find(name);
-  if (it == obj.end() || !it->is_number()) return fallback;
-  return it->get<int64_t>();
-}
 
 bool is_deleting(const Json& obj) {
   return field(obj, "metadata").contains("deletionTimestamp");
@@ -237,8 +220,8 @@ Status DeploymentController::reconcile(const std::string& key) {
   if (selector->empty()) {
     record(s.d, "Warning", "SelectingAll",
            "This deployment is selecting all pods. A non-empty selector is required.");
-    int64_t generation = int_field(s.d["metadata"], "generation");
-    if (int_field(s.d["status"], "observedGeneration") < generation) {
+    int64_t generation = numeric_int_field(s.d["metadata"], "generation");
+    if (numeric_int_field(s.d["status"], "observedGeneration") < generation) {
       s.d["status"]["observedGeneration"] = generation;
       return write_status(s);
     }
@@ -340,14 +323,15 @@ Status DeploymentController::get_new_replica_set(Sync& s, bool create) {
   const std::string new_revision = std::to_string(max_revision(s.old_rss) + 1);
   const std::string ns = s.ns();
   const Json& spec = s.d["spec"];
-  const int64_t min_ready = int_field(spec, "minReadySeconds");
+  const int64_t min_ready = numeric_int_field(spec, "minReadySeconds");
 
   if (existing) {
     // Bring the existing ReplicaSet's annotations (revision, copied annotations) and
     // minReadySeconds up to date first; the Deployment's revision follows on the next sync.
     Json copy = *existing;
     bool annotations_updated = set_new_replica_set_annotations(s.d, copy, new_revision, true);
-    if (annotations_updated || int_field(field(copy, "spec"), "minReadySeconds") != min_ready) {
+    if (annotations_updated ||
+        numeric_int_field(field(copy, "spec"), "minReadySeconds") != min_ready) {
       copy["spec"]["minReadySeconds"] = min_ready;
       auto updated = ctx_.api.update(kReplicaSets, ns, copy);
       if (!updated.is_ok()) return updated.status();
@@ -689,7 +673,8 @@ Status DeploymentController::cleanup_deployment(Sync& s) {
     const Json& rs = *cleanable[i];
     // Only ReplicaSets that are scaled down, quiet and fully observed go.
     if (status_count(rs, "replicas") != 0 || spec_replicas(rs) != 0 ||
-        int_field(field(rs, "metadata"), "generation") > status_count(rs, "observedGeneration") ||
+        numeric_int_field(field(rs, "metadata"), "generation") >
+            status_count(rs, "observedGeneration") ||
         is_deleting(rs)) {
       continue;
     }
@@ -707,7 +692,7 @@ Json DeploymentController::calculate_status(const Sync& s) const {
   const int total = sum_spec_replicas(all);
   const Json& old = s.d["status"];
   Json status = Json::object();
-  set_count(status, "observedGeneration", int_field(s.d["metadata"], "generation"));
+  set_count(status, "observedGeneration", numeric_int_field(s.d["metadata"], "generation"));
   set_count(status, "replicas", sum_status(all, "replicas"));
   set_count(status, "updatedReplicas", s.new_rs ? status_count(*s.new_rs, "replicas") : 0);
   set_count(status, "readyReplicas", sum_status(all, "readyReplicas"));
@@ -740,8 +725,8 @@ Status DeploymentController::sync_rollout_status(Sync& s) {
   if (!has_progress_deadline(s.d)) remove_deployment_condition(status, "Progressing");
   const Json* current = deployment_condition(s.d["status"], "Progressing");
   const bool complete_already =
-      int_field(status, "replicas") == int_field(status, "updatedReplicas") && current &&
-      current->value("reason", "") == kNewReplicaSetAvailableReason;
+      numeric_int_field(status, "replicas") == numeric_int_field(status, "updatedReplicas") &&
+      current && current->value("reason", "") == kNewReplicaSetAvailableReason;
   if (has_progress_deadline(s.d) && !complete_already) {
     const std::string subject = s.new_rs ? "ReplicaSet " + quoted(client::name_of(*s.new_rs))
                                          : "Deployment " + quoted(s.name());

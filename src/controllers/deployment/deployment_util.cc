@@ -6,29 +6,12 @@
 #include <set>
 
 #include "controllers/controller_utils.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers::deployment {
 namespace {
 
 constexpr int64_t kMaxInt32 = INT32_MAX;
-
-const Json& empty_object() {
-  static const Json kEmpty = Json::object();
-  return kEmpty;
-}
-
-const Json& field(const Json& obj, const char* name) {
-  if (!obj.is_object()) return empty_object();
-  auto it = obj.find(name);
-  return it == obj.end() || it->is_null() ? empty_object() : *it;
-}
-
-int64_t int_field(const Json& obj, const char* name, int64_t fallback = 0) {
-  if (!obj.is_object()) return fallback;
-  auto it = obj.find(name);
-  if (it == obj.end() || !it->is_number()) return fallback;
-  return it->get<int64_t>();
-}
 
 std::optional<int64_t> parse_int(const std::string& s) {
   if (s.empty()) return std::nullopt;
@@ -40,10 +23,6 @@ std::optional<int64_t> parse_int(const std::string& s) {
   } catch (...) {
     return std::nullopt;
   }
-}
-
-void set_default(Json& obj, const char* name, Json value) {
-  if (!obj.contains(name) || obj[name].is_null()) obj[name] = std::move(value);
 }
 
 // Seconds since the epoch of metadata.creationTimestamp; -1 when absent.
@@ -152,11 +131,11 @@ int max_unavailable(const Json& d) {
 }
 
 int spec_replicas(const Json& obj) {
-  return static_cast<int>(int_field(field(obj, "spec"), "replicas", 1));
+  return static_cast<int>(numeric_int_field(field(obj, "spec"), "replicas", 1));
 }
 
 int status_count(const Json& obj, const char* name) {
-  return static_cast<int>(int_field(field(obj, "status"), name, 0));
+  return static_cast<int>(numeric_int_field(field(obj, "status"), name, 0));
 }
 
 int sum_spec_replicas(const std::vector<ObjectPtr>& rss) {
@@ -470,19 +449,23 @@ void remove_deployment_condition(Json& status, std::string_view type) {
 
 bool deployment_complete(const Json& d, const Json& s) {
   const int replicas = spec_replicas(d);
-  return int_field(s, "updatedReplicas") == replicas && int_field(s, "replicas") == replicas &&
-         int_field(s, "availableReplicas") == replicas &&
-         int_field(s, "observedGeneration") >= int_field(field(d, "metadata"), "generation");
+  return numeric_int_field(s, "updatedReplicas") == replicas &&
+         numeric_int_field(s, "replicas") == replicas &&
+         numeric_int_field(s, "availableReplicas") == replicas &&
+         numeric_int_field(s, "observedGeneration") >=
+             numeric_int_field(field(d, "metadata"), "generation");
 }
 
 bool deployment_progressing(const Json& d, const Json& s) {
   const Json& old = field(d, "status");
-  const int64_t old_old_replicas = int_field(old, "replicas") - int_field(old, "updatedReplicas");
-  const int64_t new_old_replicas = int_field(s, "replicas") - int_field(s, "updatedReplicas");
-  return int_field(s, "updatedReplicas") > int_field(old, "updatedReplicas") ||
+  const int64_t old_old_replicas =
+      numeric_int_field(old, "replicas") - numeric_int_field(old, "updatedReplicas");
+  const int64_t new_old_replicas =
+      numeric_int_field(s, "replicas") - numeric_int_field(s, "updatedReplicas");
+  return numeric_int_field(s, "updatedReplicas") > numeric_int_field(old, "updatedReplicas") ||
          new_old_replicas < old_old_replicas ||
-         int_field(s, "readyReplicas") > int_field(old, "readyReplicas") ||
-         int_field(s, "availableReplicas") > int_field(old, "availableReplicas");
+         numeric_int_field(s, "readyReplicas") > numeric_int_field(old, "readyReplicas") ||
+         numeric_int_field(s, "availableReplicas") > numeric_int_field(old, "availableReplicas");
 }
 
 bool deployment_timed_out(const Json& d, const Json& s, int64_t now_seconds) {

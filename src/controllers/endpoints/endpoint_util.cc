@@ -3,17 +3,13 @@
 #include <charconv>
 
 #include "base/time.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers::endpoint_util {
 namespace {
 
-const Json& null_json() {
-  static const Json kNull;
-  return kNull;
-}
-
 const Json* ready_condition(const Json& pod) {
-  const Json& conds = field(field(pod, "status"), "conditions");
+  const Json& conds = member(member(pod, "status"), "conditions");
   if (!conds.is_array()) return nullptr;
   for (const auto& c : conds) {
     if (string_field(c, "type") == "Ready") return &c;
@@ -40,11 +36,11 @@ std::optional<int64_t> find_named_port(const Json& containers, const std::string
   if (!containers.is_array()) return std::nullopt;
   for (const auto& c : containers) {
     if (sidecars_only && string_field(c, "restartPolicy") != "Always") continue;
-    const Json& ports = field(c, "ports");
+    const Json& ports = member(c, "ports");
     if (!ports.is_array()) continue;
     for (const auto& p : ports) {
       if (string_field(p, "name") == name && port_protocol(p) == protocol) {
-        const Json& cp = field(p, "containerPort");
+        const Json& cp = member(p, "containerPort");
         if (cp.is_number_integer()) return cp.get<int64_t>();
       }
     }
@@ -54,19 +50,8 @@ std::optional<int64_t> find_named_port(const Json& containers, const std::string
 
 }  // namespace
 
-const Json& field(const Json& obj, std::string_view key) {
-  if (!obj.is_object()) return null_json();
-  auto it = obj.find(key);
-  return it == obj.end() ? null_json() : *it;
-}
-
-std::string string_field(const Json& obj, std::string_view key) {
-  const Json& v = field(obj, key);
-  return v.is_string() ? v.get<std::string>() : std::string();
-}
-
 std::optional<api::LabelSelector> service_selector(const Json& service) {
-  const Json& sel = field(field(service, "spec"), "selector");
+  const Json& sel = member(member(service, "spec"), "selector");
   if (!sel.is_object()) return std::nullopt;
   if (sel.empty()) return api::LabelSelector();
   auto parsed = api::LabelSelector::from_json(Json{{"matchLabels", sel}});
@@ -75,7 +60,7 @@ std::optional<api::LabelSelector> service_selector(const Json& service) {
 }
 
 bool is_service_ip_set(const Json& service) {
-  std::string ip = string_field(field(service, "spec"), "clusterIP");
+  std::string ip = string_field(member(service, "spec"), "clusterIP");
   return !ip.empty() && ip != "None";
 }
 
@@ -84,8 +69,8 @@ std::string ip_family_of(std::string_view ip) {
 }
 
 std::string service_ip_family(const Json& service) {
-  const Json& spec = field(service, "spec");
-  const Json& families = field(spec, "ipFamilies");
+  const Json& spec = member(service, "spec");
+  const Json& families = member(spec, "ipFamilies");
   if (families.is_array() && !families.empty() && families[0].is_string()) {
     return families[0].get<std::string>();
   }
@@ -94,8 +79,8 @@ std::string service_ip_family(const Json& service) {
 }
 
 std::string pod_ip_for_family(const Json& pod, std::string_view family) {
-  const Json& status = field(pod, "status");
-  const Json& ips = field(status, "podIPs");
+  const Json& status = member(pod, "status");
+  const Json& ips = member(status, "podIPs");
   if (ips.is_array()) {
     for (const auto& entry : ips) {
       std::string ip = string_field(entry, "ip");
@@ -108,19 +93,19 @@ std::string pod_ip_for_family(const Json& pod, std::string_view family) {
 }
 
 bool should_pod_be_in_endpoints(const Json& pod, bool include_terminating) {
-  const Json& status = field(pod, "status");
+  const Json& status = member(pod, "status");
   std::string phase = string_field(status, "phase");
   if (phase == "Succeeded" || phase == "Failed") return false;
-  const Json& ips = field(status, "podIPs");
+  const Json& ips = member(status, "podIPs");
   if (string_field(status, "podIP").empty() && (!ips.is_array() || ips.empty())) return false;
-  if (!include_terminating && !field(field(pod, "metadata"), "deletionTimestamp").is_null()) {
+  if (!include_terminating && !member(member(pod, "metadata"), "deletionTimestamp").is_null()) {
     return false;
   }
   return true;
 }
 
 bool should_set_hostname(const Json& pod, const Json& service) {
-  const Json& spec = field(pod, "spec");
+  const Json& spec = member(pod, "spec");
   return !string_field(spec, "hostname").empty() &&
          string_field(spec, "subdomain") == client::name_of(service) &&
          client::namespace_of(pod) == client::namespace_of(service);
@@ -132,24 +117,24 @@ std::string port_protocol(const Json& port) {
 }
 
 std::optional<int64_t> find_port(const Json& pod, const Json& service_port) {
-  const Json& target = field(service_port, "targetPort");
+  const Json& target = member(service_port, "targetPort");
   if (target.is_string()) {
     std::string name = target.get<std::string>();
     std::string protocol = port_protocol(service_port);
-    const Json& spec = field(pod, "spec");
-    if (auto p = find_named_port(field(spec, "containers"), name, protocol, false)) return p;
-    return find_named_port(field(spec, "initContainers"), name, protocol, true);
+    const Json& spec = member(pod, "spec");
+    if (auto p = find_named_port(member(spec, "containers"), name, protocol, false)) return p;
+    return find_named_port(member(spec, "initContainers"), name, protocol, true);
   }
   if (target.is_number_integer() && target.get<int64_t>() != 0) return target.get<int64_t>();
   // The API server defaults targetPort to port.
-  const Json& port = field(service_port, "port");
+  const Json& port = member(service_port, "port");
   if (target.is_null() && port.is_number_integer()) return port.get<int64_t>();
   return std::nullopt;
 }
 
 std::vector<std::string> services_for_pod(const client::Informer& services, const Json& pod) {
   std::vector<std::string> keys;
-  const Json& labels = field(field(pod, "metadata"), "labels");
+  const Json& labels = member(member(pod, "metadata"), "labels");
   for (const auto& svc : services.list(client::namespace_of(pod))) {
     auto selector = service_selector(*svc);
     if (!selector) continue;
@@ -159,32 +144,32 @@ std::vector<std::string> services_for_pod(const client::Informer& services, cons
 }
 
 bool pod_endpoints_changed(const Json& old_pod, const Json& new_pod) {
-  const Json& om = field(old_pod, "metadata");
-  const Json& nm = field(new_pod, "metadata");
-  if (field(om, "labels") != field(nm, "labels")) return true;
-  if (field(om, "deletionTimestamp").is_null() != field(nm, "deletionTimestamp").is_null()) {
+  const Json& om = member(old_pod, "metadata");
+  const Json& nm = member(new_pod, "metadata");
+  if (member(om, "labels") != member(nm, "labels")) return true;
+  if (member(om, "deletionTimestamp").is_null() != member(nm, "deletionTimestamp").is_null()) {
     return true;
   }
   if (string_field(om, "uid") != string_field(nm, "uid")) return true;
-  const Json& os = field(old_pod, "status");
-  const Json& ns = field(new_pod, "status");
+  const Json& os = member(old_pod, "status");
+  const Json& ns = member(new_pod, "status");
   for (const char* f : {"podIP", "podIPs", "phase"}) {
-    if (field(os, f) != field(ns, f)) return true;
+    if (member(os, f) != member(ns, f)) return true;
   }
   const Json* orc = ready_condition(old_pod);
   const Json* nrc = ready_condition(new_pod);
   if ((orc == nullptr) != (nrc == nullptr) || (orc && *orc != *nrc)) return true;
-  const Json& ospec = field(old_pod, "spec");
-  const Json& nspec = field(new_pod, "spec");
+  const Json& ospec = member(old_pod, "spec");
+  const Json& nspec = member(new_pod, "spec");
   for (const char* f : {"nodeName", "hostname", "subdomain"}) {
-    if (field(ospec, f) != field(nspec, f)) return true;
+    if (member(ospec, f) != member(nspec, f)) return true;
   }
   auto ports_of = [](const Json& spec) {
     Json out = Json::array();
     for (const char* list : {"containers", "initContainers"}) {
-      const Json& cs = field(spec, list);
+      const Json& cs = member(spec, list);
       if (!cs.is_array()) continue;
-      for (const auto& c : cs) out.push_back(field(c, "ports"));
+      for (const auto& c : cs) out.push_back(member(c, "ports"));
     }
     return out;
   };
@@ -216,7 +201,7 @@ int64_t TriggerTimeTracker::compute(const std::string& service_key, const Json& 
     int64_t before = it == old.pod_triggers.end() ? -1 : it->second;
     if (before != t) min_changed = min_trigger(min_changed, t);
   }
-  std::string created = string_field(field(service, "metadata"), "creationTimestamp");
+  std::string created = string_field(member(service, "metadata"), "creationTimestamp");
   next.service_trigger = created.empty() ? -1 : parse_rfc3339(created);
   if (next.service_trigger != old.service_trigger) {
     min_changed = min_trigger(min_changed, next.service_trigger);

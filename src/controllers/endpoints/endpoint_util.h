@@ -26,10 +26,6 @@ inline constexpr const char* kLastChangeTriggerTime =
     "endpoints.kubernetes.io/last-change-trigger-time";
 inline constexpr const char* kHeadlessLabel = "service.kubernetes.io/headless";
 
-// The field `key` of `obj`, or null when obj is not an object or lacks it.
-const Json& field(const Json& obj, std::string_view key);
-std::string string_field(const Json& obj, std::string_view key);
-
 // The Service's pod selector; nullopt when the Service has none (its endpoints are managed by
 // the user). An empty map selects every pod in the namespace, as upstream.
 std::optional<api::LabelSelector> service_selector(const Json& service);

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "controllers/controller_utils.h"
 #include "controllers/endpoints/endpoint_util.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
 namespace endpoints {
@@ -18,21 +19,21 @@ namespace {
 using namespace endpoint_util;
 
 std::string address_key(const Json& address) {
-  return string_field(address, "ip") + '\0' + string_field(field(address, "targetRef"), "uid");
+  return string_field(address, "ip") + '\0' + string_field(member(address, "targetRef"), "uid");
 }
 
 std::string port_key(const Json& port) {
   if (port.is_null()) return std::string(1, '\x01');  // "no port": a sentinel of its own
-  return string_field(port, "name") + '\0' + field(port, "port").dump() + '\0' +
+  return string_field(port, "name") + '\0' + member(port, "port").dump() + '\0' +
          string_field(port, "protocol") + '\0' + string_field(port, "appProtocol");
 }
 
 bool address_less(const Json& a, const Json& b) {
   std::string ai = string_field(a, "ip"), bi = string_field(b, "ip");
   if (ai != bi) return ai < bi;
-  const Json& bt = field(b, "targetRef");
+  const Json& bt = member(b, "targetRef");
   if (bt.is_null()) return false;
-  const Json& at = field(a, "targetRef");
+  const Json& at = member(a, "targetRef");
   if (at.is_null()) return true;
   return string_field(at, "uid") < string_field(bt, "uid");
 }
@@ -87,7 +88,7 @@ Json repack_subsets(const std::vector<SubsetEntry>& entries) {
 bool truncate_subsets(Json& subsets) {
   size_t total_ready = 0, total_not_ready = 0;
   auto count = [](const Json& subset, const char* f) {
-    const Json& v = field(subset, f);
+    const Json& v = member(subset, f);
     return v.is_array() ? v.size() : size_t{0};
   };
   for (const auto& s : subsets) {
@@ -164,8 +165,8 @@ class EndpointsController final : public Controller {
             [this](const ObjectPtr& old_pod, const ObjectPtr& new_pod) {
               if (!pod_endpoints_changed(*old_pod, *new_pod)) return;
               enqueue_services(*new_pod);
-              if (field(field(*old_pod, "metadata"), "labels") !=
-                  field(field(*new_pod, "metadata"), "labels")) {
+              if (member(member(*old_pod, "metadata"), "labels") !=
+                  member(member(*new_pod, "metadata"), "labels")) {
                 enqueue_services(*old_pod);
               }
             },
@@ -198,7 +199,7 @@ class EndpointsController final : public Controller {
     // queued so they are removed. Leader-election records are not Services' endpoints.
     std::call_once(leftovers_once_, [this] {
       for (const auto& e : endpoints_.list()) {
-        if (field(field(field(*e, "metadata"), "annotations"), kLeaderAnnotation).is_null()) {
+        if (member(member(member(*e, "metadata"), "annotations"), kLeaderAnnotation).is_null()) {
           queue_.add(client::key_of(*e));
         }
       }
@@ -238,21 +239,21 @@ Status EndpointsController::sync(const std::string& key) {
     if (!r.is_ok() && r.status().code() != StatusCode::kNotFound) return r.status();
     return Status::ok();
   }
-  const Json& spec = field(*service, "spec");
+  const Json& spec = member(*service, "spec");
   if (string_field(spec, "type") == "ExternalName") return Status::ok();
   auto selector = service_selector(*service);
   if (!selector) return Status::ok();  // the user manages these Endpoints
 
   std::vector<ObjectPtr> pods;
   for (const auto& pod : pods_.list(ns)) {
-    if (selector->matches(field(field(*pod, "metadata"), "labels"))) pods.push_back(pod);
+    if (selector->matches(member(member(*pod, "metadata"), "labels"))) pods.push_back(pod);
   }
   // Computed on every sync so the tracker follows the pods even when nothing is written.
   int64_t trigger_time = trigger_times_.compute(key, *service, pods);
 
-  const bool publish_not_ready = field(spec, "publishNotReadyAddresses") == Json(true);
+  const bool publish_not_ready = member(spec, "publishNotReadyAddresses") == Json(true);
   const std::string family = service_ip_family(*service);
-  const Json& service_ports = field(spec, "ports");
+  const Json& service_ports = member(spec, "ports");
   const bool headless = !is_service_ip_set(*service);
   std::vector<endpoints::SubsetEntry> entries;
   for (const auto& pod : pods) {
@@ -261,8 +262,8 @@ Status EndpointsController::sync(const std::string& key) {
     if (ip.empty()) continue;
     Json address = {{"ip", ip}};
     if (should_set_hostname(*pod, *service))
-      address["hostname"] = field(field(*pod, "spec"), "hostname");
-    std::string node = string_field(field(*pod, "spec"), "nodeName");
+      address["hostname"] = member(member(*pod, "spec"), "hostname");
+    std::string node = string_field(member(*pod, "spec"), "nodeName");
     if (!node.empty()) address["nodeName"] = node;
     address["targetRef"] = {{"kind", "Pod"},
                             {"namespace", client::namespace_of(*pod)},
@@ -287,7 +288,7 @@ Status EndpointsController::sync(const std::string& key) {
   Json subsets = endpoints::repack_subsets(entries);
   bool truncated = endpoints::truncate_subsets(subsets);
 
-  Json labels = field(field(*service, "metadata"), "labels");
+  Json labels = member(member(*service, "metadata"), "labels");
   if (!labels.is_object()) labels = Json::object();
   if (headless) {
     labels[kHeadlessLabel] = "";
@@ -307,13 +308,13 @@ Status EndpointsController::sync(const std::string& key) {
     }
   }
   if (current) {
-    const Json& meta = field(*current, "metadata");
-    const Json& cur_subsets = field(*current, "subsets");
+    const Json& meta = member(*current, "metadata");
+    const Json& cur_subsets = member(*current, "subsets");
     bool subsets_equal =
         cur_subsets.is_null() || cur_subsets.empty() ? subsets.empty() : cur_subsets == subsets;
-    Json cur_labels = field(meta, "labels");
+    Json cur_labels = member(meta, "labels");
     if (!cur_labels.is_object()) cur_labels = Json::object();
-    bool cur_truncated = !field(field(meta, "annotations"), kOverCapacity).is_null();
+    bool cur_truncated = !member(member(meta, "annotations"), kOverCapacity).is_null();
     if (subsets_equal && cur_labels == labels && cur_truncated == truncated) return Status::ok();
   }
 
@@ -323,7 +324,7 @@ Status EndpointsController::sync(const std::string& key) {
     meta = {{"name", name}, {"namespace", ns}};
   }
   meta["labels"] = labels;
-  Json annotations = field(meta, "annotations");
+  Json annotations = member(meta, "annotations");
   if (!annotations.is_object()) annotations = Json::object();
   if (trigger_time >= 0) {
     annotations[kLastChangeTriggerTime] = rfc3339(trigger_time);

@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "controllers/controller_utils.h"
 #include "controllers/endpoints/endpoint_util.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
 namespace {
@@ -25,7 +26,7 @@ constexpr const char* kZoneLabel = "topology.kubernetes.io/zone";
 constexpr const char* kServiceIndex = "endpointslice/service";
 
 const Json& labels_of(const Json& obj) {
-  return field(field(obj, "metadata"), "labels");
+  return member(member(obj, "metadata"), "labels");
 }
 
 bool managed_by_us(const Json& slice) {
@@ -40,7 +41,7 @@ std::string service_key_of_slice(const Json& slice) {
 }
 
 bool owned_by(const Json& slice, const Json& service) {
-  const Json& refs = field(field(slice, "metadata"), "ownerReferences");
+  const Json& refs = member(member(slice, "metadata"), "ownerReferences");
   if (!refs.is_array()) return false;
   for (const auto& r : refs) {
     if (string_field(r, "kind") == "Service" && string_field(r, "apiVersion") == "v1" &&
@@ -54,7 +55,7 @@ bool owned_by(const Json& slice, const Json& service) {
 // A port as we write it, so existing and desired ports compare equal.
 Json canonical_port(const Json& p) {
   Json out = {{"name", string_field(p, "name")}, {"protocol", port_protocol(p)}};
-  out["port"] = field(p, "port");
+  out["port"] = member(p, "port");
   if (std::string a = string_field(p, "appProtocol"); !a.empty()) out["appProtocol"] = a;
   return out;
 }
@@ -79,7 +80,7 @@ std::string sort_ports(Json& ports) {
 }
 
 std::string port_key_of_slice(const Json& slice) {
-  Json ports = field(slice, "ports");
+  Json ports = member(slice, "ports");
   if (!ports.is_array()) ports = Json::array();
   return sort_ports(ports);
 }
@@ -88,7 +89,7 @@ std::string port_key_of_slice(const Json& slice) {
 // endpoint; everything else is its state.
 std::string endpoint_key(const Json& ep) {
   std::vector<std::string> addrs;
-  const Json& a = field(ep, "addresses");
+  const Json& a = member(ep, "addresses");
   if (a.is_array()) {
     for (const auto& x : a) {
       if (x.is_string()) addrs.push_back(x.get<std::string>());
@@ -97,7 +98,7 @@ std::string endpoint_key(const Json& ep) {
   std::sort(addrs.begin(), addrs.end());
   std::string key;
   for (const auto& x : addrs) key += x + ",";
-  const Json& ref = field(ep, "targetRef");
+  const Json& ref = member(ep, "targetRef");
   key += "|" + string_field(ep, "hostname") + "|" + string_field(ref, "namespace") + "/" +
          string_field(ref, "name");
   return key;
@@ -105,21 +106,21 @@ std::string endpoint_key(const Json& ep) {
 
 bool endpoints_equal_beyond_key(const Json& a, const Json& b) {
   for (const char* f : {"nodeName", "zone", "hints"}) {
-    if (field(a, f) != field(b, f)) return false;
+    if (member(a, f) != member(b, f)) return false;
   }
-  const Json& ac = field(a, "conditions");
-  const Json& bc = field(b, "conditions");
+  const Json& ac = member(a, "conditions");
+  const Json& bc = member(b, "conditions");
   for (const char* f : {"ready", "serving", "terminating"}) {
-    if (field(ac, f) != field(bc, f)) return false;
+    if (member(ac, f) != member(bc, f)) return false;
   }
-  Json ar = field(a, "targetRef"), br = field(b, "targetRef");
+  Json ar = member(a, "targetRef"), br = member(b, "targetRef");
   if (ar.is_object()) ar.erase("resourceVersion");
   if (br.is_object()) br.erase("resourceVersion");
   return ar == br;
 }
 
 size_t endpoint_count(const Json& slice) {
-  const Json& e = field(slice, "endpoints");
+  const Json& e = member(slice, "endpoints");
   return e.is_array() ? e.size() : 0;
 }
 
@@ -333,7 +334,7 @@ Status EndpointSliceController::sync(const std::string& key) {
     tracker_.forget(key);
     return Status::ok();
   }
-  const Json& spec = field(*service, "spec");
+  const Json& spec = member(*service, "spec");
   if (string_field(spec, "type") == "ExternalName") return Status::ok();
   auto selector = service_selector(*service);
   if (!selector) return Status::ok();  // slices of selector-less Services are the user's
@@ -351,8 +352,8 @@ Status EndpointSliceController::sync(const std::string& key) {
   }
 
   const std::string address_type = service_ip_family(*service);
-  const bool publish_not_ready = field(spec, "publishNotReadyAddresses") == Json(true);
-  const Json& service_ports = field(spec, "ports");
+  const bool publish_not_ready = member(spec, "publishNotReadyAddresses") == Json(true);
+  const Json& service_ports = member(spec, "ports");
   Plan plan;
 
   // Existing slices of this address type owned by this Service, by their ports; the rest go.
@@ -397,7 +398,7 @@ Status EndpointSliceController::sync(const std::string& key) {
     Group& group = desired[pk];
     group.ports = ports;
 
-    const Json& pod_spec = field(*pod, "spec");
+    const Json& pod_spec = member(*pod, "spec");
     std::string node_name = string_field(pod_spec, "nodeName");
     ObjectPtr node = node_name.empty() ? nullptr : nodes_.get(node_name);
     if (!node && !publish_not_ready) {
@@ -487,7 +488,7 @@ void EndpointSliceController::reconcile_port_mapping(const Json& service,
   for (const auto& slice : existing) {
     Json kept = Json::array();
     bool changed = false;
-    const Json& eps = field(*slice, "endpoints");
+    const Json& eps = member(*slice, "endpoints");
     if (eps.is_array()) {
       for (const auto& ep : eps) {
         auto it = desired.find(endpoint_key(ep));
@@ -591,7 +592,7 @@ Status EndpointSliceController::finalize(const Json& service, Plan& plan, int64_
   }
 
   // No new slices for a Service being deleted: they would race the garbage collector.
-  if (field(field(service, "metadata"), "deletionTimestamp").is_null()) {
+  if (member(member(service, "metadata"), "deletionTimestamp").is_null()) {
     for (auto& slice : plan.create) {
       set_trigger_time(slice, trigger_time);
       auto r = ctx_.api.create(kEndpointSlices, ns, slice);

@@ -9,6 +9,7 @@
 
 #include "api/schema.h"
 #include "base/log.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
 namespace {
@@ -19,19 +20,12 @@ constexpr std::string_view kForegroundFinalizer = "foregroundDeletion";
 constexpr std::string_view kOrphanFinalizer = "orphan";
 constexpr int kConflictRetries = 5;
 
-const Json& field(const Json& obj, const char* name) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(name);
-  return it == obj.end() ? kNull : *it;
-}
-
 const Json& metadata(const Json& obj) {
-  return field(obj, "metadata");
+  return member(obj, "metadata");
 }
 
 bool has_finalizer(const Json& obj, std::string_view finalizer) {
-  const Json& list = field(metadata(obj), "finalizers");
+  const Json& list = member(metadata(obj), "finalizers");
   if (!list.is_array()) return false;
   return std::any_of(list.begin(), list.end(), [&](const Json& f) {
     return f.is_string() && f.get_ref<const std::string&>() == finalizer;
@@ -39,7 +33,7 @@ bool has_finalizer(const Json& obj, std::string_view finalizer) {
 }
 
 bool being_deleted(const Json& obj) {
-  return field(metadata(obj), "deletionTimestamp").is_string();
+  return member(metadata(obj), "deletionTimestamp").is_string();
 }
 
 std::string group_of(std::string_view api_version) {
@@ -55,13 +49,13 @@ struct OwnerRef {
 
 std::vector<OwnerRef> owner_refs_of(const Json& obj) {
   std::vector<OwnerRef> out;
-  const Json& refs = field(metadata(obj), "ownerReferences");
+  const Json& refs = member(metadata(obj), "ownerReferences");
   if (!refs.is_array()) return out;
   for (const auto& ref : refs) {
     if (!ref.is_object()) continue;
     OwnerRef r{ref.value("uid", ""), ref.value("apiVersion", ""), ref.value("kind", ""),
                ref.value("name", "")};
-    const Json& block = field(ref, "blockOwnerDeletion");
+    const Json& block = member(ref, "blockOwnerDeletion");
     r.block_owner_deletion = block.is_boolean() && block.get<bool>();
     if (!r.uid.empty()) out.push_back(std::move(r));
   }
@@ -628,7 +622,7 @@ class GarbageCollector : public Controller {
   Status remove_owner_refs(const client::Resource& resource, const Identity& id,
                            const std::string& uid, const std::vector<std::string>& owner_uids) {
     return patch_latest(resource, id, uid, [&](const Json& latest) -> std::optional<Json> {
-      const Json& refs = field(metadata(latest), "ownerReferences");
+      const Json& refs = member(metadata(latest), "ownerReferences");
       if (!refs.is_array()) return std::nullopt;
       Json kept = Json::array();
       for (const auto& ref : refs) {
@@ -646,7 +640,7 @@ class GarbageCollector : public Controller {
   Status unblock_owner_refs(const client::Resource& resource, const Identity& id,
                             const std::string& uid) {
     return patch_latest(resource, id, uid, [&](const Json& latest) -> std::optional<Json> {
-      const Json& refs = field(metadata(latest), "ownerReferences");
+      const Json& refs = member(metadata(latest), "ownerReferences");
       if (!refs.is_array()) return std::nullopt;
       Json updated = refs;
       bool changed = false;
@@ -666,7 +660,7 @@ class GarbageCollector : public Controller {
     return patch_latest(resource, id, uid, [&](const Json& latest) -> std::optional<Json> {
       if (!has_finalizer(latest, finalizer)) return std::nullopt;
       Json kept = Json::array();
-      for (const auto& f : field(metadata(latest), "finalizers")) {
+      for (const auto& f : member(metadata(latest), "finalizers")) {
         if (!(f.is_string() && f.get_ref<const std::string&>() == finalizer)) kept.push_back(f);
       }
       return Json{{"finalizers", kept.empty() ? Json() : kept}};

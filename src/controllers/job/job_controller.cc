@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "controllers/controller_utils.h"
 #include "controllers/job/job_util.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
 namespace {
@@ -22,12 +23,6 @@ constexpr size_t kMaxUncountedPods = 500;
 constexpr int kMaxPodCreateDeletePerSync = 500;
 // Longest generateName that leaves room for the API server's random suffix in a 63-char name.
 constexpr size_t kMaxGeneratedNameLength = 58;
-
-int64_t int_at(const Json& obj, std::string_view key, int64_t fallback) {
-  if (!obj.is_object()) return fallback;
-  auto it = obj.find(key);
-  return it != obj.end() && it->is_number_integer() ? it->get<int64_t>() : fallback;
-}
 
 std::optional<int64_t> optional_int(const Json& obj, std::string_view key) {
   if (!obj.is_object()) return std::nullopt;
@@ -66,7 +61,7 @@ Spec spec_of(const Json& job) {
   if (!parallelism && !s.completions) s.completions = 1;
   s.parallelism = static_cast<int>(std::max<int64_t>(0, parallelism.value_or(1)));
   if (s.completions) s.completions = std::max(0, *s.completions);
-  s.backoff_limit = static_cast<int>(int_at(spec, "backoffLimit", 6));
+  s.backoff_limit = static_cast<int>(int_field(spec, "backoffLimit", 6));
   s.active_deadline = optional_int(spec, "activeDeadlineSeconds");
   s.suspended = spec.value("suspend", false);
   s.indexed = spec.value("completionMode", "NonIndexed") == "Indexed";
@@ -428,7 +423,7 @@ class JobController final : public Controller {
       for (const char* list : {"initContainerStatuses", "containerStatuses"}) {
         auto it = status.find(list);
         if (it == status.end() || !it->is_array()) continue;
-        for (const auto& c : *it) restarts += int_at(c, "restartCount", 0);
+        for (const auto& c : *it) restarts += int_field(c, "restartCount", 0);
       }
     }
     if (s.spec.backoff_limit == 0) return restarts > 0;
@@ -513,9 +508,9 @@ class JobController final : public Controller {
         new_failed.push_back(p.pod.get());
       }
     }
-    s.succeeded = static_cast<int>(int_at(s.status(), "succeeded", 0) + new_succeeded.size() +
+    s.succeeded = static_cast<int>(int_field(s.status(), "succeeded", 0) + new_succeeded.size() +
                                    s.uncounted_succeeded.size());
-    s.failed = static_cast<int>(int_at(s.status(), "failed", 0) + new_failed.size() +
+    s.failed = static_cast<int>(int_field(s.status(), "failed", 0) + new_failed.size() +
                                 s.uncounted_failed.size());
 
     std::string old_start = s.status().value("startTime", "");
@@ -593,9 +588,9 @@ class JobController final : public Controller {
       }
     }
 
-    bool needs_update = suspend_changed || active != int_at(s.status(), "active", 0) ||
-                        s.ready != int_at(s.status(), "ready", -1) ||
-                        s.terminating != int_at(s.status(), "terminating", -1) ||
+    bool needs_update = suspend_changed || active != int_field(s.status(), "active", 0) ||
+                        s.ready != int_field(s.status(), "ready", -1) ||
+                        s.terminating != int_field(s.status(), "terminating", -1) ||
                         s.status().value("startTime", "") != old_start;
     set_count(s.status(), "active", active);
     s.status()["ready"] = s.ready;
@@ -915,7 +910,7 @@ class JobController final : public Controller {
       if (keep.size() == it->size()) continue;
       updated = true;
       set_count(status, counter,
-                int_at(status, counter, 0) + static_cast<int64_t>(it->size() - keep.size()));
+                int_field(status, counter, 0) + static_cast<int64_t>(it->size() - keep.size()));
       if (keep.empty()) {
         uncounted.erase(list);
       } else {
@@ -1076,7 +1071,7 @@ class JobController final : public Controller {
   void record_job_finished(const SyncState& s) {
     if (s.finished->type == "Complete") {
       if (s.spec.completions &&
-          int_at(s.job.value("status", Json::object()), "succeeded", 0) > *s.spec.completions) {
+          int_field(s.job.value("status", Json::object()), "succeeded", 0) > *s.spec.completions) {
         recorder_->event(s.job, "Warning", "TooManySucceededPods",
                          "Too many succeeded pods running after completion count reached");
       }

@@ -5,6 +5,7 @@
 
 #include "base/time.h"
 #include "controllers/controller_utils.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers::job {
 namespace {
@@ -19,15 +20,8 @@ std::optional<int> parse_non_negative(std::string_view s) {
   return v;
 }
 
-const Json& field(const Json& obj, std::string_view name) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(name);
-  return it == obj.end() ? kNull : *it;
-}
-
 std::string string_at(const Json& obj, std::string_view a, std::string_view b) {
-  const Json& v = field(field(obj, a), b);
+  const Json& v = member(member(obj, a), b);
   return v.is_string() ? v.get<std::string>() : "";
 }
 
@@ -39,16 +33,16 @@ int phase_ordinal(const std::string& phase) {
 }
 
 int64_t ready_since(const Json& pod) {
-  const Json* c = find_condition(field(pod, "status"), "Ready");
+  const Json* c = find_condition(member(pod, "status"), "Ready");
   return c ? parse_rfc3339(c->value("lastTransitionTime", "")) : -1;
 }
 
 int max_restarts(const Json& pod) {
   int m = 0;
-  const Json& statuses = field(field(pod, "status"), "containerStatuses");
+  const Json& statuses = member(member(pod, "status"), "containerStatuses");
   if (!statuses.is_array()) return 0;
   for (const auto& s : statuses) {
-    const Json& r = field(s, "restartCount");
+    const Json& r = member(s, "restartCount");
     if (r.is_number_integer()) m = std::max(m, r.get<int>());
   }
   return m;
@@ -123,7 +117,7 @@ std::string IndexSet::to_string() const {
 }
 
 std::optional<std::string> finished_condition(const Json& job) {
-  const Json& conds = field(field(job, "status"), "conditions");
+  const Json& conds = member(member(job, "status"), "conditions");
   if (!conds.is_array()) return std::nullopt;
   for (const auto& c : conds) {
     std::string type = c.value("type", "");
@@ -142,7 +136,7 @@ bool is_job_succeeded(const Json& job) {
 }
 
 int64_t job_finish_time(const Json& job) {
-  const Json& conds = field(field(job, "status"), "conditions");
+  const Json& conds = member(member(job, "status"), "conditions");
   if (!conds.is_array()) return -1;
   for (const auto& c : conds) {
     std::string type = c.value("type", "");
@@ -154,14 +148,14 @@ int64_t job_finish_time(const Json& job) {
 }
 
 int completion_index(const Json& pod) {
-  const Json& v = field(field(field(pod, "metadata"), "annotations"), kCompletionIndexKey);
+  const Json& v = member(member(member(pod, "metadata"), "annotations"), kCompletionIndexKey);
   if (!v.is_string()) return -1;
   auto parsed = parse_non_negative(v.get<std::string>());
   return parsed ? *parsed : -1;
 }
 
 bool has_tracking_finalizer(const Json& pod) {
-  const Json& f = field(field(pod, "metadata"), "finalizers");
+  const Json& f = member(member(pod, "metadata"), "finalizers");
   if (!f.is_array()) return false;
   return std::any_of(f.begin(), f.end(), [](const Json& v) {
     return v.is_string() && v.get_ref<const std::string&>() == kTrackingFinalizer;
@@ -169,13 +163,13 @@ bool has_tracking_finalizer(const Json& pod) {
 }
 
 int64_t pod_finish_time(const Json& pod) {
-  const Json& status = field(pod, "status");
-  const Json& statuses = field(status, "containerStatuses");
+  const Json& status = member(pod, "status");
+  const Json& statuses = member(status, "containerStatuses");
   if (statuses.is_array() && !statuses.empty()) {
     int64_t latest = -1;
     bool all = true;
     for (const auto& s : statuses) {
-      const Json& terminated = field(field(s, "state"), "terminated");
+      const Json& terminated = member(member(s, "state"), "terminated");
       int64_t at = parse_rfc3339(terminated.is_object() ? terminated.value("finishedAt", "") : "");
       if (at < 0) {
         all = false;
@@ -193,7 +187,7 @@ int64_t pod_finish_time(const Json& pod) {
   std::string deletion = string_at(pod, "metadata", "deletionTimestamp");
   if (!deletion.empty()) {
     int64_t at = parse_rfc3339(deletion);
-    const Json& grace = field(field(pod, "metadata"), "deletionGracePeriodSeconds");
+    const Json& grace = member(member(pod, "metadata"), "deletionGracePeriodSeconds");
     if (at >= 0) return at - (grace.is_number_integer() ? grace.get<int64_t>() : 0);
   }
   return parse_rfc3339(string_at(pod, "metadata", "creationTimestamp"));

@@ -9,6 +9,7 @@
 
 #include "api/schema.h"
 #include "base/log.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
 namespace {
@@ -27,15 +28,8 @@ bool has_string(const Json& list, std::string_view value) {
                      [&](const Json& v) { return v.is_string() && v.get<std::string>() == value; });
 }
 
-const Json& field(const Json& obj, const char* name) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(name);
-  return it == obj.end() ? kNull : *it;
-}
-
 bool being_deleted(const Json& obj) {
-  return field(field(obj, "metadata"), "deletionTimestamp").is_string();
+  return member(member(obj, "metadata"), "deletionTimestamp").is_string();
 }
 
 // The conditions upstream's namespace deleter maintains, in its order, with the reason and
@@ -136,7 +130,7 @@ class NamespaceController : public Controller {
     if (!being_deleted(ns)) return Status::ok();
 
     auto marked = retry_on_conflict(std::move(ns), [this](const Json& latest) -> Result<Json> {
-      if (field(field(latest, "status"), "phase") == "Terminating") return latest;
+      if (member(member(latest, "status"), "phase") == "Terminating") return latest;
       Json next = latest;
       next["status"]["phase"] = "Terminating";
       return ctx_.api.update(kNamespaces, "", next, {}, "status");
@@ -146,7 +140,7 @@ class NamespaceController : public Controller {
     }
     ns = std::move(marked).value();
     if (!being_deleted(ns)) return Status::ok();
-    if (!has_string(field(field(ns, "spec"), "finalizers"), kNamespaceFinalizer)) {
+    if (!has_string(member(member(ns, "spec"), "finalizers"), kNamespaceFinalizer)) {
       return Status::ok();
     }
 
@@ -164,7 +158,7 @@ class NamespaceController : public Controller {
     auto finalized = retry_on_conflict(std::move(ns), [this](const Json& latest) -> Result<Json> {
       Json next = latest;
       std::set<std::string> kept;
-      for (const auto& f : field(field(latest, "spec"), "finalizers")) {
+      for (const auto& f : member(member(latest, "spec"), "finalizers")) {
         if (f.is_string() && f.get<std::string>() != kNamespaceFinalizer) {
           kept.insert(f.get<std::string>());
         }
@@ -203,7 +197,7 @@ class NamespaceController : public Controller {
   Result<int64_t> delete_all_content(Json& ns) {
     const std::string ns_name = client::name_of(ns);
     int64_t deleted_at = parse_rfc3339(
-        field(field(ns, "metadata"), "deletionTimestamp").get_ref<const std::string&>());
+        member(member(ns, "metadata"), "deletionTimestamp").get_ref<const std::string&>());
     int64_t estimate = 0;
     std::vector<std::string> errors;
     std::vector<std::string> remaining_resources;
@@ -262,7 +256,7 @@ class NamespaceController : public Controller {
       if (listed.status().code() != StatusCode::kNotFound) out.error = listed.status();
       return out;
     }
-    const Json& items = field(listed.value(), "items");
+    const Json& items = member(listed.value(), "items");
     if (r.display_name() == kPods.display_name()) {
       out.estimate = pod_termination_estimate(items, deleted_at);
     }
@@ -282,10 +276,10 @@ class NamespaceController : public Controller {
       out.error = after.status();
       return out;
     }
-    const Json& left = field(after.value(), "items");
+    const Json& left = member(after.value(), "items");
     out.remaining = left.is_array() ? left.size() : 0;
     for (const auto& item : left) {
-      for (const auto& f : field(field(item, "metadata"), "finalizers")) {
+      for (const auto& f : member(member(item, "metadata"), "finalizers")) {
         if (f.is_string()) ++out.finalizers[f.get<std::string>()];
       }
     }
@@ -311,10 +305,10 @@ class NamespaceController : public Controller {
   int64_t pod_termination_estimate(const Json& pods, int64_t deleted_at) const {
     int64_t estimate = 0;
     for (const auto& pod : pods) {
-      const Json& phase_field = field(field(pod, "status"), "phase");
+      const Json& phase_field = member(member(pod, "status"), "phase");
       std::string phase = phase_field.is_string() ? phase_field.get<std::string>() : "";
       if (phase == "Succeeded" || phase == "Failed") continue;
-      const Json& grace = field(field(pod, "spec"), "terminationGracePeriodSeconds");
+      const Json& grace = member(member(pod, "spec"), "terminationGracePeriodSeconds");
       if (grace.is_number_integer()) estimate = std::max(estimate, grace.get<int64_t>());
     }
     if (deleted_at >= 0 && ctx_.clock.now_seconds() - deleted_at >= estimate) return 0;

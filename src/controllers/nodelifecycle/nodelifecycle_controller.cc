@@ -13,6 +13,7 @@
 
 #include "base/log.h"
 #include "controllers/controller_utils.h"
+#include "controllers/json_fields.h"
 #include "controllers/nodelifecycle/taint_eviction.h"
 #include "controllers/nodelifecycle/taints.h"
 
@@ -64,7 +65,7 @@ bool is_condition_taint_key(const std::string& key) {
 }
 
 const Json* ready_condition(const Json& node) {
-  return find_condition(field(node, "status"), "Ready");
+  return find_condition(member(node, "status"), "Ready");
 }
 
 std::string status_of(const Json& condition) {
@@ -72,7 +73,7 @@ std::string status_of(const Json& condition) {
 }
 
 const Json& labels_of(const Json& obj) {
-  return field(field(obj, "metadata"), "labels");
+  return member(member(obj, "metadata"), "labels");
 }
 
 // Upstream's zone key: region and zone labels (topology.kubernetes.io/..., else the beta
@@ -193,7 +194,7 @@ class NodeLifecycle {
                             const ObjectPtr& n) { queue_.add("node:" + client::name_of(*n)); },
         .on_delete = nullptr,
     });
-    auto node_of = [](const Json& pod) { return string_field(field(pod, "spec"), "nodeName"); };
+    auto node_of = [](const Json& pod) { return string_field(member(pod, "spec"), "nodeName"); };
     pods_.add_handlers({
         .on_add =
             [this, node_of](const ObjectPtr& p) {
@@ -381,7 +382,7 @@ void NodeLifecycle::monitor_pass() {
           name);
       continue;
     }
-    if (field(labels_of(node), kExcludeDisruptionLabel).is_null()) {
+    if (member(labels_of(node), kExcludeDisruptionLabel).is_null()) {
       zone_statuses[zone_key(node)].push_back(current.is_null() ? "" : status_of(current));
     }
     if (current.is_null()) continue;
@@ -415,7 +416,7 @@ Status NodeLifecycle::try_update_node_health(Json& node, Json& observed, Json& c
     std::lock_guard lock(health_mu_);
     if (auto it = health_.find(name); it != health_.end()) health = it->second;
   }
-  const std::string created_text = string_field(field(node, "metadata"), "creationTimestamp");
+  const std::string created_text = string_field(member(node, "metadata"), "creationTimestamp");
   const TimePoint created = time_of(created_text, now);
   const Json* ready = ready_condition(node);
   std::chrono::milliseconds grace = ctx_.options.node_monitor_grace_period;
@@ -442,15 +443,16 @@ Status NodeLifecycle::try_update_node_health(Json& node, Json& observed, Json& c
   } else if (!saved.is_null() && !ready) {
     health = Health{Json(), now, now, std::nullopt};
   } else if (!saved.is_null() && ready &&
-             field(saved, "lastHeartbeatTime") != field(*ready, "lastHeartbeatTime")) {
-    TimePoint transition = field(saved, "lastTransitionTime") != field(*ready, "lastTransitionTime")
-                               ? now
-                               : health->ready_transition;
+             member(saved, "lastHeartbeatTime") != member(*ready, "lastHeartbeatTime")) {
+    TimePoint transition =
+        member(saved, "lastTransitionTime") != member(*ready, "lastTransitionTime")
+            ? now
+            : health->ready_transition;
     health = Health{*ready, now, transition, std::nullopt};
   }
   // A renewed Lease is a heartbeat too.
   if (ObjectPtr lease = leases_.get(kNodeLeaseNamespace, name)) {
-    auto renew = parse_micro(string_field(field(*lease, "spec"), "renewTime"));
+    auto renew = parse_micro(string_field(member(*lease, "spec"), "renewTime"));
     if (renew && (!health->lease_renew || *health->lease_renew < *renew)) {
       health->lease_renew = renew;
       health->probe = now;
@@ -505,7 +507,7 @@ Status NodeLifecycle::try_update_node_health(Json& node, Json& observed, Json& c
 
 void NodeLifecycle::process_taint_based_eviction(const Json& node,
                                                  const std::string& observed_status) {
-  const Json& taints = field(field(node, "spec"), "taints");
+  const Json& taints = member(member(node, "spec"), "taints");
   Status s;
   if (observed_status == "False") {
     if (taint_exists(taints, kUnreachableNoExecute)) {
@@ -661,8 +663,8 @@ Status NodeLifecycle::mark_pods_not_ready(const std::vector<ObjectPtr>& pods,
   Status first;
   const std::string now = timestamp(ctx_.clock.now());
   for (const auto& pod : pods) {
-    if (string_field(field(*pod, "spec"), "nodeName") != node_name) continue;
-    const Json* ready = find_condition(field(*pod, "status"), "Ready");
+    if (string_field(member(*pod, "spec"), "nodeName") != node_name) continue;
+    const Json* ready = find_condition(member(*pod, "status"), "Ready");
     if (!ready || status_of(*ready) == "False") continue;
     Json copy = *pod;
     for (auto& c : copy["status"]["conditions"]) {
@@ -692,7 +694,7 @@ Status NodeLifecycle::swap_taints(const Json& node, const std::vector<TaintRef>&
       }
       current = std::move(fresh.value());
     }
-    const Json& taints = field(field(current, "spec"), "taints");
+    const Json& taints = member(member(current, "spec"), "taints");
     Json next = Json::array();
     if (taints.is_array()) {
       for (const auto& t : taints) {
@@ -731,7 +733,7 @@ Status NodeLifecycle::sync_no_schedule_taints(const std::string& node_name) {
   ObjectPtr node = nodes_.get(node_name);
   if (!node) return Status::ok();
   std::set<std::string> want;
-  const Json& conditions = field(field(*node, "status"), "conditions");
+  const Json& conditions = member(member(*node, "status"), "conditions");
   if (conditions.is_array()) {
     for (const auto& c : conditions) {
       if (const char* key = condition_taint(string_field(c, "type"), status_of(c))) {
@@ -739,9 +741,10 @@ Status NodeLifecycle::sync_no_schedule_taints(const std::string& node_name) {
       }
     }
   }
-  if (field(field(*node, "spec"), "unschedulable") == Json(true)) want.insert(kTaintUnschedulable);
+  if (member(member(*node, "spec"), "unschedulable") == Json(true))
+    want.insert(kTaintUnschedulable);
   std::set<std::string> have;
-  const Json& taints = field(field(*node, "spec"), "taints");
+  const Json& taints = member(member(*node, "spec"), "taints");
   if (taints.is_array()) {
     for (const auto& t : taints) {
       std::string key = string_field(t, "key");
@@ -763,7 +766,7 @@ Status NodeLifecycle::sync_no_schedule_taints(const std::string& node_name) {
 Status NodeLifecycle::sync_pod(const std::string& pod_key) {
   ObjectPtr pod = pods_.get(pod_key);
   if (!pod) return Status::ok();
-  std::string node_name = string_field(field(*pod, "spec"), "nodeName");
+  std::string node_name = string_field(member(*pod, "spec"), "nodeName");
   Json ready;
   {
     std::lock_guard lock(health_mu_);
@@ -801,7 +804,7 @@ class NodeLifecycleController final : public Controller {
   // Both halves look pods up by node; the index is registered before either is built.
   static bool add_pods_by_node_index(ControllerContext& ctx) {
     ctx.informers.informer(kPods).add_index(kPodsByNodeIndex, [](const Json& pod) {
-      std::string node = string_field(field(pod, "spec"), "nodeName");
+      std::string node = string_field(member(pod, "spec"), "nodeName");
       return node.empty() ? std::vector<std::string>{} : std::vector<std::string>{node};
     });
     return true;

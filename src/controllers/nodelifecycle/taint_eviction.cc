@@ -2,6 +2,7 @@
 
 #include "base/log.h"
 #include "controllers/controller_utils.h"
+#include "controllers/json_fields.h"
 #include "controllers/nodelifecycle/taints.h"
 
 namespace skiff::controllers::nodelifecycle {
@@ -13,11 +14,11 @@ using client::resources::kPods;
 constexpr auto kPollInterval = std::chrono::milliseconds(100);
 
 std::string node_name_of(const Json& pod) {
-  return string_field(field(pod, "spec"), "nodeName");
+  return string_field(member(pod, "spec"), "nodeName");
 }
 
 const Json& tolerations_of(const Json& pod) {
-  return field(field(pod, "spec"), "tolerations");
+  return member(member(pod, "spec"), "tolerations");
 }
 
 }  // namespace
@@ -231,7 +232,7 @@ Status TaintEviction::evict(const std::string& pod_key) {
     forget();
     return Status::ok();
   }
-  const Json* cond = find_condition(field(pod, "status"), "DisruptionTarget");
+  const Json* cond = find_condition(member(pod, "status"), "DisruptionTarget");
   if (!cond || string_field(*cond, "status") != "True") {
     if (!pod["status"].is_object()) pod["status"] = Json::object();
     set_condition(pod["status"],

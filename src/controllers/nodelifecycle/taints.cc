@@ -2,29 +2,11 @@
 
 #include <algorithm>
 
+#include "controllers/json_fields.h"
+
 namespace skiff::controllers::nodelifecycle {
-namespace {
-
-std::string str(const Json& obj, const char* key) {
-  return string_field(obj, key);
-}
-
-}  // namespace
-
-const Json& field(const Json& obj, std::string_view key) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(key);
-  return it == obj.end() ? kNull : *it;
-}
-
-std::string string_field(const Json& obj, std::string_view key) {
-  const Json& v = field(obj, key);
-  return v.is_string() ? v.get<std::string>() : std::string();
-}
-
 bool taint_matches(const Json& taint, const TaintRef& ref) {
-  return str(taint, "key") == ref.key && str(taint, "effect") == ref.effect;
+  return string_field(taint, "key") == ref.key && string_field(taint, "effect") == ref.effect;
 }
 
 bool taint_exists(const Json& taints, const TaintRef& ref) {
@@ -34,13 +16,14 @@ bool taint_exists(const Json& taints, const TaintRef& ref) {
 }
 
 bool tolerates(const Json& toleration, const Json& taint) {
-  std::string effect = str(toleration, "effect");
-  if (!effect.empty() && effect != str(taint, "effect")) return false;
-  std::string key = str(toleration, "key");
-  std::string op = str(toleration, "operator");
-  if (!key.empty() && key != str(taint, "key")) return false;
+  std::string effect = string_field(toleration, "effect");
+  if (!effect.empty() && effect != string_field(taint, "effect")) return false;
+  std::string key = string_field(toleration, "key");
+  std::string op = string_field(toleration, "operator");
+  if (!key.empty() && key != string_field(taint, "key")) return false;
   if (op == "Exists") return true;
-  if (op.empty() || op == "Equal") return str(toleration, "value") == str(taint, "value");
+  if (op.empty() || op == "Equal")
+    return string_field(toleration, "value") == string_field(taint, "value");
   return false;
 }
 
@@ -87,7 +70,7 @@ std::vector<Json> no_execute_taints(const Json& node) {
   const Json& spec = node["spec"];
   if (!spec.is_object() || !spec.contains("taints") || !spec["taints"].is_array()) return out;
   for (const auto& t : spec["taints"]) {
-    if (str(t, "effect") == "NoExecute") out.push_back(t);
+    if (string_field(t, "effect") == "NoExecute") out.push_back(t);
   }
   return out;
 }

@@ -25,11 +25,6 @@ inline constexpr const char* kTaintDiskPressure = "node.kubernetes.io/disk-press
 inline constexpr const char* kTaintPidPressure = "node.kubernetes.io/pid-pressure";
 inline constexpr const char* kTaintNetworkUnavailable = "node.kubernetes.io/network-unavailable";
 
-// The field `key` of `obj`, or null when obj is not an object or lacks it; and the same as a
-// string ("" when absent or not a string).
-const Json& field(const Json& obj, std::string_view key);
-std::string string_field(const Json& obj, std::string_view key);
-
 // A taint identified by key and effect (what upstream's MatchTaint compares).
 struct TaintRef {
   std::string key;

@@ -9,6 +9,7 @@
 
 #include "base/log.h"
 #include "base/time.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
 namespace {
@@ -20,20 +21,8 @@ using TimePoint = std::chrono::system_clock::time_point;
 
 constexpr auto kPollInterval = 100ms;  // how often due work is looked for
 
-const Json& member(const Json& obj, const char* key) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(key);
-  return it == obj.end() ? kNull : *it;
-}
-
-std::string str(const Json& obj, const char* key) {
-  const Json& v = member(obj, key);
-  return v.is_string() ? v.get<std::string>() : std::string();
-}
-
 bool is_terminated(const Json& pod) {
-  std::string phase = str(member(pod, "status"), "phase");
+  std::string phase = string_field(member(pod, "status"), "phase");
   return phase == "Succeeded" || phase == "Failed";
 }
 
@@ -99,8 +88,8 @@ class PodGcController final : public Controller {
     const size_t excess = terminated.size() - static_cast<size_t>(threshold);
     // Oldest first; the name breaks ties so the choice is stable.
     std::sort(terminated.begin(), terminated.end(), [](const ObjectPtr& a, const ObjectPtr& b) {
-      std::string ta = str(member(*a, "metadata"), "creationTimestamp");
-      std::string tb = str(member(*b, "metadata"), "creationTimestamp");
+      std::string ta = string_field(member(*a, "metadata"), "creationTimestamp");
+      std::string tb = string_field(member(*b, "metadata"), "creationTimestamp");
       if (ta != tb) return ta < tb;
       return client::key_of(*a) < client::key_of(*b);
     });
@@ -112,7 +101,7 @@ class PodGcController final : public Controller {
   void gc_orphaned(const std::vector<ObjectPtr>& pods, TimePoint now) {
     std::map<std::string, std::vector<ObjectPtr>> by_missing_node;
     for (const auto& p : pods) {
-      std::string node = str(member(*p, "spec"), "nodeName");
+      std::string node = string_field(member(*p, "spec"), "nodeName");
       if (node.empty() || nodes_.get("", node)) continue;
       by_missing_node[node].push_back(p);
     }
@@ -140,7 +129,7 @@ class PodGcController final : public Controller {
 
   void gc_unscheduled_terminating(const std::vector<ObjectPtr>& pods) {
     for (const auto& p : pods) {
-      if (is_deleting(*p) && str(member(*p, "spec"), "nodeName").empty()) {
+      if (is_deleting(*p) && string_field(member(*p, "spec"), "nodeName").empty()) {
         SKIFF_LOG_INFO("podgc: deleting unscheduled terminating pod {}", client::key_of(*p));
         force_delete(*p);
       }

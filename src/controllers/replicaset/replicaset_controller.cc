@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
 namespace {
@@ -19,35 +20,17 @@ constexpr int kMaxParallelCalls = 16;
 constexpr int kStatusUpdateRetries = 1;
 constexpr char kDeletionCostAnnotation[] = "controller.kubernetes.io/pod-deletion-cost";
 
-const Json& empty_object() {
-  static const Json kEmpty = Json::object();
-  return kEmpty;
-}
-
-const Json& field(const Json& obj, const char* name) {
-  if (!obj.is_object()) return empty_object();
-  auto it = obj.find(name);
-  return it == obj.end() || it->is_null() ? empty_object() : *it;
-}
-
 const Json& labels_of(const Json& obj) {
   const Json& l = field(field(obj, "metadata"), "labels");
   return l.is_object() ? l : empty_object();
 }
 
-int64_t int_field(const Json& obj, const char* name, int64_t fallback = 0) {
-  if (!obj.is_object()) return fallback;
-  auto it = obj.find(name);
-  if (it == obj.end() || !it->is_number()) return fallback;
-  return it->get<int64_t>();
-}
-
 int replicas_of(const Json& owner) {
-  return static_cast<int>(int_field(field(owner, "spec"), "replicas", 1));
+  return static_cast<int>(numeric_int_field(field(owner, "spec"), "replicas", 1));
 }
 
 int64_t min_ready_seconds_of(const Json& owner) {
-  return int_field(field(owner, "spec"), "minReadySeconds");
+  return numeric_int_field(field(owner, "spec"), "minReadySeconds");
 }
 
 bool is_deleting(const Json& obj) {
@@ -118,7 +101,7 @@ int32_t deletion_cost(const Json& pod) {
 std::pair<int64_t, int64_t> max_restarts(const Json& pod) {
   int64_t regular = 0, sidecar = 0;
   for (const auto& cs : field(field(pod, "status"), "containerStatuses")) {
-    regular = std::max(regular, int_field(cs, "restartCount"));
+    regular = std::max(regular, numeric_int_field(cs, "restartCount"));
   }
   std::set<std::string> sidecars;
   for (const auto& c : field(field(pod, "spec"), "initContainers")) {
@@ -128,7 +111,7 @@ std::pair<int64_t, int64_t> max_restarts(const Json& pod) {
   }
   for (const auto& cs : field(field(pod, "status"), "initContainerStatuses")) {
     if (cs.is_object() && sidecars.count(cs.value("name", ""))) {
-      sidecar = std::max(sidecar, int_field(cs, "restartCount"));
+      sidecar = std::max(sidecar, numeric_int_field(cs, "restartCount"));
     }
   }
   return {regular, sidecar};
@@ -444,8 +427,8 @@ Status ReplicaSetController::reconcile(const std::string& key) {
   int64_t min_ready = min_ready_seconds_of(now);
   const Json& status = field(now, "status");
   if (manage_error.is_ok() && min_ready > 0 &&
-      int_field(status, "readyReplicas") == replicas_of(now) &&
-      int_field(status, "availableReplicas") != replicas_of(now)) {
+      numeric_int_field(status, "readyReplicas") == replicas_of(now) &&
+      numeric_int_field(status, "availableReplicas") != replicas_of(now)) {
     queue_.add_after(key, std::chrono::seconds(min_ready));
   }
   return manage_error;
@@ -590,7 +573,7 @@ Json ReplicaSetController::calculate_status(const Json& owner, const std::vector
 
 Result<Json> ReplicaSetController::update_status(const Json& owner, Json status) {
   const Json& old = field(owner, "status");
-  const int64_t generation = int_field(field(owner, "metadata"), "generation");
+  const int64_t generation = numeric_int_field(field(owner, "metadata"), "generation");
   // The generation acted on, so that a retry does not claim a spec it has not seen.
   if (generation != 0) {
     status["observedGeneration"] = generation;

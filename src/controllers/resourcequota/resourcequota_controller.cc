@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "api/quota.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
 namespace {
@@ -17,13 +18,6 @@ using quota::Evaluator;
 using quota::EvaluatorKind;
 using quota::ResourceList;
 
-const Json& field(const Json& obj, const char* name) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(name);
-  return it == obj.end() ? kNull : *it;
-}
-
 client::Resource resource_of(const Evaluator& e) {
   return client::Resource{e.group, e.version, e.resource, e.kind, true};
 }
@@ -32,18 +26,19 @@ client::Resource resource_of(const Evaluator& e) {
 bool usage_may_change(EvaluatorKind kind, const Json& old_obj, const Json& new_obj) {
   switch (kind) {
     case EvaluatorKind::kPods:
-      return field(old_obj, "spec") != field(new_obj, "spec") ||
-             field(field(old_obj, "status"), "phase") != field(field(new_obj, "status"), "phase") ||
-             field(field(old_obj, "metadata"), "deletionTimestamp") !=
-                 field(field(new_obj, "metadata"), "deletionTimestamp");
+      return member(old_obj, "spec") != member(new_obj, "spec") ||
+             member(member(old_obj, "status"), "phase") !=
+                 member(member(new_obj, "status"), "phase") ||
+             member(member(old_obj, "metadata"), "deletionTimestamp") !=
+                 member(member(new_obj, "metadata"), "deletionTimestamp");
     case EvaluatorKind::kServices:
-      return field(old_obj, "spec") != field(new_obj, "spec");
+      return member(old_obj, "spec") != member(new_obj, "spec");
     case EvaluatorKind::kPersistentVolumeClaims:
-      return field(old_obj, "spec") != field(new_obj, "spec") ||
-             field(field(old_obj, "status"), "allocatedResources") !=
-                 field(field(new_obj, "status"), "allocatedResources") ||
-             field(field(old_obj, "metadata"), "annotations") !=
-                 field(field(new_obj, "metadata"), "annotations");
+      return member(old_obj, "spec") != member(new_obj, "spec") ||
+             member(member(old_obj, "status"), "allocatedResources") !=
+                 member(member(new_obj, "status"), "allocatedResources") ||
+             member(member(old_obj, "metadata"), "annotations") !=
+                 member(member(new_obj, "metadata"), "annotations");
     case EvaluatorKind::kObjectCount:
       return false;
   }
@@ -75,12 +70,13 @@ class ResourceQuotaController : public Controller {
     // A quota's own changes: a new quota, or new limits, need a calculation.
     quotas_.add_handlers({[this](const ObjectPtr& q) { queue_.add(client::key_of(*q)); },
                           [this](const ObjectPtr& old_q, const ObjectPtr& q) {
-                            const Json& old_spec = field(*old_q, "spec");
-                            const Json& spec = field(*q, "spec");
-                            if (!quota::equal(quota::parse_list(field(old_spec, "hard")),
-                                              quota::parse_list(field(spec, "hard"))) ||
-                                field(old_spec, "scopes") != field(spec, "scopes") ||
-                                field(old_spec, "scopeSelector") != field(spec, "scopeSelector")) {
+                            const Json& old_spec = member(*old_q, "spec");
+                            const Json& spec = member(*q, "spec");
+                            if (!quota::equal(quota::parse_list(member(old_spec, "hard")),
+                                              quota::parse_list(member(spec, "hard"))) ||
+                                member(old_spec, "scopes") != member(spec, "scopes") ||
+                                member(old_spec, "scopeSelector") !=
+                                    member(spec, "scopeSelector")) {
                               queue_.add(client::key_of(*q));
                             }
                           },
@@ -130,7 +126,7 @@ class ResourceQuotaController : public Controller {
   // Something `e` counts changed in `ns`: recalculate the quotas there that track it.
   void replenish(const Evaluator& e, const std::string& ns) {
     for (const auto& q : quotas_.list(ns)) {
-      const Json& hard = field(field(*q, "spec"), "hard");
+      const Json& hard = member(member(*q, "spec"), "hard");
       if (!hard.is_object()) continue;
       for (const auto& [name, value] : hard.items()) {
         if (e.matches(name)) {
@@ -159,12 +155,12 @@ class ResourceQuotaController : public Controller {
     if (!cached) return Status::ok();
     const Json& q = *cached;
     const std::string ns = client::namespace_of(q);
-    const Json& status = field(q, "status");
+    const Json& status = member(q, "status");
 
-    ResourceList hard = quota::parse_list(field(field(q, "spec"), "hard"));
-    ResourceList old_hard = quota::parse_list(field(status, "hard"));
-    ResourceList old_used = quota::parse_list(field(status, "used"));
-    bool dirty = !field(status, "hard").is_object() || !field(status, "used").is_object() ||
+    ResourceList hard = quota::parse_list(member(member(q, "spec"), "hard"));
+    ResourceList old_hard = quota::parse_list(member(status, "hard"));
+    ResourceList old_used = quota::parse_list(member(status, "used"));
+    bool dirty = !member(status, "hard").is_object() || !member(status, "used").is_object() ||
                  !quota::equal(hard, old_hard);
 
     // Usage the evaluators cannot compute keeps its last value; the rest is recomputed.

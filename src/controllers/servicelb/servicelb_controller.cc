@@ -4,35 +4,16 @@
 #include <set>
 
 #include "controllers/controller_utils.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers {
-namespace {
-
-const Json& null_json() {
-  static const Json kNull;
-  return kNull;
-}
-
-const Json& field(const Json& obj, std::string_view key) {
-  if (!obj.is_object()) return null_json();
-  auto it = obj.find(key);
-  return it == obj.end() ? null_json() : *it;
-}
-
-}  // namespace
-
 namespace servicelb {
 namespace {
 
 constexpr const char* kEnableLbLabel = "svccontroller.k3s.cattle.io/enablelb";
 
-std::string string_field(const Json& obj, std::string_view key) {
-  const Json& v = field(obj, key);
-  return v.is_string() ? v.get<std::string>() : std::string();
-}
-
 bool node_ready(const Json& node) {
-  const Json* c = find_condition(field(node, "status"), "Ready");
+  const Json* c = find_condition(member(node, "status"), "Ready");
   return c && string_field(*c, "status") == "True";
 }
 
@@ -45,8 +26,8 @@ std::string family_of(const std::string& ip) {
 std::vector<std::string> ingress_addresses(const Json& service,
                                            const std::vector<ObjectPtr>& nodes) {
   std::set<std::string> families;
-  const Json& spec = field(service, "spec");
-  const Json& fams = field(spec, "ipFamilies");
+  const Json& spec = member(service, "spec");
+  const Json& fams = member(spec, "ipFamilies");
   if (fams.is_array()) {
     for (const auto& f : fams) {
       if (f.is_string()) families.insert(f.get<std::string>());
@@ -56,16 +37,16 @@ std::vector<std::string> ingress_addresses(const Json& service,
 
   bool any_enabled = false;
   for (const auto& n : nodes) {
-    if (string_field(field(field(*n, "metadata"), "labels"), kEnableLbLabel) == "true") {
+    if (string_field(member(member(*n, "metadata"), "labels"), kEnableLbLabel) == "true") {
       any_enabled = true;
     }
   }
   std::vector<const Json*> serving;
   for (const auto& n : nodes) {
-    if (!field(field(*n, "metadata"), "deletionTimestamp").is_null()) continue;
+    if (!member(member(*n, "metadata"), "deletionTimestamp").is_null()) continue;
     if (!node_ready(*n)) continue;
     if (any_enabled &&
-        string_field(field(field(*n, "metadata"), "labels"), kEnableLbLabel) != "true") {
+        string_field(member(member(*n, "metadata"), "labels"), kEnableLbLabel) != "true") {
       continue;
     }
     serving.push_back(n.get());
@@ -73,7 +54,7 @@ std::vector<std::string> ingress_addresses(const Json& service,
   auto addresses_of_type = [&](const std::string& type) {
     std::set<std::string> out;
     for (const Json* n : serving) {
-      const Json& addrs = field(field(*n, "status"), "addresses");
+      const Json& addrs = member(member(*n, "status"), "addresses");
       if (!addrs.is_array()) continue;
       for (const auto& a : addrs) {
         std::string ip = string_field(a, "address");
@@ -99,10 +80,10 @@ using servicelb::ingress_addresses;
 
 std::vector<std::string> current_ingress(const Json& service) {
   std::vector<std::string> out;
-  const Json& ingress = field(field(field(service, "status"), "loadBalancer"), "ingress");
+  const Json& ingress = member(member(member(service, "status"), "loadBalancer"), "ingress");
   if (!ingress.is_array()) return out;
   for (const auto& i : ingress) {
-    const Json& ip = field(i, "ip");
+    const Json& ip = member(i, "ip");
     if (ip.is_string()) out.push_back(ip.get<std::string>());
   }
   std::sort(out.begin(), out.end());
@@ -110,25 +91,25 @@ std::vector<std::string> current_ingress(const Json& service) {
 }
 
 bool has_ingress(const Json& service) {
-  const Json& ingress = field(field(field(service, "status"), "loadBalancer"), "ingress");
+  const Json& ingress = member(member(member(service, "status"), "loadBalancer"), "ingress");
   return ingress.is_array() && !ingress.empty();
 }
 
 bool is_ours(const Json& service) {
-  const Json& spec = field(service, "spec");
-  const Json& type = field(spec, "type");
-  const Json& cls = field(spec, "loadBalancerClass");
+  const Json& spec = member(service, "spec");
+  const Json& type = member(spec, "type");
+  const Json& cls = member(spec, "loadBalancerClass");
   return type == Json("LoadBalancer") && (cls.is_null() || cls == Json(""));
 }
 
 // What about a node decides whether it serves load balancers.
 Json node_fingerprint(const Json& node) {
-  const Json& meta = field(node, "metadata");
-  const Json* ready = find_condition(field(node, "status"), "Ready");
-  return Json::array({field(field(meta, "labels"), "svccontroller.k3s.cattle.io/enablelb"),
-                      field(meta, "deletionTimestamp").is_null(),
-                      ready ? field(*ready, "status") : Json(),
-                      field(field(node, "status"), "addresses")});
+  const Json& meta = member(node, "metadata");
+  const Json* ready = find_condition(member(node, "status"), "Ready");
+  return Json::array({member(member(meta, "labels"), "svccontroller.k3s.cattle.io/enablelb"),
+                      member(meta, "deletionTimestamp").is_null(),
+                      ready ? member(*ready, "status") : Json(),
+                      member(member(node, "status"), "addresses")});
 }
 
 class ServiceLbController final : public Controller {
@@ -179,7 +160,7 @@ class ServiceLbController final : public Controller {
     const bool ours = is_ours(*service);
     if (ours) {
       want = ingress_addresses(*service, nodes_.list());
-    } else if (field(field(*service, "spec"), "type") == Json("LoadBalancer")) {
+    } else if (member(member(*service, "spec"), "type") == Json("LoadBalancer")) {
       return Status::ok();  // another load balancer implementation's (loadBalancerClass)
     }
     std::vector<std::string> have = current_ingress(*service);

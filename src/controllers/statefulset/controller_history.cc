@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "controllers/controller_utils.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers::history {
 namespace {
@@ -13,17 +14,6 @@ using client::resources::kControllerRevisions;
 constexpr size_t kMaxPrefixLength = 223;
 // Attempts at a revision write that keeps meeting conflicts.
 constexpr int kUpdateRetries = 5;
-
-const Json& empty_object() {
-  static const Json kEmpty = Json::object();
-  return kEmpty;
-}
-
-const Json& field(const Json& obj, const char* name) {
-  if (!obj.is_object()) return empty_object();
-  auto it = obj.find(name);
-  return it == obj.end() || it->is_null() ? empty_object() : *it;
-}
 
 // Drops nulls, empty objects and empty arrays, recursively: an absent list and an empty one mean
 // the same to the API, and the server may write either.

@@ -5,6 +5,7 @@
 
 #include "base/log.h"
 #include "controllers/controller_utils.h"
+#include "controllers/json_fields.h"
 #include "controllers/statefulset/controller_history.h"
 #include "controllers/statefulset/statefulset_utils.h"
 
@@ -25,24 +26,6 @@ constexpr size_t kMaxBatchSize = 500;
 // Attempts at a write that keeps meeting conflicts.
 constexpr int kStatusUpdateRetries = 5;
 constexpr int kPodUpdateRetries = 10;
-
-const Json& empty_object() {
-  static const Json kEmpty = Json::object();
-  return kEmpty;
-}
-
-const Json& field(const Json& obj, const char* name) {
-  if (!obj.is_object()) return empty_object();
-  auto it = obj.find(name);
-  return it == obj.end() || it->is_null() ? empty_object() : *it;
-}
-
-int64_t int_field(const Json& obj, const char* name, int64_t fallback = 0) {
-  if (!obj.is_object()) return fallback;
-  auto it = obj.find(name);
-  if (it == obj.end() || !it->is_number_integer()) return fallback;
-  return it->get<int64_t>();
-}
 
 const Json& labels_of(const Json& obj) {
   const Json& l = field(field(obj, "metadata"), "labels");

@@ -4,33 +4,10 @@
 #include <set>
 
 #include "controllers/controller_utils.h"
+#include "controllers/json_fields.h"
 
 namespace skiff::controllers::statefulset {
-namespace {
-
-const Json& empty_object() {
-  static const Json kEmpty = Json::object();
-  return kEmpty;
-}
-
-const Json& field(const Json& obj, const char* name) {
-  if (!obj.is_object()) return empty_object();
-  auto it = obj.find(name);
-  return it == obj.end() || it->is_null() ? empty_object() : *it;
-}
-
-int64_t int_field(const Json& obj, const char* name, int64_t fallback) {
-  if (!obj.is_object()) return fallback;
-  auto it = obj.find(name);
-  if (it == obj.end() || !it->is_number_integer()) return fallback;
-  return it->get<int64_t>();
-}
-
-void set_default(Json& obj, const char* name, Json value) {
-  if (!obj.contains(name) || obj[name].is_null()) obj[name] = std::move(value);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 void apply_statefulset_defaults(Json& set) {
   if (!set["spec"].is_object()) set["spec"] = Json::object();
