@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import time
 import unittest
+import urllib.parse
 
 import harness
 import node
@@ -299,27 +300,75 @@ class PodsTest(node.NodeTestCase):
                 "mkdir /www && echo served > /www/index.html && httpd -p 8080 -h /www && "
                 "while true; do echo tick; sleep 0.3; done")
         self.wait_for(lambda: self.phase(name) == "Running", what="Running")
-        # kubectl 1.32 asks for WebSocket v5 first; containerd's streaming server answers that
-        # with an error and kubectl goes on over SPDY. 1.27 speaks SPDY only.
-        for version in (None, "1.27"):
-            rc, out, err = self.kubectl("exec", name, "--", "sh", "-c", "echo out; echo err >&2",
-                                        version=version)
+
+        def kubelet_log():
+            with open(self.server.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace").splitlines()
+
+        def translated(run, kind, protocol, target="/" + name):
+            """Runs `run` and returns what it returned, checking that the kubelet translated
+            exactly one session of `kind` from WebSocket `protocol` (kubectl then never fell back
+            to SPDY: it does so only when refused, and a refusal is never logged as translated),
+            or none when protocol is None, and refused none."""
+            before = len(kubelet_log())
+            result = run()
+            # The session's lines may follow the client's end by a moment.
+            want = "kubelet: %s default/%s%s: WebSocket %s translated to SPDY/3.1" % (
+                kind, name, target if kind != "portforward" else "", protocol)
+            deadline = time.time() + 10
+            while True:
+                new = kubelet_log()[before:]
+                hits = [l for l in new if " translated to SPDY/3.1 " in l]
+                if protocol is None or hits or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            self.assertEqual([l for l in new if "passed on" in l], [])
+            if protocol is None:
+                self.assertEqual(hits, [])
+            else:
+                self.assertEqual(len(hits), 1, new)
+                self.assertIn(want, hits[0])
+            return result
+
+        # kubectl 1.32 speaks WebSocket v5.channel.k8s.io, which containerd's streaming server
+        # does not: the kubelet translates it to SPDY. 1.27 speaks SPDY, which goes to the
+        # runtime as it is.
+        for version, protocol in ((None, "v5.channel.k8s.io"), ("1.27", None)):
+            rc, out, err = translated(lambda: self.kubectl(
+                "exec", name, "--", "sh", "-c", "echo out; echo err >&2", version=version),
+                "exec", protocol)
             self.assertEqual((rc, out, err), (0, "out\n", "err\n"), version)
-            rc, out, err = self.kubectl("exec", name, "--", "sh", "-c", "exit 3", version=version)
+            rc, out, err = translated(lambda: self.kubectl(
+                "exec", name, "--", "sh", "-c", "exit 3", version=version), "exec", protocol)
             self.assertEqual(rc, 3, err)
             self.assertIn("command terminated with exit code 3", err)
-            rc, out, err = self.kubectl("exec", "-i", name, "--", "tr", "a-z", "A-Z",
-                                        input="hello\n", version=version)
+            # stdin to its end (v5: the close of channel 0; SPDY: the stdin stream's FIN).
+            rc, out, err = translated(lambda: self.kubectl(
+                "exec", "-i", name, "--", "tr", "a-z", "A-Z", input="hello\n", version=version),
+                "exec", protocol)
             self.assertEqual((rc, out), (0, "HELLO\n"), err)
-        # The official Python client execs over WebSocket (v4.channel.k8s.io), which containerd's
+            rc, out, err = translated(lambda: self.kubectl(
+                "exec", "-i", name, "--", "sh", "-c", "wc -c; exit 4", input="x" * 100000,
+                version=version), "exec", protocol)
+            self.assertEqual((rc, out.strip()), (4, "100000"), err)
+        # kubectl's own account (-v=7 logs every request): v5 agreed, no fallback to SPDY (which
+        # it would log, then POST the request again).
+        rc, out, err = self.kubectl("exec", name, "-v=7", "--", "echo", "v7")
+        self.assertEqual((rc, out), (0, "v7\n"), err)
+        self.assertIn("The subprotocol is v5.channel.k8s.io", err)
+        self.assertNotIn("fallback", err)
+        self.assertNotIn("POST https://", err)
+
+        # The official Python client execs over WebSocket v4.channel.k8s.io, which containerd's
         # streaming server speaks itself.
         from kubernetes import config as kube_config
         from kubernetes.client import CoreV1Api
         from kubernetes.stream import stream
         api = CoreV1Api(kube_config.new_client_from_config(config_file=self.server.kubeconfig))
-        out = stream(api.connect_get_namespaced_pod_exec, name, "default",
-                     command=["sh", "-c", "echo from python"], stdout=True, stderr=True,
-                     stdin=False, tty=False)
+        out = translated(lambda: stream(
+            api.connect_get_namespaced_pod_exec, name, "default",
+            command=["sh", "-c", "echo from python"], stdout=True, stderr=True, stdin=False,
+            tty=False), "exec", None)
         self.assertEqual(out, "from python\n")
         rc, _, err = self.kubectl("exec", name, "-c", "nope", "--", "true")
         self.assertNotEqual(rc, 0)
@@ -327,6 +376,18 @@ class PodsTest(node.NodeTestCase):
         rc, _, err = self.kubectl("exec", "missing-pod", "--", "true")
         self.assertNotEqual(rc, 0)
         self.assertIn('pods "missing-pod" not found', err)
+
+        # A tty with a resize: kubectl needs a terminal for -t, so a raw v5 client plays it.
+        messages = translated(lambda: self._v5_exec(
+            name, ["sh", "-c", "read line; stty size; echo \"got $line\""], tty=True,
+            send=[(4, b'{"Width":100,"Height":40}'), (None, 0.3), (0, b"hello\n")]),
+            "exec", "v5.channel.k8s.io")
+        output = b"".join(data for channel, data in messages if channel == 1)
+        self.assertIn(b"40 100\r\n", output)
+        self.assertIn(b"got hello\r\n", output)
+        self.assertNotIn(2, [channel for channel, _ in messages])  # a tty has no stderr
+        self.assertEqual(messages[-2], (3, b'{"metadata":{},"status":"Success"}'))
+        self.assertEqual(messages[-1], ("close", 1000))
 
         # The kubelet's own /run (10250, the cluster CA's client certificates): the command's
         # output, or 500 with upstream's message when it fails.
@@ -345,33 +406,104 @@ class PodsTest(node.NodeTestCase):
             finally:
                 conn.close()
 
-        # attach: the running container's output.
-        attach = self.server.kubectl_popen("attach", name)
-        try:
-            line = attach.stdout.readline()
-            self.assertEqual(line, "tick\n")
-        finally:
-            attach.kill()
-            attach.communicate(timeout=30)
+        # attach: the running container's output, over WebSocket v5 (1.32) and SPDY (1.27).
+        for version, protocol in ((None, "v5.channel.k8s.io"), ("1.27", None)):
+            def attach_once():
+                attach = self.server.kubectl_popen("attach", name, version=version)
+                try:
+                    return attach.stdout.readline()
+                finally:
+                    attach.kill()
+                    attach.communicate(timeout=30)
+            self.assertEqual(translated(attach_once, "attach", protocol), "tick\n", version)
 
-        # port-forward: 1.32 tries the WebSocket tunnel first, 1.30 SPDY.
-        for version in (None, "1.30"):
-            forward = self.server.kubectl_popen("port-forward", "pod/" + name, ":8080",
-                                                version=version)
-            try:
-                line = forward.stdout.readline()
-                self.assertRegex(line, r"^Forwarding from 127\.0\.0\.1:\d+ -> 8080$", version)
-                local = int(line.split(":")[1].split()[0])
-                for _ in range(2):  # two connections through one forward
-                    body = subprocess.run(
-                        ["busybox", "wget", "-q", "-O", "-",
-                         "http://127.0.0.1:%d/index.html" % local],
-                        capture_output=True, text=True, timeout=30).stdout
-                    self.assertEqual(body, "served\n", version)
-            finally:
-                forward.kill()
-                forward.communicate(timeout=30)
+        # port-forward: 1.32 tunnels SPDY through WebSocket (the kubelet unwraps it), 1.30 speaks
+        # SPDY.
+        for version, protocol in ((None, "SPDY/3.1+portforward.k8s.io"), ("1.30", None)):
+            def forward_twice():
+                forward = self.server.kubectl_popen("port-forward", "pod/" + name, ":8080",
+                                                    version=version)
+                try:
+                    line = forward.stdout.readline()
+                    self.assertRegex(line, r"^Forwarding from 127\.0\.0\.1:\d+ -> 8080$", version)
+                    local = int(line.split(":")[1].split()[0])
+                    bodies = []
+                    for _ in range(2):  # two connections through one forward
+                        bodies.append(subprocess.run(
+                            ["busybox", "wget", "-q", "-O", "-",
+                             "http://127.0.0.1:%d/index.html" % local],
+                            capture_output=True, text=True, timeout=30).stdout)
+                    return bodies
+                finally:
+                    forward.kill()
+                    forward.communicate(timeout=30)
+            self.assertEqual(translated(forward_twice, "portforward", protocol),
+                             ["served\n"] * 2, version)
         self.ok("delete", "pod", name, "--grace-period=1")
+
+    def _v5_exec(self, pod, command, tty=False, send=()):
+        """Execs over WebSocket v5.channel.k8s.io through the API server with a raw client.
+        `send`: (channel, bytes) messages, in order ((None, seconds) waits). Returns what came
+        back: (channel, bytes) for each message, then ("close", code)."""
+        import base64
+        import socket
+        import struct
+        tls = os.path.join(self.server.data_dir, "tls")
+        ctx = ssl.create_default_context(cafile=os.path.join(tls, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(tls, "admin.crt"), os.path.join(tls, "admin.key"))
+        query = "&".join(["command=" + urllib.parse.quote(c, safe="") for c in command] +
+                         ["stdin=true", "stdout=true"] +
+                         (["tty=true"] if tty else ["stderr=true"]))
+        sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.server.port),
+                                                        timeout=30),
+                               server_hostname="127.0.0.1")
+        try:
+            key = base64.b64encode(os.urandom(16)).decode()
+            sock.sendall(("GET /api/v1/namespaces/default/pods/%s/exec?%s HTTP/1.1\r\n"
+                          "Host: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n"
+                          "Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n"
+                          % (pod, query, key)).encode())
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = sock.recv(65536)
+                self.assertTrue(chunk, buf)
+                buf += chunk
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+            self.assertIn(b"\r\nSec-WebSocket-Protocol: v5.channel.k8s.io", head)
+            for channel, data in send:
+                if channel is None:
+                    time.sleep(data)
+                    continue
+                payload = bytes([channel]) + data
+                mask = os.urandom(4)
+                frame = bytes([0x82, 0x80 | len(payload)]) if len(payload) < 126 else \
+                    bytes([0x82, 0x80 | 126]) + struct.pack(">H", len(payload))
+                sock.sendall(frame + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+            got = []
+            while True:
+                while True:  # one whole frame in buf
+                    if len(buf) >= 2:
+                        size, at = buf[1] & 0x7F, 2
+                        if size == 126 and len(buf) >= 4:
+                            size, at = struct.unpack(">H", buf[2:4])[0], 4
+                        elif size == 127 and len(buf) >= 10:
+                            size, at = struct.unpack(">Q", buf[2:10])[0], 10
+                        if size < 126 or at > 2:
+                            if len(buf) >= at + size:
+                                break
+                    chunk = sock.recv(65536)
+                    self.assertTrue(chunk, "the connection ended without a close frame: %r" % got)
+                    buf += chunk
+                opcode, payload, buf = buf[0] & 0x0F, buf[at:at + size], buf[at + size:]
+                if opcode == 0x8:
+                    got.append(("close", struct.unpack(">H", payload[:2])[0]))
+                    return got
+                if opcode == 0x2 and payload:
+                    got.append((payload[0], payload[1:]))
+        finally:
+            sock.close()
 
 
 if __name__ == "__main__":

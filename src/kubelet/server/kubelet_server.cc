@@ -18,6 +18,7 @@
 #include "base/pki.h"
 #include "httpserver/http_server.h"
 #include "kubelet/server/serving_cert.h"
+#include "kubelet/streaming/translator.h"
 
 namespace skiff::kubelet::server {
 namespace {
@@ -203,6 +204,19 @@ std::optional<http::UpgradeTarget> streaming_target(std::string_view url) {
   return target;
 }
 
+// Every value of a header, joined with commas (repeated lines are one list).
+std::string joined_header(const Request& req, std::string_view name) {
+  std::string out;
+  for (const http::HttpHeader& h : req.headers) {
+    if (h.name.size() != name.size() || strncasecmp(h.name.data(), name.data(), name.size())) {
+      continue;
+    }
+    if (!out.empty()) out += ", ";
+    out += h.value;
+  }
+  return out;
+}
+
 // A v1 Status, as the API server words errors.
 Response status_response(int code, const std::string& reason, const std::string& message) {
   Response r;
@@ -334,6 +348,7 @@ struct KubeletServer::Impl {
   std::unique_ptr<http::HttpServer> secure;
   std::unique_ptr<http::HttpServer> read_only;
   std::unique_ptr<http::HttpServer> healthz;
+  std::unique_ptr<streaming::Translator> translator;  // null when off
 
   struct StreamThread {
     std::thread thread;
@@ -472,6 +487,27 @@ struct KubeletServer::Impl {
     }
     target->method = req.method;
     target->headers = http::upgrade_headers(req);
+    if (translator) {
+      // What the runtime does not speak goes through the translator, which dials the runtime.
+      streaming::Translation translation =
+          streaming::choose_translation(request.kind, joined_header(req, "Upgrade"),
+                                        joined_header(req, "Sec-WebSocket-Protocol"));
+      if (translation != streaming::Translation::kNone) {
+        streaming::SessionRequest session;
+        session.translation = translation;
+        session.runtime_url = *url;
+        session.name = request.kind + " " + request.ns + "/" + request.pod;
+        if (!request.container.empty()) session.name += "/" + request.container;
+        session.in = request.in;
+        session.out = request.out;
+        session.err = request.err;
+        session.tty = request.tty;
+        target->host = "127.0.0.1";
+        target->port = translator->port();
+        target->tls = false;
+        target->target = translator->session_target(session);
+      }
+    }
     responder.upgrade(std::move(*target));
   }
 
@@ -612,10 +648,12 @@ struct KubeletServer::Impl {
     }
   }
 
-  // Log streams end first (their threads write to the servers' connections), then the servers;
-  // a request arriving meanwhile starts no new stream (stopping is set).
+  // Log streams end first (their threads write to the servers' connections), and translated
+  // sessions (their relays are the secure server's connections), then the servers; a request
+  // arriving meanwhile starts no new stream (stopping is set).
   void stop() {
     stopping = true;
+    if (translator) translator->stop();
     {
       std::lock_guard lock(streams_mu);
       for (StreamThread& s : streams) {
@@ -663,6 +701,10 @@ Result<std::unique_ptr<KubeletServer>> KubeletServer::create(KubeletServerOption
     SKIFF_ASSIGN_OR_RETURN(ServingCert serving, ensure_serving_cert(cert));
     s.cert_file = serving.cert_file;
     key_file = serving.key_file;
+  }
+
+  if (o.translate_streams && s.lookup.stream_url) {
+    SKIFF_ASSIGN_OR_RETURN(s.translator, streaming::Translator::start());
   }
 
   Impl* self = impl.get();

@@ -5,8 +5,8 @@
 //   bearer tokens, when a token authenticator is given) are required; serves /healthz, /pods,
 //   /stats/summary, /metrics/resource, /containerLogs/{namespace}/{pod}/{container} (what
 //   `kubectl logs` reaches through the API server's pods/log), /exec, /attach and
-//   /portforward (`kubectl exec`, `attach` and `port-forward`, relayed to the runtime's
-//   streaming server), and POST /run (a command run to its end, its output as the answer).
+//   /portforward (`kubectl exec`, `attach` and `port-forward`, see below), and POST /run (a
+//   command run to its end, its output as the answer).
 // - the read-only port (--read-only-port, plain HTTP, off unless set): /healthz, /pods,
 //   /stats/summary and /metrics/resource, without authentication.
 // - the healthz port (--healthz-port, 10248 on 127.0.0.1, plain HTTP): /healthz. When it
@@ -28,6 +28,15 @@
 // body that is neither JSON nor YAML. DELETE /pods/{name} (the final name) stops such a pod
 // (200; 404 when unknown). Errors are v1 Status objects. These pods live in the kubelet's memory
 // only: a restarted kubelet no longer runs them. Both are 405 when their callbacks are not set.
+//
+// /exec, /attach and /portforward are upgrade requests, relayed (bytes both ways) to the
+// runtime's streaming server at the URL PodLookup::stream_url names. containerd's speaks SPDY/3.1
+// and WebSocket up to v4.channel.k8s.io; what it lacks is relayed instead to the server's stream
+// translator (kubelet/streaming/translator.h, on a loopback port of its own, started with the
+// server unless translate_streams is off), which speaks the client's protocol and SPDY/3.1 to the
+// runtime: a WebSocket upgrade offering v5.channel.k8s.io to /exec or /attach (kubectl 1.30+), and
+// one offering SPDY/3.1+portforward.k8s.io to /portforward (kubectl 1.31+). Every other upgrade
+// (kubectl's SPDY, the Python client's WebSocket v4) reaches the runtime as it came.
 //
 // /stats/summary (GET or POST) answers the node's stats Summary as JSON (stats/v1alpha1);
 // only_cpu_and_memory=true asks for CPU and memory only. /metrics/resource (GET) answers the
@@ -108,8 +117,7 @@ struct PodLookup {
   std::function<std::string()> resource_metrics;
   // Optional. /exec, /attach, /portforward: the runtime's streaming URL for the request (CRI
   // Exec, Attach, PortForward; http://127.0.0.1:PORT/...), to which the connection is then
-  // relayed: the runtime speaks the streaming protocols (SPDY, WebSocket) itself. Errors as
-  // container_log's.
+  // relayed, directly or through the stream translator (see above). Errors as container_log's.
   std::function<Result<std::string>(const StreamRequest&)> stream_url;
   // Optional. /run: runs the command in the container to its end and returns its stdout then
   // its stderr. kNotFound → 404; a command that exits non-zero, or any other error → 500 with
@@ -151,6 +159,10 @@ struct KubeletServerOptions {
   bool anonymous_auth = false;
   // /healthz: ok unless this returns an error (optional).
   std::function<Status()> health_check;
+
+  // Starts the stream translator (see above) when PodLookup::stream_url is set; off: every
+  // upgrade reaches the runtime as it came (and kubectl falls back to SPDY where it must).
+  bool translate_streams = true;
 
   int worker_threads = 8;
   // Log streams open at once; more are answered 429.

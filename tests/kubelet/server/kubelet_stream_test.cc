@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <openssl/ssl.h>
 
+#include <array>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -15,6 +16,8 @@
 
 #include "base/pki.h"
 #include "kubelet/server/kubelet_server.h"
+#include "kubelet/streaming/spdy.h"
+#include "kubelet/streaming/websocket.h"
 #include "support/ports.h"
 #include "support/raw_http.h"
 #include "support/temp_dir.h"
@@ -109,6 +112,9 @@ class KubeletStreamTest : public ::testing::Test {
       return "http://127.0.0.1:" + std::to_string(skiff::testing::free_tcp_port()) + "/exec/x";
     }
     if (r.pod == "refusing") return runtime + "/refuse";
+    if (r.pod == "spdy") {
+      return "http://127.0.0.1:" + std::to_string(spdy_runtime_.port()) + "/" + r.kind + "/token";
+    }
     if (r.kind == "portforward") return runtime + "/portforward/token?session=7";
     return runtime + "/" + r.kind + "/token";
   }
@@ -175,6 +181,8 @@ class KubeletStreamTest : public ::testing::Test {
   skiff::testing::TempDir dir_;
   KubeletServerOptions options_;
   EchoUpstream runtime_{runtime_options()};
+  // A runtime the test plays itself, byte by byte (pod "spdy").
+  skiff::testing::Listener spdy_runtime_;
   std::unique_ptr<KubeletServer> server_;
   skiff::testing::SslCtx ssl_ctx_;
   std::mutex mu_;
@@ -251,6 +259,8 @@ TEST_F(KubeletStreamTest, ExecIsDecodedAndRelayedToTheRuntime) {
 }
 
 TEST_F(KubeletStreamTest, AttachWithPodExecOptionsNamesAndABearerToken) {
+  // Relayed as it came, v5.channel.k8s.io included (translation is tested below).
+  options_.translate_streams = false;
   options_.token_authenticator = [](std::string_view token) -> std::optional<http::UserInfo> {
     if (token != "secret") return std::nullopt;
     return http::UserInfo{"apiserver", "", {}};
@@ -462,6 +472,173 @@ TEST_F(KubeletStreamTest, RunErrorsMethodsAndPaths) {
   EXPECT_EQ(a.status, 401) << a.head;
   std::lock_guard lock(mu_);
   EXPECT_EQ(runs_.size(), 2u);  // the two first requests only
+}
+
+// ---- Translated sessions -----------------------------------------------------------------------
+
+namespace spdy = streaming::spdy;
+namespace ws = streaming::ws;
+
+constexpr std::array<uint8_t, 4> kMask = {1, 2, 3, 4};
+
+// The next SPDY frame the test's runtime gets; nullopt when the connection ended first.
+std::optional<spdy::Frame> read_frame(Wire& wire, spdy::FrameReader& reader) {
+  while (true) {
+    Result<std::optional<spdy::Frame>> f = reader.next();
+    if (!f.is_ok() || f->has_value()) return f.is_ok() ? std::move(*f) : std::nullopt;
+    std::string more = wire.read_some();
+    if (more.empty()) return std::nullopt;
+    reader.feed(more);
+  }
+}
+
+// The next WebSocket message the client gets.
+std::optional<ws::Message> read_message(Wire& wire, ws::MessageReader& reader) {
+  while (true) {
+    if (std::optional<ws::Message> m = reader.next()) return m;
+    if (!reader.error().is_ok()) return std::nullopt;
+    std::string more = wire.read_some();
+    if (more.empty()) return std::nullopt;
+    reader.feed(more);
+  }
+}
+
+std::string websocket_request(const std::string& target, const std::string& protocol) {
+  return "GET " + target +
+         " HTTP/1.1\r\nHost: node-1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+         "Sec-WebSocket-Protocol: " +
+         protocol + "\r\n\r\n";
+}
+
+TEST_F(KubeletStreamTest, WebSocketV5ExecIsTranslatedToSpdy) {
+  start();
+  auto wire = dial();
+  ASSERT_TRUE(wire);
+  ASSERT_TRUE(wire->write(
+      websocket_request("/exec/ns/spdy/c?command=sh&command=-c&command=echo%20hi&output=1&error=1",
+                        "v5.channel.k8s.io")));
+
+  // The runtime is asked for SPDY/3.1 with v4.channel.k8s.io, at its own URL, with no
+  // WebSocket header of the client's.
+  std::unique_ptr<skiff::testing::PlainWire> runtime = spdy_runtime_.accept_plain();
+  ASSERT_TRUE(runtime);
+  std::string up = runtime->read_until("\r\n\r\n");
+  EXPECT_TRUE(up.starts_with("POST /exec/token HTTP/1.1\r\n")) << up;
+  EXPECT_EQ(header_of(up, "Upgrade"), "SPDY/3.1") << up;
+  EXPECT_EQ(header_of(up, "X-Stream-Protocol-Version"), "v4.channel.k8s.io") << up;
+  EXPECT_EQ(header_of(up, "Sec-WebSocket-Key"), "") << up;
+  ASSERT_TRUE(runtime->write(
+      "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+      "X-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\n"));
+
+  // Then the client gets its 101, for v5.
+  Answer a = read_answer(*wire);
+  ASSERT_EQ(a.status, 101) << a.head << a.body;
+  EXPECT_EQ(header_of(a.head, "Sec-WebSocket-Protocol"), "v5.channel.k8s.io") << a.head;
+  EXPECT_EQ(header_of(a.head, "Sec-WebSocket-Accept"), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") << a.head;
+
+  // The runtime sees the streams of the request: error, stdout, stderr.
+  spdy::FrameReader frames;
+  spdy::FrameWriter writer;
+  std::vector<std::string> types;
+  for (int i = 0; i < 3; ++i) {
+    std::optional<spdy::Frame> f = read_frame(*runtime, frames);
+    ASSERT_TRUE(f);
+    const auto& syn = std::get<spdy::SynStreamFrame>(*f);
+    types.push_back(spdy::header_value(syn.headers, "streamtype").value_or(""));
+    runtime->write(*writer.encode(spdy::SynReplyFrame{syn.stream_id, 0, {}}));
+  }
+  EXPECT_EQ(types, (std::vector<std::string>{"error", "stdout", "stderr"}));
+  const std::string success = R"({"metadata":{},"status":"Success"})";
+  runtime->write(*writer.encode(spdy::DataFrame{3, 0, "hi\n"}));
+  runtime->write(*writer.encode(spdy::DataFrame{1, spdy::kFlagFin, success}));
+  runtime->write(*writer.encode(spdy::DataFrame{3, spdy::kFlagFin, ""}));
+  runtime->write(*writer.encode(spdy::DataFrame{5, spdy::kFlagFin, ""}));
+
+  ws::MessageReader messages(1 << 20, /*require_mask=*/false);
+  std::optional<ws::Message> m = read_message(*wire, messages);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->payload, "\x01hi\n");
+  m = read_message(*wire, messages);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->payload, "\x03" + success);
+  m = read_message(*wire, messages);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->opcode, ws::Opcode::kClose);
+  EXPECT_EQ(ws::parse_close(m->payload)->code, ws::kCloseNormal);
+  wire->write(ws::encode_close(ws::kCloseNormal, "", kMask));
+  EXPECT_TRUE(runtime->ended());
+}
+
+TEST_F(KubeletStreamTest, ThePortForwardTunnelIsUnwrapped) {
+  start();
+  auto wire = dial();
+  ASSERT_TRUE(wire);
+  ASSERT_TRUE(
+      wire->write(websocket_request("/portforward/default/spdy", "SPDY/3.1+portforward.k8s.io")));
+  std::unique_ptr<skiff::testing::PlainWire> runtime = spdy_runtime_.accept_plain();
+  ASSERT_TRUE(runtime);
+  std::string up = runtime->read_until("\r\n\r\n");
+  EXPECT_TRUE(up.starts_with("POST /portforward/token HTTP/1.1\r\n")) << up;
+  EXPECT_EQ(header_of(up, "X-Stream-Protocol-Version"), "portforward.k8s.io") << up;
+  ASSERT_TRUE(runtime->write(
+      "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+      "X-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"));
+  Answer a = read_answer(*wire);
+  ASSERT_EQ(a.status, 101) << a.head << a.body;
+  EXPECT_EQ(header_of(a.head, "Sec-WebSocket-Protocol"), "SPDY/3.1+portforward.k8s.io");
+
+  // The client's SPDY bytes reach the runtime unwrapped; the runtime's come back wrapped.
+  ASSERT_TRUE(wire->write(
+      ws::encode_frame(ws::Opcode::kBinary, std::string("\x80\x03\x00\x01", 4), true, kMask)));
+  EXPECT_EQ(runtime->read_exactly(4), std::string("\x80\x03\x00\x01", 4));
+  ASSERT_TRUE(runtime->write(std::string("\x80\x03\x00\x02", 4)));
+  ws::MessageReader messages(1 << 20, /*require_mask=*/false);
+  std::optional<ws::Message> m = read_message(*wire, messages);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->opcode, ws::Opcode::kBinary);
+  EXPECT_EQ(m->payload, std::string("\x80\x03\x00\x02", 4));
+  // The runtime ends: a normal close.
+  runtime.reset();
+  m = read_message(*wire, messages);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->opcode, ws::Opcode::kClose);
+}
+
+TEST_F(KubeletStreamTest, ATranslatedSessionsRefusalReachesTheClient) {
+  start();
+  auto wire = dial();
+  ASSERT_TRUE(wire);
+  ASSERT_TRUE(wire->write(
+      websocket_request("/exec/ns/refusing/c?command=ls&output=1", "v5.channel.k8s.io")));
+  // No 101: the runtime's own answer, so that kubectl falls back to SPDY.
+  Answer a = read_answer(*wire);
+  EXPECT_EQ(a.status, 400) << a.head;
+  EXPECT_EQ(a.body, "websocket: the client is not using the websocket protocol");
+  std::string up = runtime_.wait_for_head(1);
+  EXPECT_TRUE(up.starts_with("POST /refuse HTTP/1.1\r\n")) << up;
+  EXPECT_EQ(header_of(up, "Upgrade"), "SPDY/3.1") << up;
+}
+
+TEST_F(KubeletStreamTest, WhatTheRuntimeSpeaksIsNotTranslated) {
+  start();
+  // WebSocket v4 (the Python client) and a WebSocket port-forward by ports: as they came.
+  for (const char* target : {"/exec/ns/pod/c?command=ls&output=1", "/portforward/ns/pod?port=80"}) {
+    auto wire = dial();
+    ASSERT_TRUE(wire);
+    ASSERT_TRUE(wire->write(websocket_request(target, "v4.channel.k8s.io")));
+    Answer a = read_answer(*wire);
+    EXPECT_EQ(a.status, 101) << a.head;
+    EXPECT_EQ(header_of(a.head, "X-From-Runtime"), "yes") << a.head;
+    expect_echo(*wire);
+  }
+  std::vector<std::string> heads = runtime_.heads();
+  ASSERT_EQ(heads.size(), 2u);
+  for (const std::string& up : heads) {
+    EXPECT_TRUE(up.starts_with("GET /")) << up;
+    EXPECT_EQ(header_of(up, "Sec-WebSocket-Protocol"), "v4.channel.k8s.io") << up;
+  }
 }
 
 }  // namespace
