@@ -9,13 +9,6 @@ namespace {
 
 constexpr auto kExpectationsTtl = std::chrono::minutes(5);
 
-const Json& labels_of(const Json& obj) {
-  auto m = obj.find("metadata");
-  if (m == obj.end()) return empty_object();
-  auto l = m->find("labels");
-  return l == m->end() || !l->is_object() ? empty_object() : *l;
-}
-
 }  // namespace
 
 void Expectations::expect(const std::string& key, int creations, int deletions) {
@@ -53,6 +46,20 @@ void Expectations::forget(const std::string& key) {
   records_.erase(key);
 }
 
+const Json& labels_of(const Json& obj) {
+  const Json& l = field(field(obj, "metadata"), "labels");
+  return l.is_object() ? l : empty_object();
+}
+
+std::string api_group_of(std::string_view api_version) {
+  size_t slash = api_version.find('/');
+  return slash == std::string_view::npos ? "" : std::string(api_version.substr(0, slash));
+}
+
+bool is_being_deleted(const Json& obj) {
+  return field(obj, "metadata").contains("deletionTimestamp");
+}
+
 Json controller_ref(const Json& owner, std::string_view kind, std::string_view api_version) {
   return {{"apiVersion", std::string(api_version)},
           {"kind", std::string(kind)},
@@ -65,6 +72,35 @@ Json controller_ref(const Json& owner, std::string_view kind, std::string_view a
 bool is_controlled_by(const Json& obj, std::string_view uid) {
   const Json* ref = client::controller_of(obj);
   return ref && ref->value("uid", "") == uid;
+}
+
+bool controller_ref_changed(const Json& old_obj, const Json& cur_obj) {
+  const Json* old_ref = client::controller_of(old_obj);
+  const Json* cur_ref = client::controller_of(cur_obj);
+  return (cur_ref == nullptr) != (old_ref == nullptr) || (cur_ref && *cur_ref != *old_ref);
+}
+
+ObjectPtr resolve_controller_ref(const client::Informer& owners, const Json& obj,
+                                 std::string_view kind, std::string_view group) {
+  const Json* ref = client::controller_of(obj);
+  if (!ref || ref->value("kind", "") != kind ||
+      api_group_of(ref->value("apiVersion", "")) != group) {
+    return nullptr;
+  }
+  ObjectPtr owner = owners.get(client::namespace_of(obj), ref->value("name", ""));
+  if (!owner || client::uid_of(*owner) != ref->value("uid", "")) return nullptr;
+  return owner;
+}
+
+std::vector<ObjectPtr> owners_selecting(const client::Informer& owners, const Json& obj) {
+  std::vector<ObjectPtr> out;
+  if (labels_of(obj).empty()) return out;
+  for (const auto& owner : owners.list(client::namespace_of(obj))) {
+    api::LabelSelector selector = selector_of(*owner);
+    if (selector.empty() || selector.matches_nothing()) continue;
+    if (labels_match(selector, obj)) out.push_back(owner);
+  }
+  return out;
 }
 
 Json pod_from_template(const Json& pod_template, const Json& owner, std::string_view kind,
@@ -90,8 +126,7 @@ std::string pod_phase(const Json& pod) {
 }
 
 bool is_pod_terminating(const Json& pod) {
-  auto m = pod.find("metadata");
-  return m != pod.end() && m->contains("deletionTimestamp");
+  return is_being_deleted(pod);
 }
 
 bool is_pod_active(const Json& pod) {

@@ -1,11 +1,12 @@
 #pragma once
 
-// Helpers the workload controllers share: expectations, owner references, pods from templates,
+// Helpers the workload controllers share: expectations, labels and owner references (resolving
+// an owned object's controller, finding the owners that would adopt it), pods from templates,
 // pod state predicates, and adoption/release of pods by selector (client-go's
 // ControllerRefManager).
 //
 // Thread-safety: Expectations is safe from any thread; the free functions are pure or use only
-// the ApiClient (itself thread-safe).
+// the ApiClient and informers (themselves thread-safe).
 
 #include <chrono>
 #include <mutex>
@@ -44,11 +45,30 @@ class Expectations {
   std::unordered_map<std::string, Record> records_;  // guarded by mu_
 };
 
+// metadata.labels when it is an object, else an empty object.
+const Json& labels_of(const Json& obj);
+// The API group of an apiVersion: "apps/v1" → "apps", "v1" → "".
+std::string api_group_of(std::string_view api_version);
+// metadata carries a deletionTimestamp.
+bool is_being_deleted(const Json& obj);
+
 // An ownerReference to `owner` marking it as the controller (controller and
 // blockOwnerDeletion true).
 Json controller_ref(const Json& owner, std::string_view kind, std::string_view api_version);
 // True when `obj` has a controller reference with `uid`.
 bool is_controlled_by(const Json& obj, std::string_view uid);
+// Whether the controller references of two versions of an object differ (one has none, or any
+// of their fields differs).
+bool controller_ref_changed(const Json& old_obj, const Json& cur_obj);
+// The owner in `owners` that obj's controller reference names (upstream's
+// resolveControllerRef): a reference of `kind` in API group `group`, to an owner of that name in
+// obj's namespace with the same uid. nullptr when obj has no controller reference or the owner
+// is not (or no longer) the one cached.
+ObjectPtr resolve_controller_ref(const client::Informer& owners, const Json& obj,
+                                 std::string_view kind, std::string_view group);
+// The owners in obj's namespace whose selector (selector_of) selects obj: none when obj has no
+// labels; an owner with an empty or invalid selector selects nothing.
+std::vector<ObjectPtr> owners_selecting(const client::Informer& owners, const Json& obj);
 
 // A pod for `owner` from a pod template (metadata labels/annotations/finalizers + spec), named
 // "<generate_name_prefix>-<random>" by the API server.

@@ -91,11 +91,6 @@ using namespace cronjob;
 
 constexpr char kOwnerIndex[] = "cronjob-controller/owner-uid";
 
-bool is_deleting(const Json& obj) {
-  auto m = obj.find("metadata");
-  return m != obj.end() && m->contains("deletionTimestamp");
-}
-
 std::optional<std::string> finished_type(const Json& job) {
   auto status = job.find("status");
   if (status == job.end()) return std::nullopt;
@@ -240,7 +235,7 @@ class CronJobController final : public Controller {
     Json cj = *cached;
     std::set<std::string> deleted;
     bool update = false;
-    if (!is_deleting(cj)) update = cleanup_finished_jobs(cj, jobs, deleted);
+    if (!is_being_deleted(cj)) update = cleanup_finished_jobs(cj, jobs, deleted);
     SyncResult r = sync_cronjob(cj, jobs, deleted);
     if (update || r.update_status) {
       auto [ns, name] = client::split_key(key);
@@ -297,7 +292,7 @@ class CronJobController final : public Controller {
     std::vector<ObjectPtr> succeeded, failed;
     for (const auto& j : jobs) {
       auto type = finished_type(*j);
-      if (!type || is_deleting(*j)) continue;
+      if (!type || is_being_deleted(*j)) continue;
       (*type == "Complete" ? succeeded : failed).push_back(j);
     }
     // The API server defaults the limits to 3 and 1.
@@ -388,7 +383,7 @@ class CronJobController final : public Controller {
       remove_from_active(cj, uid);
       out.update_status = true;
     }
-    if (is_deleting(cj)) return out;
+    if (is_being_deleted(cj)) return out;
 
     const Json& spec = cj.value("spec", Json::object());
     std::shared_ptr<const TimeZone> zone = TimeZone::utc();

@@ -27,20 +27,6 @@ constexpr int kStatusUpdateRetries = 1;
 constexpr std::chrono::milliseconds kFailedPodBackoffInitial = 1s;
 constexpr std::chrono::milliseconds kFailedPodBackoffMax = 15min;
 
-const Json& labels_of(const Json& obj) {
-  const Json& l = field(field(obj, "metadata"), "labels");
-  return l.is_object() ? l : empty_object();
-}
-
-std::string group_of(const std::string& api_version) {
-  auto slash = api_version.find('/');
-  return slash == std::string::npos ? "" : api_version.substr(0, slash);
-}
-
-bool is_deleting(const Json& obj) {
-  return field(obj, "metadata").contains("deletionTimestamp");
-}
-
 bool is_terminal(const Json& pod) {
   std::string phase = pod_phase(pod);
   return phase == "Failed" || phase == "Succeeded";
@@ -65,7 +51,7 @@ UpdatedPods find_updated_pods_on_node(const Json& ds, const std::vector<ObjectPt
   UpdatedPods out;
   const auto generation = template_generation(ds);
   for (const auto& pod : pods) {
-    if (is_deleting(*pod)) continue;
+    if (is_being_deleted(*pod)) continue;
     ObjectPtr& slot = is_pod_updated(*pod, hash, generation) ? out.new_pod : out.old_pod;
     if (slot) return {nullptr, nullptr, false};
     slot = pod;
@@ -88,24 +74,11 @@ DaemonSetController::DaemonSetController(ControllerContext& ctx)
           [this] {
             return daemonsets_.has_synced() && pods_.has_synced() && nodes_.has_synced() &&
                    revisions_.has_synced();
-          }) {
-  client::EventHandlers ds_handlers;
-  ds_handlers.on_add = [this](const ObjectPtr& obj) { enqueue(*obj); };
-  ds_handlers.on_update = [this](const ObjectPtr&, const ObjectPtr& cur) { enqueue(*cur); };
-  ds_handlers.on_delete = [this](const ObjectPtr& obj) {
-    std::string key = client::key_of(*obj);
-    expectations_.forget(key);
-    queue_.add(key);
-  };
-  daemonsets_.add_handlers(std::move(ds_handlers));
-
-  client::EventHandlers pod_handlers;
-  pod_handlers.on_add = [this](const ObjectPtr& pod) { on_pod_add(pod); };
-  pod_handlers.on_update = [this](const ObjectPtr& old_pod, const ObjectPtr& cur_pod) {
-    on_pod_update(old_pod, cur_pod);
-  };
-  pod_handlers.on_delete = [this](const ObjectPtr& pod) { on_pod_delete(pod); };
-  pods_.add_handlers(std::move(pod_handlers));
+          }),
+      pod_events_(daemonsets_, queue_,
+                  owned_pod_events_options(kKind, kDaemonSets.group, expectations_)) {
+  daemonsets_.add_handlers(pod_events_.owner_handlers());
+  pods_.add_handlers(pod_events_.pod_handlers());
 
   client::EventHandlers node_handlers;
   node_handlers.on_add = [this](const ObjectPtr& node) { on_node_add(node); };
@@ -119,15 +92,7 @@ DaemonSetController::DaemonSetController(ControllerContext& ctx)
   };
   nodes_.add_handlers(std::move(node_handlers));
 
-  client::EventHandlers revision_handlers;
-  revision_handlers.on_add = [this](const ObjectPtr& rev) { on_revision_event(rev); };
-  revision_handlers.on_update = [this](const ObjectPtr& old_rev, const ObjectPtr& cur_rev) {
-    if (client::resource_version_of(*old_rev) != client::resource_version_of(*cur_rev)) {
-      on_revision_event(cur_rev);
-    }
-  };
-  revision_handlers.on_delete = [this](const ObjectPtr& rev) { on_revision_event(rev); };
-  revisions_.add_handlers(std::move(revision_handlers));
+  revisions_.add_handlers(pod_events_.revision_handlers());
 }
 
 DaemonSetController::~DaemonSetController() {
@@ -144,82 +109,6 @@ void DaemonSetController::stop() {
 
 void DaemonSetController::enqueue(const Json& ds) {
   queue_.add(client::key_of(ds));
-}
-
-ObjectPtr DaemonSetController::resolve_owner(const Json& obj) const {
-  const Json* ref = client::controller_of(obj);
-  if (!ref || ref->value("kind", "") != kKind || group_of(ref->value("apiVersion", "")) != "apps") {
-    return nullptr;
-  }
-  ObjectPtr ds = daemonsets_.get(client::namespace_of(obj), ref->value("name", ""));
-  if (!ds || client::uid_of(*ds) != ref->value("uid", "")) return nullptr;
-  return ds;
-}
-
-std::vector<ObjectPtr> DaemonSetController::daemonsets_matching(const Json& obj) const {
-  std::vector<ObjectPtr> out;
-  if (labels_of(obj).empty()) return out;
-  for (const auto& ds : daemonsets_.list(client::namespace_of(obj))) {
-    api::LabelSelector selector = selector_of(*ds);
-    if (selector.empty() || selector.matches_nothing()) continue;
-    if (labels_match(selector, obj)) out.push_back(ds);
-  }
-  return out;
-}
-
-void DaemonSetController::on_pod_add(const ObjectPtr& pod) {
-  if (is_pod_terminating(*pod)) {
-    on_pod_delete(pod);
-    return;
-  }
-  if (client::controller_of(*pod)) {
-    ObjectPtr ds = resolve_owner(*pod);
-    if (!ds) return;
-    std::string key = client::key_of(*ds);
-    expectations_.creation_observed(key);
-    queue_.add(key);
-    return;
-  }
-  // An orphan: wake every DaemonSet that could adopt it (no creation is observed for it).
-  for (const auto& ds : daemonsets_matching(*pod)) enqueue(*ds);
-}
-
-void DaemonSetController::on_pod_update(const ObjectPtr& old_pod, const ObjectPtr& cur_pod) {
-  if (client::resource_version_of(*old_pod) == client::resource_version_of(*cur_pod)) return;
-  const bool labels_changed = labels_of(*old_pod) != labels_of(*cur_pod);
-  const Json* cur_ref = client::controller_of(*cur_pod);
-  const Json* old_ref = client::controller_of(*old_pod);
-  const bool ref_changed =
-      (cur_ref == nullptr) != (old_ref == nullptr) || (cur_ref && *cur_ref != *old_ref);
-  if (ref_changed && old_ref) {
-    if (ObjectPtr old_ds = resolve_owner(*old_pod)) enqueue(*old_ds);
-  }
-  if (cur_ref) {
-    ObjectPtr ds = resolve_owner(*cur_pod);
-    if (!ds) return;
-    std::string key = client::key_of(*ds);
-    // Graceful deletion shows first as a deletionTimestamp: that is the deletion asked for.
-    if (is_pod_terminating(*cur_pod))
-      expectations_.deletion_observed(key, client::key_of(*cur_pod));
-    queue_.add(key);
-    int64_t min_ready = int_field(field(*ds, "spec"), "minReadySeconds");
-    if (!is_pod_ready(*old_pod) && is_pod_ready(*cur_pod) && min_ready > 0) {
-      queue_.add_after(key, std::chrono::seconds(min_ready) + 1s);
-    }
-    return;
-  }
-  if (labels_changed || ref_changed) {
-    for (const auto& ds : daemonsets_matching(*cur_pod)) enqueue(*ds);
-  }
-}
-
-void DaemonSetController::on_pod_delete(const ObjectPtr& pod) {
-  if (!client::controller_of(*pod)) return;
-  ObjectPtr ds = resolve_owner(*pod);
-  if (!ds) return;
-  std::string key = client::key_of(*ds);
-  expectations_.deletion_observed(key, client::key_of(*pod));
-  queue_.add(key);
 }
 
 void DaemonSetController::on_node_add(const ObjectPtr& node) {
@@ -242,14 +131,6 @@ void DaemonSetController::on_node_update(const ObjectPtr& old_node, const Object
       enqueue(*ds);
     }
   }
-}
-
-void DaemonSetController::on_revision_event(const ObjectPtr& revision) {
-  if (client::controller_of(*revision)) {
-    if (ObjectPtr ds = resolve_owner(*revision)) enqueue(*ds);
-    return;
-  }
-  for (const auto& ds : daemonsets_matching(*revision)) enqueue(*ds);
 }
 
 void DaemonSetController::record(const Json& ds, std::string_view type, std::string_view reason,
@@ -305,7 +186,7 @@ Status DaemonSetController::reconcile(const std::string& key) {
     return Status::ok();
   }
   // Whether its revisions and pods still exist is the garbage collector's business now.
-  if (is_deleting(ds)) return Status::ok();
+  if (is_being_deleted(ds)) return Status::ok();
 
   const std::vector<ObjectPtr> nodes = nodes_.list();
   SKIFF_ASSIGN_OR_RETURN(History history, construct_history(ds, selector));
@@ -419,7 +300,7 @@ Result<DaemonSetController::NodePods> DaemonSetController::nodes_to_daemon_pods(
   NodePods out;
   for (auto& pod : pods) {
     // Finished pods on their way out no longer count.
-    if (is_terminal(*pod) && is_deleting(*pod)) continue;
+    if (is_terminal(*pod) && is_being_deleted(*pod)) continue;
     std::string node = target_node_name(*pod);
     if (node.empty()) continue;
     out[node].push_back(std::move(pod));
@@ -443,7 +324,7 @@ void DaemonSetController::pods_should_be_on_node(const Json& node, const NodePod
     if (!exists) return;
     // The node does not take this daemon: its pods go.
     for (const auto& pod : found->second) {
-      if (!is_deleting(*pod)) to_delete.push_back(client::name_of(*pod));
+      if (!is_being_deleted(*pod)) to_delete.push_back(client::name_of(*pod));
     }
     return;
   }
@@ -451,7 +332,7 @@ void DaemonSetController::pods_should_be_on_node(const Json& node, const NodePod
   std::vector<ObjectPtr> running;
   const auto now = ctx_.clock.now();
   for (const auto& pod : found->second) {
-    if (is_deleting(*pod)) continue;
+    if (is_being_deleted(*pod)) continue;
     const std::string phase = pod_phase(*pod);
     if (phase == "Failed") {
       // The kubelet may keep rejecting the pod: replace it, but back off per node.
@@ -521,7 +402,7 @@ Status DaemonSetController::manage(const Json& ds, const std::vector<ObjectPtr>&
   for (const auto& [node, pods] : node_pods) {
     if (node_names.count(node)) continue;
     for (const auto& pod : pods) {
-      if (field(*pod, "spec").value("nodeName", "").empty() && !is_deleting(*pod)) {
+      if (field(*pod, "spec").value("nodeName", "").empty() && !is_being_deleted(*pod)) {
         to_delete.push_back(client::name_of(*pod));
       }
     }

@@ -36,6 +36,7 @@
 
 #include "api/selector.h"
 #include "controllers/controller.h"
+#include "controllers/owned_pod_events.h"
 #include "controllers/statefulset/pod_expectations.h"
 
 namespace skiff::controllers {
@@ -70,14 +71,8 @@ class DaemonSetController : public Controller {
   };
 
   void enqueue(const Json& ds);
-  ObjectPtr resolve_owner(const Json& obj) const;
-  std::vector<ObjectPtr> daemonsets_matching(const Json& obj) const;
-  void on_pod_add(const ObjectPtr& pod);
-  void on_pod_update(const ObjectPtr& old_pod, const ObjectPtr& cur_pod);
-  void on_pod_delete(const ObjectPtr& pod);
   void on_node_add(const ObjectPtr& node);
   void on_node_update(const ObjectPtr& old_node, const ObjectPtr& cur_node);
-  void on_revision_event(const ObjectPtr& revision);
 
   Result<History> construct_history(const Json& ds, const api::LabelSelector& selector);
   Result<Json> dedup_current(const Json& ds, std::vector<ObjectPtr> current);
@@ -116,6 +111,7 @@ class DaemonSetController : public Controller {
   std::unique_ptr<client::EventRecorder> recorder_;
   client::WorkQueue queue_;
   QueueWorkers workers_;
+  OwnedPodEvents pod_events_;  // events of daemonsets, their pods and revisions → keys
 
   std::mutex backoff_mu_;
   std::unordered_map<std::string, BackoffEntry> backoff_;  // guarded by backoff_mu_

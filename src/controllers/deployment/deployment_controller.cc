@@ -20,20 +20,6 @@ namespace {
 constexpr char kKind[] = "Deployment";
 constexpr char kApiVersion[] = "apps/v1";
 
-bool is_deleting(const Json& obj) {
-  return field(obj, "metadata").contains("deletionTimestamp");
-}
-
-const Json& labels_of(const Json& obj) {
-  const Json& l = field(field(obj, "metadata"), "labels");
-  return l.is_object() ? l : empty_object();
-}
-
-std::string group_of(const std::string& api_version) {
-  auto slash = api_version.find('/');
-  return slash == std::string::npos ? "" : api_version.substr(0, slash);
-}
-
 bool same_uid(const ObjectPtr& a, const ObjectPtr& b) {
   return a && b && client::uid_of(*a) == client::uid_of(*b);
 }
@@ -136,14 +122,7 @@ void DeploymentController::record(const Json& d, std::string_view type, std::str
 }
 
 ObjectPtr DeploymentController::resolve_deployment(const Json& rs) const {
-  const Json* ref = client::controller_of(rs);
-  if (!ref || ref->value("kind", "") != kKind ||
-      group_of(ref->value("apiVersion", "")) != kDeployments.group) {
-    return nullptr;
-  }
-  ObjectPtr d = deployments_.get(client::namespace_of(rs), ref->value("name", ""));
-  if (!d || client::uid_of(*d) != ref->value("uid", "")) return nullptr;
-  return d;
+  return resolve_controller_ref(deployments_, rs, kKind, kDeployments.group);
 }
 
 std::vector<ObjectPtr> DeploymentController::deployments_matching(const Json& rs) const {
@@ -158,7 +137,7 @@ std::vector<ObjectPtr> DeploymentController::deployments_matching(const Json& rs
 }
 
 void DeploymentController::on_rs_add(const ObjectPtr& rs) {
-  if (is_deleting(*rs)) {
+  if (is_being_deleted(*rs)) {
     on_rs_delete(rs);
     return;
   }
@@ -172,14 +151,11 @@ void DeploymentController::on_rs_add(const ObjectPtr& rs) {
 
 void DeploymentController::on_rs_update(const ObjectPtr& old_rs, const ObjectPtr& cur_rs) {
   if (client::resource_version_of(*old_rs) == client::resource_version_of(*cur_rs)) return;
-  const Json* cur_ref = client::controller_of(*cur_rs);
-  const Json* old_ref = client::controller_of(*old_rs);
-  const bool ref_changed =
-      (cur_ref == nullptr) != (old_ref == nullptr) || (cur_ref && *cur_ref != *old_ref);
-  if (ref_changed && old_ref) {
+  const bool ref_changed = controller_ref_changed(*old_rs, *cur_rs);
+  if (ref_changed && client::controller_of(*old_rs)) {
     if (ObjectPtr d = resolve_deployment(*old_rs)) enqueue(*d);
   }
-  if (cur_ref) {
+  if (client::controller_of(*cur_rs)) {
     if (ObjectPtr d = resolve_deployment(*cur_rs)) enqueue(*d);
     return;
   }
@@ -231,7 +207,7 @@ Status DeploymentController::reconcile(const std::string& key) {
 
   SKIFF_ASSIGN_OR_RETURN(s.rs_list, claim_replica_sets(s));
 
-  if (is_deleting(s.d)) return sync_status_only(s);
+  if (is_being_deleted(s.d)) return sync_status_only(s);
   SKIFF_RETURN_IF_ERROR(check_paused_conditions(s));
   if (s.d["spec"].value("paused", false)) return sync(s);
   SKIFF_ASSIGN_OR_RETURN(bool scaling, is_scaling_event(s));
@@ -257,7 +233,7 @@ Result<DeploymentController::RsList> DeploymentController::claim_replica_sets(Sy
                                              " is gone: got uid " + client::uid_of(fresh.value()) +
                                              ", wanted " + uid);
     }
-    if (is_deleting(fresh.value())) {
+    if (is_being_deleted(fresh.value())) {
       return error(StatusCode::kAborted,
                    ns + "/" + name + " has just been deleted at " +
                        fresh.value()["metadata"].value("deletionTimestamp", ""));
@@ -663,7 +639,7 @@ Status DeploymentController::cleanup_deployment(Sync& s) {
   if (!has_revision_history_limit(s.d)) return Status::ok();
   RsList cleanable;
   for (const auto& rs : s.old_rss) {
-    if (!is_deleting(*rs)) cleanable.push_back(rs);
+    if (!is_being_deleted(*rs)) cleanable.push_back(rs);
   }
   const int64_t limit = s.d["spec"]["revisionHistoryLimit"].get<int64_t>();
   const int64_t diff = static_cast<int64_t>(cleanable.size()) - limit;
@@ -675,7 +651,7 @@ Status DeploymentController::cleanup_deployment(Sync& s) {
     if (status_count(rs, "replicas") != 0 || spec_replicas(rs) != 0 ||
         numeric_int_field(field(rs, "metadata"), "generation") >
             status_count(rs, "observedGeneration") ||
-        is_deleting(rs)) {
+        is_being_deleted(rs)) {
       continue;
     }
     auto removed = ctx_.api.remove(kReplicaSets, client::namespace_of(rs), client::name_of(rs));

@@ -30,10 +30,6 @@ int64_t created_at(const Json& obj) {
   return parse_rfc3339(field(obj, "metadata").value("creationTimestamp", ""));
 }
 
-bool is_deleting(const Json& obj) {
-  return field(obj, "metadata").contains("deletionTimestamp");
-}
-
 // Annotations a Deployment never hands to its ReplicaSets.
 bool skip_copy_annotation(const std::string& key) {
   static const std::set<std::string> kSkip = {"kubectl.kubernetes.io/last-applied-configuration",
@@ -488,7 +484,7 @@ Result<std::vector<ObjectPtr>> claim_objects(client::ApiClient& api,
                                              const std::vector<ObjectPtr>& objects,
                                              const std::function<Status()>& can_adopt) {
   const std::string owner_uid = client::uid_of(owner);
-  const bool owner_deleting = is_deleting(owner);
+  const bool owner_deleting = is_being_deleted(owner);
   std::optional<Status> adoptable;  // can_adopt's answer, asked once
   std::vector<ObjectPtr> claimed;
   Status first_error;
@@ -516,7 +512,7 @@ Result<std::vector<ObjectPtr>> claim_objects(client::ApiClient& api,
                .status());
       continue;
     }
-    if (!matches || owner_deleting || is_deleting(*obj)) continue;
+    if (!matches || owner_deleting || is_being_deleted(*obj)) continue;
     if (!adoptable) adoptable = can_adopt ? can_adopt() : Status::ok();
     if (!adoptable->is_ok()) {
       note(*adoptable);

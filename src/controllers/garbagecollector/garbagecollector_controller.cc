@@ -9,6 +9,7 @@
 
 #include "api/schema.h"
 #include "base/log.h"
+#include "controllers/controller_utils.h"
 #include "controllers/json_fields.h"
 
 namespace skiff::controllers {
@@ -36,11 +37,6 @@ bool being_deleted(const Json& obj) {
   return member(metadata(obj), "deletionTimestamp").is_string();
 }
 
-std::string group_of(std::string_view api_version) {
-  size_t slash = api_version.find('/');
-  return slash == std::string_view::npos ? "" : std::string(api_version.substr(0, slash));
-}
-
 // An ownerReference as the graph keeps it.
 struct OwnerRef {
   std::string uid, api_version, kind, name;
@@ -65,7 +61,7 @@ std::vector<OwnerRef> owner_refs_of(const Json& obj) {
 // Where a kind lives in the API, from the same schema the API server serves.
 std::optional<client::Resource> resource_for(const std::string& api_version,
                                              const std::string& kind) {
-  std::string group = group_of(api_version);
+  std::string group = api_group_of(api_version);
   size_t slash = api_version.find('/');
   std::string version = slash == std::string::npos ? api_version : api_version.substr(slash + 1);
   const api::ResourceInfo* info = api::Schema::builtin().resource_for_kind(group, version, kind);
@@ -131,7 +127,7 @@ struct Effects {
 
 bool same_coordinates(const OwnerRef& ref, const Identity& id) {
   return ref.name == id.name && ref.kind == id.kind &&
-         group_of(ref.api_version) == group_of(id.api_version);
+         api_group_of(ref.api_version) == api_group_of(id.api_version);
 }
 
 // Owners verified absent, keyed by uid and the namespace they were looked up in; bounded, the

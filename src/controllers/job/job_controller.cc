@@ -82,11 +82,6 @@ bool managed_elsewhere(const Json& job) {
   return by != spec->end() && by->is_string() && *by != kJobControllerName;
 }
 
-bool is_deleting(const Json& obj) {
-  auto m = obj.find("metadata");
-  return m != obj.end() && m->contains("deletionTimestamp");
-}
-
 Json new_condition(const std::string& type, const std::string& status, const std::string& reason,
                    const std::string& message, const std::string& now) {
   Json c = {
@@ -285,7 +280,7 @@ class JobController final : public Controller {
   }
 
   void on_pod_add(const Json& pod) {
-    if (is_deleting(pod)) {
+    if (is_being_deleted(pod)) {
       // Seen for the first time already being deleted (e.g. after a restart).
       on_pod_deleting(pod, /*final=*/false, /*newly=*/true);
       return;
@@ -304,8 +299,8 @@ class JobController final : public Controller {
 
   void on_pod_update(const Json& old_pod, const Json& pod) {
     if (client::resource_version_of(old_pod) == client::resource_version_of(pod)) return;
-    if (is_deleting(pod)) {
-      on_pod_deleting(pod, /*final=*/false, /*newly=*/!is_deleting(old_pod));
+    if (is_being_deleted(pod)) {
+      on_pod_deleting(pod, /*final=*/false, /*newly=*/!is_being_deleted(old_pod));
       return;
     }
     bool finalizer_removed = !has_tracking_finalizer(pod);
@@ -336,7 +331,7 @@ class JobController final : public Controller {
   }
 
   void on_pod_delete(const Json& pod) {
-    on_pod_deleting(pod, /*final=*/true, /*newly=*/!is_deleting(pod));
+    on_pod_deleting(pod, /*final=*/true, /*newly=*/!is_being_deleted(pod));
   }
 
   // A pod that is being deleted (final: it is gone). `newly`: this is the first time the
@@ -485,7 +480,7 @@ class JobController final : public Controller {
       info.uid = client::uid_of(*p);
       info.phase = pod_phase(*p);
       info.finalizer = has_tracking_finalizer(*p);
-      info.deleting = is_deleting(*p);
+      info.deleting = is_being_deleted(*p);
       info.index = completion_index(*p);
       s.pods.push_back(std::move(info));
     }
@@ -562,7 +557,7 @@ class JobController final : public Controller {
       manage_error = err;
     } else {
       bool managed = false;
-      if (satisfied && !is_deleting(s.job)) {
+      if (satisfied && !is_being_deleted(s.job)) {
         active = manage_job(s, manage_error);
         managed = true;
       }
@@ -941,7 +936,7 @@ class JobController final : public Controller {
     for (const PodInfo* p : pods) {
       if (!p->finalizer || s.expected_rm.count(p->uid)) continue;  // counted in an earlier pass
       bool failed = is_pod_failed(*p, s.spec);
-      bool can_remove = is_deleting(s.job) || s.finished || p->phase == "Succeeded" || failed;
+      bool can_remove = is_being_deleted(s.job) || s.finished || p->phase == "Succeeded" || failed;
       if (!can_remove) continue;
       to_remove.push_back(p);
       Json& uncounted = s.status()["uncountedTerminatedPods"];

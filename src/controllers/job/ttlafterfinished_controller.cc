@@ -8,11 +8,6 @@ namespace {
 
 using client::resources::kJobs;
 
-bool is_deleting(const Json& obj) {
-  auto m = obj.find("metadata");
-  return m != obj.end() && m->contains("deletionTimestamp");
-}
-
 std::optional<int64_t> ttl_of(const Json& job) {
   auto spec = job.find("spec");
   if (spec == job.end() || !spec->is_object()) return std::nullopt;
@@ -22,7 +17,7 @@ std::optional<int64_t> ttl_of(const Json& job) {
 }
 
 bool needs_cleanup(const Json& job) {
-  return ttl_of(job).has_value() && job::is_job_finished(job) && !is_deleting(job);
+  return ttl_of(job).has_value() && job::is_job_finished(job) && !is_being_deleted(job);
 }
 
 class TtlAfterFinishedController final : public Controller {

@@ -20,11 +20,6 @@ constexpr int kMaxParallelCalls = 16;
 constexpr int kStatusUpdateRetries = 1;
 constexpr char kDeletionCostAnnotation[] = "controller.kubernetes.io/pod-deletion-cost";
 
-const Json& labels_of(const Json& obj) {
-  const Json& l = field(field(obj, "metadata"), "labels");
-  return l.is_object() ? l : empty_object();
-}
-
 int replicas_of(const Json& owner) {
   return static_cast<int>(numeric_int_field(field(owner, "spec"), "replicas", 1));
 }
@@ -33,18 +28,8 @@ int64_t min_ready_seconds_of(const Json& owner) {
   return numeric_int_field(field(owner, "spec"), "minReadySeconds");
 }
 
-bool is_deleting(const Json& obj) {
-  return field(obj, "metadata").contains("deletionTimestamp");
-}
-
 std::string node_name(const Json& pod) {
   return field(pod, "spec").value("nodeName", "");
-}
-
-// The group of an apiVersion: "apps/v1" → "apps", "v1" → "".
-std::string group_of(const std::string& api_version) {
-  auto slash = api_version.find('/');
-  return slash == std::string::npos ? "" : api_version.substr(0, slash);
 }
 
 // Every label of the template is on the pod with the same value.
@@ -242,24 +227,21 @@ ReplicaSetController::ReplicaSetController(ControllerContext& ctx, ReplicaSetKin
       recorder_(ctx.recorder ? ctx.recorder(kind_.component) : nullptr),
       workers_(
           kind_.name, queue_, [this](const std::string& key) { return reconcile(key); },
-          [this] { return owners_.has_synced() && pods_.has_synced(); }) {
-  client::EventHandlers owner_handlers;
-  owner_handlers.on_add = [this](const ObjectPtr& obj) { enqueue(*obj); };
-  owner_handlers.on_update = [this](const ObjectPtr&, const ObjectPtr& cur) { enqueue(*cur); };
-  owner_handlers.on_delete = [this](const ObjectPtr& obj) {
-    std::string key = client::key_of(*obj);
-    forget(key);
-    queue_.add(key);
-  };
-  owners_.add_handlers(std::move(owner_handlers));
-
-  client::EventHandlers pod_handlers;
-  pod_handlers.on_add = [this](const ObjectPtr& pod) { on_pod_add(pod); };
-  pod_handlers.on_update = [this](const ObjectPtr& old_pod, const ObjectPtr& cur_pod) {
-    on_pod_update(old_pod, cur_pod);
-  };
-  pod_handlers.on_delete = [this](const ObjectPtr& pod) { on_pod_delete(pod); };
-  pods_.add_handlers(std::move(pod_handlers));
+          [this] { return owners_.has_synced() && pods_.has_synced(); }),
+      pod_events_(owners_, queue_,
+                  {.kind = kind_.kind,
+                   .group = kind_.resource.group,
+                   .creation_observed =
+                       [this](const std::string& key) { expectations_.creation_observed(key); },
+                   .deletion_observed =
+                       [this](const std::string& key, const std::string& pod_key) {
+                         deletion_observed(key, pod_key);
+                       },
+                   .forget = [this](const std::string& key) { forget(key); },
+                   .min_ready_seconds = min_ready_seconds_of,
+                   .terminating_update_is_delete = true}) {
+  owners_.add_handlers(pod_events_.owner_handlers());
+  pods_.add_handlers(pod_events_.pod_handlers());
 }
 
 ReplicaSetController::~ReplicaSetController() {
@@ -272,94 +254,6 @@ void ReplicaSetController::start() {
 
 void ReplicaSetController::stop() {
   workers_.stop();
-}
-
-void ReplicaSetController::enqueue(const Json& owner) {
-  queue_.add(client::key_of(owner));
-}
-
-ObjectPtr ReplicaSetController::resolve_owner(const Json& pod) const {
-  const Json* ref = client::controller_of(pod);
-  if (!ref || ref->value("kind", "") != kind_.kind ||
-      group_of(ref->value("apiVersion", "")) != kind_.resource.group) {
-    return nullptr;
-  }
-  ObjectPtr owner = owners_.get(client::namespace_of(pod), ref->value("name", ""));
-  if (!owner || client::uid_of(*owner) != ref->value("uid", "")) return nullptr;
-  return owner;
-}
-
-std::vector<ObjectPtr> ReplicaSetController::owners_matching(const Json& pod) const {
-  std::vector<ObjectPtr> out;
-  if (labels_of(pod).empty()) return out;
-  for (const auto& owner : owners_.list(client::namespace_of(pod))) {
-    api::LabelSelector selector = selector_of(*owner);
-    if (selector.empty() || selector.matches_nothing()) continue;
-    if (labels_match(selector, pod)) out.push_back(owner);
-  }
-  return out;
-}
-
-void ReplicaSetController::on_pod_add(const ObjectPtr& pod) {
-  // A pod that shows up already being deleted (e.g. after a re-list) counts as a deletion.
-  if (is_pod_terminating(*pod)) {
-    on_pod_delete(pod);
-    return;
-  }
-  if (client::controller_of(*pod)) {
-    ObjectPtr owner = resolve_owner(*pod);
-    if (!owner) return;
-    std::string key = client::key_of(*owner);
-    expectations_.creation_observed(key);
-    queue_.add(key);
-    return;
-  }
-  // An orphan: wake every owner that could adopt it.
-  for (const auto& owner : owners_matching(*pod)) enqueue(*owner);
-}
-
-void ReplicaSetController::on_pod_update(const ObjectPtr& old_pod, const ObjectPtr& cur_pod) {
-  // Periodic resyncs deliver the same version: nothing changed.
-  if (client::resource_version_of(*old_pod) == client::resource_version_of(*cur_pod)) return;
-  const bool labels_changed = labels_of(*old_pod) != labels_of(*cur_pod);
-  if (is_pod_terminating(*cur_pod)) {
-    // The kubelet deletes gracefully: the deletionTimestamp is the first sign. Tell the old
-    // owner as well when the labels moved the pod away from it.
-    on_pod_delete(cur_pod);
-    if (labels_changed) on_pod_delete(old_pod);
-    return;
-  }
-  const Json* cur_ref = client::controller_of(*cur_pod);
-  const Json* old_ref = client::controller_of(*old_pod);
-  const bool ref_changed =
-      (cur_ref == nullptr) != (old_ref == nullptr) || (cur_ref && *cur_ref != *old_ref);
-  if (ref_changed && old_ref) {
-    if (ObjectPtr old_owner = resolve_owner(*old_pod)) enqueue(*old_owner);
-  }
-  if (cur_ref) {
-    ObjectPtr owner = resolve_owner(*cur_pod);
-    if (!owner) return;
-    enqueue(*owner);
-    // Availability changes minReadySeconds after readiness with no event of its own: look
-    // again then (one second later, against clock skew).
-    int64_t min_ready = min_ready_seconds_of(*owner);
-    if (!is_pod_ready(*old_pod) && is_pod_ready(*cur_pod) && min_ready > 0) {
-      queue_.add_after(client::key_of(*owner), std::chrono::seconds(min_ready) + 1s);
-    }
-    return;
-  }
-  if (labels_changed || ref_changed) {
-    for (const auto& owner : owners_matching(*cur_pod)) enqueue(*owner);
-  }
-}
-
-void ReplicaSetController::on_pod_delete(const ObjectPtr& pod) {
-  if (!client::controller_of(*pod)) return;
-  ObjectPtr owner = resolve_owner(*pod);
-  if (!owner) return;
-  std::string key = client::key_of(*owner);
-  deletion_observed(key, client::key_of(*pod));
-  queue_.add(key);
 }
 
 void ReplicaSetController::expect_deletions(const std::string& key,
@@ -417,7 +311,7 @@ Status ReplicaSetController::reconcile(const std::string& key) {
   const std::vector<ObjectPtr>& pods = claimed.value();
 
   Status manage_error;
-  if (needs_sync && !is_deleting(owner)) manage_error = manage_replicas(pods, owner, key);
+  if (needs_sync && !is_being_deleted(owner)) manage_error = manage_replicas(pods, owner, key);
 
   auto updated = update_status(owner, calculate_status(owner, pods, manage_error));
   if (!updated.is_ok()) return updated.status();

@@ -28,6 +28,7 @@
 
 #include "controllers/controller.h"
 #include "controllers/controller_utils.h"
+#include "controllers/owned_pod_events.h"
 
 namespace skiff::controllers {
 
@@ -76,13 +77,6 @@ class ReplicaSetController : public Controller {
   Status reconcile(const std::string& key);
 
  private:
-  void enqueue(const Json& owner);
-  ObjectPtr resolve_owner(const Json& pod) const;
-  std::vector<ObjectPtr> owners_matching(const Json& pod) const;
-  void on_pod_add(const ObjectPtr& pod);
-  void on_pod_update(const ObjectPtr& old_pod, const ObjectPtr& cur_pod);
-  void on_pod_delete(const ObjectPtr& pod);
-
   // Deletions are tracked per pod key so that a pod seen first with a deletionTimestamp and then
   // deleted counts once (upstream's UID-tracking expectations).
   void expect_deletions(const std::string& key, const std::vector<std::string>& pod_keys);
@@ -107,6 +101,7 @@ class ReplicaSetController : public Controller {
   std::unique_ptr<client::EventRecorder> recorder_;
   client::WorkQueue queue_;
   QueueWorkers workers_;
+  OwnedPodEvents pod_events_;  // events of owners and their pods → keys
 
   std::mutex deletions_mu_;
   // owner key → pod keys whose deletion is expected; guarded by deletions_mu_

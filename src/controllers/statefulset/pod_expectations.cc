@@ -46,4 +46,17 @@ void PodExpectations::forget(const std::string& owner) {
   records_.erase(owner);
 }
 
+OwnedPodEvents::Options owned_pod_events_options(std::string kind, std::string group,
+                                                 PodExpectations& expectations) {
+  PodExpectations* e = &expectations;
+  return {.kind = std::move(kind),
+          .group = std::move(group),
+          .creation_observed = [e](const std::string& owner) { e->creation_observed(owner); },
+          .deletion_observed =
+              [e](const std::string& owner, const std::string& pod_key) {
+                e->deletion_observed(owner, pod_key);
+              },
+          .forget = [e](const std::string& owner) { e->forget(owner); }};
+}
+
 }  // namespace skiff::controllers

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/time.h"
+#include "controllers/owned_pod_events.h"
 
 namespace skiff::controllers {
 
@@ -45,5 +46,10 @@ class PodExpectations {
   mutable std::mutex mu_;
   std::unordered_map<std::string, Record> records_;  // guarded by mu_
 };
+
+// OwnedPodEvents options for owners of `kind` in API group `group` whose expectations
+// `expectations` keeps (it must outlive the events' handlers).
+OwnedPodEvents::Options owned_pod_events_options(std::string kind, std::string group,
+                                                 PodExpectations& expectations);
 
 }  // namespace skiff::controllers

@@ -27,16 +27,6 @@ constexpr size_t kMaxBatchSize = 500;
 constexpr int kStatusUpdateRetries = 5;
 constexpr int kPodUpdateRetries = 10;
 
-const Json& labels_of(const Json& obj) {
-  const Json& l = field(field(obj, "metadata"), "labels");
-  return l.is_object() ? l : empty_object();
-}
-
-std::string group_of(const std::string& api_version) {
-  auto slash = api_version.find('/');
-  return slash == std::string::npos ? "" : api_version.substr(0, slash);
-}
-
 std::string strategy_type(const Json& set) {
   return field(field(set, "spec"), "updateStrategy").value("type", "RollingUpdate");
 }
@@ -59,34 +49,13 @@ StatefulSetController::StatefulSetController(ControllerContext& ctx)
       recorder_(ctx.recorder ? ctx.recorder("statefulset-controller") : nullptr),
       workers_(
           "statefulset", queue_, [this](const std::string& key) { return reconcile(key); },
-          [this] { return sets_.has_synced() && pods_.has_synced() && revisions_.has_synced(); }) {
-  client::EventHandlers set_handlers;
-  set_handlers.on_add = [this](const ObjectPtr& obj) { enqueue(*obj); };
-  set_handlers.on_update = [this](const ObjectPtr&, const ObjectPtr& cur) { enqueue(*cur); };
-  set_handlers.on_delete = [this](const ObjectPtr& obj) {
-    std::string key = client::key_of(*obj);
-    expectations_.forget(key);
-    queue_.add(key);
-  };
-  sets_.add_handlers(std::move(set_handlers));
+          [this] { return sets_.has_synced() && pods_.has_synced() && revisions_.has_synced(); }),
+      pod_events_(sets_, queue_,
+                  owned_pod_events_options(kKind, kStatefulSets.group, expectations_)) {
+  sets_.add_handlers(pod_events_.owner_handlers());
+  pods_.add_handlers(pod_events_.pod_handlers());
 
-  client::EventHandlers pod_handlers;
-  pod_handlers.on_add = [this](const ObjectPtr& pod) { on_pod_add(pod); };
-  pod_handlers.on_update = [this](const ObjectPtr& old_pod, const ObjectPtr& cur_pod) {
-    on_pod_update(old_pod, cur_pod);
-  };
-  pod_handlers.on_delete = [this](const ObjectPtr& pod) { on_pod_delete(pod); };
-  pods_.add_handlers(std::move(pod_handlers));
-
-  client::EventHandlers revision_handlers;
-  revision_handlers.on_add = [this](const ObjectPtr& rev) { on_revision_event(rev); };
-  revision_handlers.on_update = [this](const ObjectPtr& old_rev, const ObjectPtr& cur_rev) {
-    if (client::resource_version_of(*old_rev) != client::resource_version_of(*cur_rev)) {
-      on_revision_event(cur_rev);
-    }
-  };
-  revision_handlers.on_delete = [this](const ObjectPtr& rev) { on_revision_event(rev); };
-  revisions_.add_handlers(std::move(revision_handlers));
+  revisions_.add_handlers(pod_events_.revision_handlers());
 }
 
 StatefulSetController::~StatefulSetController() {
@@ -99,95 +68,6 @@ void StatefulSetController::start() {
 
 void StatefulSetController::stop() {
   workers_.stop();
-}
-
-void StatefulSetController::enqueue(const Json& set) {
-  queue_.add(client::key_of(set));
-}
-
-ObjectPtr StatefulSetController::resolve_owner(const Json& obj) const {
-  const Json* ref = client::controller_of(obj);
-  if (!ref || ref->value("kind", "") != kKind || group_of(ref->value("apiVersion", "")) != "apps") {
-    return nullptr;
-  }
-  ObjectPtr set = sets_.get(client::namespace_of(obj), ref->value("name", ""));
-  if (!set || client::uid_of(*set) != ref->value("uid", "")) return nullptr;
-  return set;
-}
-
-std::vector<ObjectPtr> StatefulSetController::sets_matching(const Json& obj) const {
-  std::vector<ObjectPtr> out;
-  if (labels_of(obj).empty()) return out;
-  for (const auto& set : sets_.list(client::namespace_of(obj))) {
-    api::LabelSelector selector = selector_of(*set);
-    if (selector.empty() || selector.matches_nothing()) continue;
-    if (labels_match(selector, obj)) out.push_back(set);
-  }
-  return out;
-}
-
-void StatefulSetController::on_pod_add(const ObjectPtr& pod) {
-  if (is_pod_terminating(*pod)) {
-    on_pod_delete(pod);
-    return;
-  }
-  if (client::controller_of(*pod)) {
-    ObjectPtr set = resolve_owner(*pod);
-    if (!set) return;
-    std::string key = client::key_of(*set);
-    expectations_.creation_observed(key);
-    queue_.add(key);
-    return;
-  }
-  // An orphan: wake every set that could adopt it.
-  for (const auto& set : sets_matching(*pod)) enqueue(*set);
-}
-
-void StatefulSetController::on_pod_update(const ObjectPtr& old_pod, const ObjectPtr& cur_pod) {
-  if (client::resource_version_of(*old_pod) == client::resource_version_of(*cur_pod)) return;
-  const bool labels_changed = labels_of(*old_pod) != labels_of(*cur_pod);
-  const Json* cur_ref = client::controller_of(*cur_pod);
-  const Json* old_ref = client::controller_of(*old_pod);
-  const bool ref_changed =
-      (cur_ref == nullptr) != (old_ref == nullptr) || (cur_ref && *cur_ref != *old_ref);
-  if (ref_changed && old_ref) {
-    if (ObjectPtr old_set = resolve_owner(*old_pod)) enqueue(*old_set);
-  }
-  if (cur_ref) {
-    ObjectPtr set = resolve_owner(*cur_pod);
-    if (!set) return;
-    std::string key = client::key_of(*set);
-    // Graceful deletion shows first as a deletionTimestamp: that is the deletion asked for.
-    if (is_pod_terminating(*cur_pod))
-      expectations_.deletion_observed(key, client::key_of(*cur_pod));
-    queue_.add(key);
-    // Availability comes minReadySeconds after readiness, with no event of its own.
-    int64_t min_ready = int_field(field(*set, "spec"), "minReadySeconds");
-    if (!is_pod_ready(*old_pod) && is_pod_ready(*cur_pod) && min_ready > 0) {
-      queue_.add_after(key, std::chrono::seconds(min_ready) + 1s);
-    }
-    return;
-  }
-  if (labels_changed || ref_changed) {
-    for (const auto& set : sets_matching(*cur_pod)) enqueue(*set);
-  }
-}
-
-void StatefulSetController::on_pod_delete(const ObjectPtr& pod) {
-  if (!client::controller_of(*pod)) return;
-  ObjectPtr set = resolve_owner(*pod);
-  if (!set) return;
-  std::string key = client::key_of(*set);
-  expectations_.deletion_observed(key, client::key_of(*pod));
-  queue_.add(key);
-}
-
-void StatefulSetController::on_revision_event(const ObjectPtr& revision) {
-  if (client::controller_of(*revision)) {
-    if (ObjectPtr set = resolve_owner(*revision)) enqueue(*set);
-    return;
-  }
-  for (const auto& set : sets_matching(*revision)) enqueue(*set);
 }
 
 void StatefulSetController::record(const Json& set, std::string_view type, std::string_view reason,

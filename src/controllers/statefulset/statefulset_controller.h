@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "controllers/controller.h"
+#include "controllers/owned_pod_events.h"
 #include "controllers/statefulset/pod_expectations.h"
 
 namespace skiff::controllers {
@@ -82,14 +83,6 @@ class StatefulSetController : public Controller {
     Status error;
   };
 
-  void enqueue(const Json& set);
-  ObjectPtr resolve_owner(const Json& obj) const;
-  std::vector<ObjectPtr> sets_matching(const Json& obj) const;
-  void on_pod_add(const ObjectPtr& pod);
-  void on_pod_update(const ObjectPtr& old_pod, const ObjectPtr& cur_pod);
-  void on_pod_delete(const ObjectPtr& pod);
-  void on_revision_event(const ObjectPtr& revision);
-
   // The set's revisions (adopting orphans), sorted oldest first.
   Result<std::vector<ObjectPtr>> claim_revisions(const Json& set);
   // Finds or makes the update revision; fills in sync's revisions, their sets and the
@@ -123,6 +116,7 @@ class StatefulSetController : public Controller {
   std::unique_ptr<client::EventRecorder> recorder_;
   client::WorkQueue queue_;
   QueueWorkers workers_;
+  OwnedPodEvents pod_events_;  // events of sets, their pods and revisions → keys
 };
 
 std::unique_ptr<Controller> new_statefulset_controller(ControllerContext& ctx);
