@@ -48,6 +48,39 @@ void QueueWorkers::loop() {
   }
 }
 
+Ticker::Ticker(std::chrono::milliseconds period, std::function<void()> tick)
+    : period_(period), tick_(std::move(tick)) {}
+
+Ticker::~Ticker() {
+  stop();
+}
+
+void Ticker::start() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = false;
+  }
+  thread_ = std::thread([this] { run(); });
+}
+
+void Ticker::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Ticker::run() {
+  std::unique_lock lock(mu_);
+  while (!cv_.wait_for(lock, period_, [this] { return stopping_; })) {
+    lock.unlock();
+    tick_();
+    lock.lock();
+  }
+}
+
 bool wait_for_caches(client::WorkQueue& queue, const std::vector<client::Informer*>& informers) {
   for (auto* informer : informers) {
     while (!informer->wait_for_sync(std::chrono::milliseconds(50))) {

@@ -1,8 +1,8 @@
 #pragma once
 
 // What every controller shares: the context it runs in (the API client, the process's shared
-// informers, a clock, an event recorder factory, tunable periods) and the worker loop that drains
-// its workqueue into reconcile(key).
+// informers, a clock, an event recorder factory, tunable periods), the worker loop that drains
+// its workqueue into reconcile(key), and a ticker for periodic passes.
 //
 // A controller's event handlers only enqueue keys; reconcile(key) reads the informer caches,
 // compares desired with actual state, writes through the API, and returns an error to be retried
@@ -13,8 +13,10 @@
 // at once (the workqueue guarantees it).
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -91,6 +93,31 @@ class QueueWorkers {
   const Reconcile reconcile_;
   const std::function<bool()> synced_;
   std::vector<std::thread> threads_;
+};
+
+// Calls `tick` every `period` (counted from the end of the previous tick; the first one period
+// after start()) on a thread of its own, from start() until stop(). stop() wakes the thread and
+// waits for a tick under way to finish; start() after stop() starts again.
+// Thread-safety: start()/stop() from one thread; `tick` runs on the ticker's thread only.
+class Ticker {
+ public:
+  Ticker(std::chrono::milliseconds period, std::function<void()> tick);
+  ~Ticker();  // stop()
+  Ticker(const Ticker&) = delete;
+  Ticker& operator=(const Ticker&) = delete;
+
+  void start();
+  void stop();
+
+ private:
+  void run();
+
+  const std::chrono::milliseconds period_;
+  const std::function<void()> tick_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;  // guarded by mu_
+  std::thread thread_;
 };
 
 // Waits until every informer has synced or the queue shuts down; true when synced.

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "client/fake_api_client.h"
 
 namespace skiff::controllers {
@@ -130,6 +133,35 @@ TEST(SetCondition, KeepsTransitionTimeWhenStatusIsUnchanged) {
   EXPECT_EQ(status["conditions"][0]["lastTransitionTime"], "t3");
   EXPECT_EQ(find_condition(status, "Available")->value("status", ""), "False");
   EXPECT_EQ(find_condition(status, "Progressing"), nullptr);
+}
+
+TEST(Ticker, TicksEveryPeriodUntilStoppedAndRestarts) {
+  std::atomic<int> ticks{0};
+  Ticker ticker(20ms, [&] { ++ticks; });
+  const auto started = std::chrono::steady_clock::now();
+  ticker.start();
+  while (ticks.load() < 3 && std::chrono::steady_clock::now() - started < 5s) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_GE(ticks.load(), 3);
+  EXPECT_GE(std::chrono::steady_clock::now() - started, 60ms);  // three periods at least
+  ticker.stop();
+  const int stopped_at = ticks.load();
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(ticks.load(), stopped_at);
+  ticker.start();
+  while (ticks.load() == stopped_at && std::chrono::steady_clock::now() - started < 10s) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_GT(ticks.load(), stopped_at);
+}
+
+TEST(Ticker, StopWakesAWaitingTickerAtOnce) {
+  Ticker ticker(std::chrono::hours(1), [] { FAIL() << "no tick within the period"; });
+  ticker.start();
+  const auto before = std::chrono::steady_clock::now();
+  ticker.stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 5s);
 }
 
 }  // namespace

@@ -1,11 +1,8 @@
 #include "controllers/namespace/namespace_controller.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <set>
-#include <thread>
 
 #include "api/schema.h"
 #include "base/log.h"
@@ -76,7 +73,14 @@ class NamespaceController : public Controller {
         resources_(namespaced_resources_to_delete()),
         workers_(
             "namespace", queue_, [this](const std::string& key) { return sync(key); },
-            [this] { return namespaces_.has_synced(); }) {
+            [this] { return namespaces_.has_synced(); }),
+        // Re-checks every terminating namespace each period, so a namespace whose content went
+        // away without an event about the namespace still finishes.
+        resync_(ctx.options.namespace_sync_period, [this] {
+          for (const auto& ns : namespaces_.list()) {
+            if (being_deleted(*ns)) queue_.add(client::name_of(*ns));
+          }
+        }) {
     auto enqueue = [this](const ObjectPtr& ns) {
       if (being_deleted(*ns)) queue_.add(client::name_of(*ns));
     };
@@ -90,36 +94,15 @@ class NamespaceController : public Controller {
 
   void start() override {
     workers_.start(std::max(1, ctx_.options.workers));
-    std::lock_guard lock(timer_mu_);
-    stopping_ = false;
-    timer_ = std::thread([this] { resync_loop(); });
+    resync_.start();
   }
 
   void stop() override {
-    {
-      std::lock_guard lock(timer_mu_);
-      stopping_ = true;
-    }
-    timer_cv_.notify_all();
-    if (timer_.joinable()) timer_.join();
+    resync_.stop();
     workers_.stop();
   }
 
  private:
-  // Re-checks every terminating namespace each namespace_sync_period, so a namespace whose
-  // content went away without an event about the namespace still finishes.
-  void resync_loop() {
-    std::unique_lock lock(timer_mu_);
-    while (!timer_cv_.wait_for(lock, ctx_.options.namespace_sync_period,
-                               [this] { return stopping_; })) {
-      lock.unlock();
-      for (const auto& ns : namespaces_.list()) {
-        if (being_deleted(*ns)) queue_.add(client::name_of(*ns));
-      }
-      lock.lock();
-    }
-  }
-
   Status sync(const std::string& name) {
     // Several parties edit a terminating namespace: start from the latest state, not the cache.
     auto got = ctx_.api.get(kNamespaces, "", name);
@@ -370,11 +353,7 @@ class NamespaceController : public Controller {
   const std::vector<client::Resource> resources_;
   client::WorkQueue queue_;
   QueueWorkers workers_;
-
-  std::mutex timer_mu_;
-  std::condition_variable timer_cv_;
-  bool stopping_ = false;  // guarded by timer_mu_
-  std::thread timer_;
+  Ticker resync_;
 };
 
 }  // namespace

@@ -3,13 +3,11 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
-#include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <set>
-#include <thread>
 
 #include "base/log.h"
 #include "controllers/controller_utils.h"
@@ -187,7 +185,8 @@ class NodeLifecycle {
         recorder_(ctx.recorder("node-controller")),
         workers_(
             "node-lifecycle-controller", queue_,
-            [this](const std::string& key) { return sync(key); }, [this] { return synced(); }) {
+            [this](const std::string& key) { return sync(key); }, [this] { return synced(); }),
+        poll_(kPollInterval, [this] { poll(); }) {
     nodes_.add_handlers({
         .on_add = [this](const ObjectPtr& n) { queue_.add("node:" + client::name_of(*n)); },
         .on_update = [this](const ObjectPtr&,
@@ -214,16 +213,11 @@ class NodeLifecycle {
 
   void start() {
     workers_.start(ctx_.options.workers);
-    thread_ = std::thread([this] { loop(); });
+    poll_.start();
   }
 
   void stop() {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    poll_.stop();
     workers_.stop();
   }
 
@@ -244,7 +238,7 @@ class NodeLifecycle {
 
   bool synced() const { return nodes_.has_synced() && leases_.has_synced() && pods_.has_synced(); }
 
-  void loop();
+  void poll();
   void monitor_pass();
   void tainting_pass();
   Status try_update_node_health(Json& node, Json& observed, Json& current);
@@ -269,11 +263,6 @@ class NodeLifecycle {
   std::unique_ptr<client::EventRecorder> recorder_;
   client::WorkQueue queue_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;  // guarded by mu_
-  std::thread thread_;
-
   std::mutex health_mu_;
   std::map<std::string, Health> health_;  // guarded by health_mu_; written by the monitor only
 
@@ -287,25 +276,18 @@ class NodeLifecycle {
   std::map<std::string, std::pair<int64_t, Json>> written_;
 
   QueueWorkers workers_;
+  Ticker poll_;  // runs the monitor and tainting passes
 };
 
-void NodeLifecycle::loop() {
-  std::unique_lock lock(mu_);
-  while (!stopping_) {
-    cv_.wait_for(lock, kPollInterval, [this] { return stopping_; });
-    if (stopping_) break;
-    lock.unlock();
-    if (synced()) {
-      TimePoint now = ctx_.clock.now();
-      if (!last_monitor_ || now - *last_monitor_ >= ctx_.options.node_monitor_period ||
-          now < *last_monitor_) {
-        last_monitor_ = now;
-        monitor_pass();
-      }
-      tainting_pass();
-    }
-    lock.lock();
+void NodeLifecycle::poll() {
+  if (!synced()) return;
+  TimePoint now = ctx_.clock.now();
+  if (!last_monitor_ || now - *last_monitor_ >= ctx_.options.node_monitor_period ||
+      now < *last_monitor_) {
+    last_monitor_ = now;
+    monitor_pass();
   }
+  tainting_pass();
 }
 
 void NodeLifecycle::monitor_pass() {

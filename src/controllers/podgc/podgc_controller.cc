@@ -1,11 +1,8 @@
 #include "controllers/podgc/podgc_controller.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <optional>
-#include <thread>
 
 #include "base/log.h"
 #include "base/time.h"
@@ -33,40 +30,26 @@ bool is_deleting(const Json& pod) {
 class PodGcController final : public Controller {
  public:
   explicit PodGcController(ControllerContext& ctx)
-      : ctx_(ctx), pods_(ctx.informers.informer(kPods)), nodes_(ctx.informers.informer(kNodes)) {}
+      : ctx_(ctx),
+        pods_(ctx.informers.informer(kPods)),
+        nodes_(ctx.informers.informer(kNodes)),
+        poll_(kPollInterval, [this] { poll(); }) {}
 
   ~PodGcController() override { stop(); }
 
   std::string_view name() const override { return "pod-garbage-collector"; }
 
-  void start() override {
-    thread_ = std::thread([this] { loop(); });
-  }
+  void start() override { poll_.start(); }
 
-  void stop() override {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
+  void stop() override { poll_.stop(); }
 
  private:
-  void loop() {
-    std::unique_lock lock(mu_);
-    while (!stopping_) {
-      cv_.wait_for(lock, kPollInterval, [this] { return stopping_; });
-      if (stopping_) break;
-      lock.unlock();
-      if (pods_.has_synced() && nodes_.has_synced()) {
-        TimePoint now = ctx_.clock.now();
-        if (!last_ || now - *last_ >= ctx_.options.pod_gc_period || now < *last_) {
-          last_ = now;
-          gc(now);
-        }
-      }
-      lock.lock();
+  void poll() {
+    if (!pods_.has_synced() || !nodes_.has_synced()) return;
+    TimePoint now = ctx_.clock.now();
+    if (!last_ || now - *last_ >= ctx_.options.pod_gc_period || now < *last_) {
+      last_ = now;
+      gc(now);
     }
   }
 
@@ -172,14 +155,11 @@ class PodGcController final : public Controller {
   client::Informer& pods_;
   client::Informer& nodes_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;  // guarded by mu_
-  std::thread thread_;
-
-  // The loop thread's own state.
+  // The poll thread's own state.
   std::optional<TimePoint> last_;
   std::map<std::string, TimePoint> absent_since_;  // node name → first seen missing
+
+  Ticker poll_;  // last: stopped before the state it uses is destroyed
 };
 
 }  // namespace

@@ -1,9 +1,6 @@
 #include "controllers/resourcequota/resourcequota_controller.h"
 
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
-#include <thread>
 #include <unordered_map>
 
 #include "api/quota.h"
@@ -52,7 +49,12 @@ class ResourceQuotaController : public Controller {
         quotas_(ctx.informers.informer(kResourceQuotas)),
         workers_(
             "resourcequota", queue_, [this](const std::string& key) { return sync(key); },
-            [this] { return synced(); }) {
+            [this] { return synced(); }),
+        // A full recalculation of every quota each period: usage that no watched event
+        // announces (unwatched resources, pods outliving their grace period) is caught up.
+        resync_(ctx.options.resource_quota_sync_period, [this] {
+          for (const auto& q : quotas_.list()) queue_.add(client::key_of(*q));
+        }) {
     for (const auto& r : quota_monitored_resources()) {
       const Evaluator* e = quota::evaluator_for(r.group, r.resource);
       if (!e) continue;  // not served
@@ -89,18 +91,11 @@ class ResourceQuotaController : public Controller {
 
   void start() override {
     workers_.start(std::max(1, ctx_.options.workers));
-    std::lock_guard lock(timer_mu_);
-    stopping_ = false;
-    timer_ = std::thread([this] { resync_loop(); });
+    resync_.start();
   }
 
   void stop() override {
-    {
-      std::lock_guard lock(timer_mu_);
-      stopping_ = true;
-    }
-    timer_cv_.notify_all();
-    if (timer_.joinable()) timer_.join();
+    resync_.stop();
     workers_.stop();
   }
 
@@ -109,18 +104,6 @@ class ResourceQuotaController : public Controller {
     if (!quotas_.has_synced()) return false;
     return std::all_of(monitored_.begin(), monitored_.end(),
                        [](const auto& m) { return m.second->has_synced(); });
-  }
-
-  // A full recalculation of every quota each period: usage that no watched event announces
-  // (unwatched resources, pods outliving their grace period) is caught up.
-  void resync_loop() {
-    std::unique_lock lock(timer_mu_);
-    while (!timer_cv_.wait_for(lock, ctx_.options.resource_quota_sync_period,
-                               [this] { return stopping_; })) {
-      lock.unlock();
-      for (const auto& q : quotas_.list()) queue_.add(client::key_of(*q));
-      lock.lock();
-    }
   }
 
   // Something `e` counts changed in `ns`: recalculate the quotas there that track it.
@@ -215,11 +198,7 @@ class ResourceQuotaController : public Controller {
   std::unordered_map<std::string, client::Informer*> monitored_;
   client::WorkQueue queue_;
   QueueWorkers workers_;
-
-  std::mutex timer_mu_;
-  std::condition_variable timer_cv_;
-  bool stopping_ = false;  // guarded by timer_mu_
-  std::thread timer_;
+  Ticker resync_;
 };
 
 }  // namespace
