@@ -31,7 +31,8 @@ TaintEviction::TaintEviction(ControllerContext& ctx, std::string pods_by_node_in
       recorder_(ctx.recorder("taint-eviction-controller")),
       workers_(
           "taint-eviction-controller", queue_, [this](const std::string& key) { return sync(key); },
-          [this] { return pods_.has_synced() && nodes_.has_synced(); }) {
+          [this] { return pods_.has_synced() && nodes_.has_synced(); }),
+      timer_(kPollInterval, [this] { fire_due(); }) {
   pods_.add_handlers({
       .on_add =
           [this](const ObjectPtr& p) {
@@ -66,30 +67,21 @@ TaintEviction::~TaintEviction() {
 
 void TaintEviction::start() {
   workers_.start(ctx_.options.workers);
-  timer_ = std::thread([this] { timer_loop(); });
+  timer_.start();
 }
 
 void TaintEviction::stop() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  if (timer_.joinable()) timer_.join();
+  timer_.stop();
   workers_.stop();
 }
 
-void TaintEviction::timer_loop() {
-  std::unique_lock lock(mu_);
-  while (!stopping_) {
-    cv_.wait_for(lock, kPollInterval, [this] { return stopping_; });
-    if (stopping_) break;
-    const auto now = ctx_.clock.now();
-    for (auto& [key, e] : entries_) {
-      if (e.done || e.firing || e.fire_at > now) continue;
-      e.firing = true;
-      queue_.add("evict:" + key);
-    }
+void TaintEviction::fire_due() {
+  std::lock_guard lock(mu_);
+  const auto now = ctx_.clock.now();
+  for (auto& [key, e] : entries_) {
+    if (e.done || e.firing || e.fire_at > now) continue;
+    e.firing = true;
+    queue_.add("evict:" + key);
   }
 }
 

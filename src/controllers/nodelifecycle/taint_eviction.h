@@ -13,11 +13,9 @@
 // one timer thread, sharing the schedule under mu_.
 
 #include <chrono>
-#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <string>
-#include <thread>
 
 #include "controllers/controller.h"
 
@@ -48,7 +46,8 @@ class TaintEviction {
   // Drops a pending deletion (recording that it was cancelled).
   void cancel(const Json& pod);
   Status evict(const std::string& pod_key);
-  void timer_loop();
+  // Queues the evictions that are due.
+  void fire_due();
 
   ControllerContext ctx_;
   client::Informer& pods_;
@@ -58,11 +57,9 @@ class TaintEviction {
   client::WorkQueue queue_;
 
   std::mutex mu_;
-  std::condition_variable cv_;
   std::map<std::string, Entry> entries_;  // pod key → scheduled eviction; guarded by mu_
-  bool stopping_ = false;                 // guarded by mu_
-  std::thread timer_;
   QueueWorkers workers_;
+  Ticker timer_;  // fire_due()
 };
 
 }  // namespace skiff::controllers::nodelifecycle
