@@ -358,6 +358,14 @@ class PodsTest(node.NodeTestCase):
         self.assertIn("The subprotocol is v5.channel.k8s.io", err)
         self.assertNotIn("fallback", err)
         self.assertNotIn("POST https://", err)
+        # A filter over an input larger than the connections buffer: its output flows while its
+        # input waits.
+        big = "abcdefghij" * 800000
+        rc, out, err = translated(lambda: self.kubectl(
+            "exec", "-i", name, "--", "tr", "a-j", "A-J", input=big, timeout=120),
+            "exec", "v5.channel.k8s.io")
+        self.assertEqual((rc, len(out)), (0, len(big)), err)
+        self.assertTrue(out == big.upper())
 
         # The official Python client execs over WebSocket v4.channel.k8s.io, which containerd's
         # streaming server speaks itself.

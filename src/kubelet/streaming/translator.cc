@@ -450,6 +450,17 @@ enum class Outcome {
   kStopped,          // the translator is stopping
 };
 
+// Once switched, bytes for each side are queued and written as its socket takes them, so that
+// neither direction waits on the other: a runtime that stops reading stdin while its output waits
+// to be read (a command filtering a large input) must not stall the output. A side is read only
+// while the other side's queue is below this.
+constexpr size_t kQueueHighWater = 1024 * 1024;
+// How long a finished session may take to hand the client what is still queued.
+constexpr auto kFinalFlush = std::chrono::seconds(30);
+
+constexpr int kClientReadable = 1;
+constexpr int kRuntimeReadable = 2;
+
 // One session, on its own thread.
 class Session {
  public:
@@ -475,16 +486,24 @@ class Session {
   bool upgrade_runtime(const RuntimeUrl& url, std::string_view protocol);
   void pass_on_refusal(const Head& head);
   void switch_client(std::string_view protocol);
-  bool send_client(std::string_view bytes) { return write_all(client_, bytes); }
-  bool send_message(uint8_t channel, std::string_view data) {
+
+  // After the switch: queue bytes for a side.
+  void to_client(std::string_view bytes) { to_client_ += bytes; }
+  void to_client(uint8_t channel, std::string_view data) {
     std::string payload(1, static_cast<char>(channel));
     payload += data;
-    return send_client(ws::encode_frame(ws::Opcode::kBinary, payload));
+    to_client(ws::encode_frame(ws::Opcode::kBinary, payload));
   }
-  // After the runtime ended: the close frame, then a short wait for the client's answer.
-  void close_client(uint16_t code, std::string_view reason);
-  // What woke poll(): 0 none, 1 the client, 2 the runtime (both may be set: bit mask).
-  int wait_readable();
+  void to_runtime(std::string_view bytes) { to_runtime_ += bytes; }
+  // Writes what the sockets take and waits until a side may be read: kClientReadable and/or
+  // kRuntimeReadable; -1 when a write failed (then *client_broke says which side).
+  int pump(bool* client_broke);
+  // Reads what a readable side has: > 0 bytes appended, 0 its end, -1 an error (errno set).
+  static ssize_t receive(int fd, std::string& into);
+  // The end of a session: the client gets what is queued and `close_frame` (if any) within
+  // kFinalFlush, then this side stops writing and waits briefly for the client's close.
+  void finish_client(std::string_view close_frame, bool linger);
+  void log_end(Outcome outcome, const std::string& detail);
 
   void remote_command();
   void port_forward();
@@ -495,31 +514,106 @@ class Session {
   int runtime_ = -1;
   std::string client_buffer_;   // client bytes after its request head
   std::string runtime_buffer_;  // runtime bytes after its answer's head
+  std::string to_client_;       // queued for the client
+  std::string to_runtime_;      // queued for the runtime
   Head request_;
   std::string name_;
   SessionRequest session_;
   std::string key_;
 };
 
-int Session::wait_readable() {
-  pollfd fds[2] = {{client_, POLLIN, 0}, {runtime_, POLLIN, 0}};
+// Sends what `fd` takes now; false when the connection broke.
+bool send_some(int fd, std::string& queue) {
+  while (!queue.empty()) {
+    ssize_t n = ::send(fd, queue.data(), queue.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    if (n <= 0) return false;
+    queue.erase(0, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+int Session::pump(bool* client_broke) {
   while (true) {
+    pollfd fds[2] = {{client_, 0, 0}, {runtime_, 0, 0}};
+    if (to_runtime_.size() < kQueueHighWater) fds[0].events |= POLLIN;
+    if (!to_client_.empty()) fds[0].events |= POLLOUT;
+    if (to_client_.size() < kQueueHighWater) fds[1].events |= POLLIN;
+    if (!to_runtime_.empty()) fds[1].events |= POLLOUT;
     int n = ::poll(fds, 2, -1);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return 3;  // let the reads report the failure
-    int which = 0;
-    if (fds[0].revents) which |= 1;
-    if (fds[1].revents) which |= 2;
-    if (which) return which;
+    if (n < 0) {
+      *client_broke = false;
+      return -1;
+    }
+    if ((fds[0].revents & POLLOUT) && !send_some(client_, to_client_)) {
+      *client_broke = true;
+      return -1;
+    }
+    if ((fds[1].revents & POLLOUT) && !send_some(runtime_, to_runtime_)) {
+      *client_broke = false;
+      return -1;
+    }
+    // A side that hung up or failed is "readable" even when held back: its read tells.
+    constexpr short kReadable = POLLIN | POLLHUP | POLLERR;
+    int ready = 0;
+    if (fds[0].revents & kReadable) ready |= kClientReadable;
+    if (fds[1].revents & kReadable) ready |= kRuntimeReadable;
+    if (ready) return ready;
   }
 }
 
-void Session::close_client(uint16_t code, std::string_view reason) {
-  if (!send_client(ws::encode_close(code, reason))) return;
+ssize_t Session::receive(int fd, std::string& into) {
+  char buf[kReadPiece];
+  while (true) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 1;  // nothing after all
+    if (n > 0) into.append(buf, static_cast<size_t>(n));
+    return n;
+  }
+}
+
+void Session::finish_client(std::string_view close_frame, bool linger) {
+  to_client_ += close_frame;
+  const Clock::time_point deadline = Clock::now() + kFinalFlush;
+  while (!to_client_.empty()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return;
+    pollfd p{client_, POLLOUT, 0};
+    int n = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 || !send_some(client_, to_client_)) return;
+  }
   ::shutdown(client_, SHUT_WR);
-  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(kCloseLingerMs);
+  if (!linger) return;
+  const Clock::time_point until = Clock::now() + std::chrono::milliseconds(kCloseLingerMs);
   std::string discard;
-  while (read_some(client_, discard, deadline) > 0) discard.clear();
+  while (read_some(client_, discard, until) > 0) discard.clear();
+}
+
+void Session::log_end(Outcome outcome, const std::string& detail) {
+  const std::string why = detail.empty() ? "" : ": " + detail;
+  switch (outcome) {
+    case Outcome::kRuntimeFinished:
+    case Outcome::kRuntimeBroke:
+      SKIFF_LOG_INFO("kubelet: {}: translated session ended by the runtime{}", name_, why);
+      break;
+    case Outcome::kClientClosed:
+      SKIFF_LOG_INFO("kubelet: {}: translated session closed by the client", name_);
+      break;
+    case Outcome::kClientBroke:
+      SKIFF_LOG_WARN("kubelet: {}: translated session ended: the client broke WebSocket{}", name_,
+                     why);
+      break;
+    case Outcome::kClientGone:
+      SKIFF_LOG_INFO("kubelet: {}: translated session ended: the client went away", name_);
+      break;
+    case Outcome::kStopped:
+      SKIFF_LOG_INFO("kubelet: {}: translated session ended: the kubelet is stopping", name_);
+      break;
+  }
 }
 
 void Session::pass_on_refusal(const Head& head) {
@@ -622,10 +716,11 @@ bool Session::upgrade_runtime(const RuntimeUrl& url, std::string_view protocol) 
 }
 
 void Session::switch_client(std::string_view protocol) {
-  send_client(
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-      "Sec-WebSocket-Accept: " +
-      ws::accept_key(key_) + "\r\nSec-WebSocket-Protocol: " + std::string(protocol) + "\r\n\r\n");
+  write_all(client_,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Accept: " +
+                ws::accept_key(key_) + "\r\nSec-WebSocket-Protocol: " + std::string(protocol) +
+                "\r\n\r\n");
 }
 
 void Session::serve() {
@@ -726,6 +821,7 @@ void Session::remote_command() {
   spdy::FrameWriter writer;
   spdy::FrameReader reader;
   ws::MessageReader messages;
+  std::string detail;
 
   // The streams, as upstream's remote command client opens them: the error stream first.
   uint32_t next_id = 1;
@@ -773,19 +869,16 @@ void Session::remote_command() {
   bool status_seen = false;
   bool runtime_going_away = false;
   Outcome outcome = Outcome::kRuntimeFinished;
-  std::string detail;
   uint16_t client_close_code = ws::kCloseNormal;
 
-  auto to_runtime = [&](const spdy::Frame& frame) -> bool {
+  // Queues a frame for the runtime; false when it cannot be encoded.
+  auto frame_to_runtime = [&](const spdy::Frame& frame) -> bool {
     Result<std::string> bytes = writer.encode(frame);
     if (!bytes.is_ok()) {
       detail = bytes.status().message();
       return false;
     }
-    if (!write_all(runtime_, *bytes)) {
-      detail = std::strerror(errno);
-      return false;
-    }
+    to_runtime(*bytes);
     return true;
   };
   auto finish_sending = [&](uint32_t id) -> bool {
@@ -793,7 +886,7 @@ void Session::remote_command() {
     spdy::DataFrame fin;
     fin.stream_id = id;
     fin.flags = spdy::kFlagFin;
-    return to_runtime(fin);
+    return frame_to_runtime(fin);
   };
 
   // Handles what the client sent; false when the session ends (outcome set).
@@ -801,10 +894,7 @@ void Session::remote_command() {
     while (std::optional<ws::Message> m = messages.next()) {
       switch (m->opcode) {
         case ws::Opcode::kPing:
-          if (!send_client(ws::encode_frame(ws::Opcode::kPong, m->payload))) {
-            outcome = Outcome::kClientGone;
-            return false;
-          }
+          to_client(ws::encode_frame(ws::Opcode::kPong, m->payload));
           break;
         case ws::Opcode::kPong:
           break;
@@ -819,28 +909,18 @@ void Session::remote_command() {
           if (m->payload.empty()) break;
           const auto channel = static_cast<uint8_t>(m->payload[0]);
           std::string_view data = std::string_view(m->payload).substr(1);
+          bool ok = true;
           if (channel == kChannelStdin && stdin_id && sending.count(stdin_id) && !data.empty()) {
-            spdy::DataFrame f;
-            f.stream_id = stdin_id;
-            f.data = std::string(data);
-            if (!to_runtime(f)) {
-              outcome = Outcome::kRuntimeBroke;
-              return false;
-            }
+            ok = frame_to_runtime(spdy::DataFrame{stdin_id, 0, std::string(data)});
           } else if (channel == kChannelResize && resize_id && sending.count(resize_id)) {
-            spdy::DataFrame f;
-            f.stream_id = resize_id;
-            f.data = std::string(data);
-            if (!to_runtime(f)) {
-              outcome = Outcome::kRuntimeBroke;
-              return false;
-            }
+            ok = frame_to_runtime(spdy::DataFrame{resize_id, 0, std::string(data)});
           } else if (channel == kChannelClose && !data.empty() &&
                      static_cast<uint8_t>(data[0]) == kChannelStdin && stdin_id) {
-            if (!finish_sending(stdin_id)) {
-              outcome = Outcome::kRuntimeBroke;
-              return false;
-            }
+            ok = finish_sending(stdin_id);
+          }
+          if (!ok) {
+            outcome = Outcome::kRuntimeBroke;
+            return false;
           }
           break;
         }
@@ -866,17 +946,15 @@ void Session::remote_command() {
       }
       if (!next->has_value()) break;
       spdy::Frame& frame = **next;
+      bool ok = true;
       if (auto* data = std::get_if<spdy::DataFrame>(&frame)) {
         uint8_t channel = 0;
-        if (data->stream_id == stdout_id && stdout_id) channel = kChannelStdout;
-        if (data->stream_id == stderr_id && stderr_id) channel = kChannelStderr;
+        if (stdout_id && data->stream_id == stdout_id) channel = kChannelStdout;
+        if (stderr_id && data->stream_id == stderr_id) channel = kChannelStderr;
         if (data->stream_id == error_id) channel = kChannelError;
         if (channel != 0 && !data->data.empty()) {
           if (channel == kChannelError) status_seen = true;
-          if (!send_message(channel, data->data)) {
-            outcome = Outcome::kClientGone;
-            return false;
-          }
+          to_client(channel, data->data);
         }
         if (data->flags & spdy::kFlagFin) owed.erase(data->stream_id);
       } else if (auto* reply = std::get_if<spdy::SynReplyFrame>(&frame)) {
@@ -887,28 +965,24 @@ void Session::remote_command() {
         owed.erase(reset->stream_id);
         sending.erase(reset->stream_id);
       } else if (auto* ping = std::get_if<spdy::PingFrame>(&frame)) {
-        if (!to_runtime(*ping)) {
-          outcome = Outcome::kRuntimeBroke;
-          return false;
-        }
+        ok = frame_to_runtime(*ping);
       } else if (auto* syn = std::get_if<spdy::SynStreamFrame>(&frame)) {
         // Streams are this side's to open.
-        if (!to_runtime(spdy::RstStreamFrame{syn->stream_id, spdy::kRstRefusedStream})) {
-          outcome = Outcome::kRuntimeBroke;
-          return false;
-        }
-      } else if (std::holds_alternative<spdy::GoAwayFrame>(frame)) {
-        // The runtime is closing: it waits for the streams to close on both sides, so this side
-        // finishes its halves and reads on until the runtime is done.
-        if (!runtime_going_away) {
-          runtime_going_away = true;
-          for (uint32_t id : std::vector<uint32_t>(sending.begin(), sending.end())) {
-            if (!finish_sending(id)) break;
-          }
+        ok = frame_to_runtime(spdy::RstStreamFrame{syn->stream_id, spdy::kRstRefusedStream});
+      } else if (std::holds_alternative<spdy::GoAwayFrame>(frame) && !runtime_going_away) {
+        // The runtime is closing: it may wait for the streams to close on both sides, so this
+        // side finishes its halves and reads on until the runtime is done.
+        runtime_going_away = true;
+        for (uint32_t id : std::vector<uint32_t>(sending.begin(), sending.end())) {
+          ok = ok && finish_sending(id);
         }
       }
       // SETTINGS and WINDOW_UPDATE need nothing: like Go's spdystream, this side does not hold
       // back data for flow control, and the runtime's window is never exhausted by this side.
+      if (!ok) {
+        outcome = Outcome::kRuntimeBroke;
+        return false;
+      }
     }
     if (owed.empty()) {
       outcome = Outcome::kRuntimeFinished;
@@ -921,63 +995,69 @@ void Session::remote_command() {
   client_buffer_.clear();
   reader.feed(runtime_buffer_);
   runtime_buffer_.clear();
-  std::vector<char> piece(kReadPiece);
+  std::string in;
   while (drain_client() && drain_runtime()) {
     if (server_.stopping) {
       outcome = Outcome::kStopped;
       break;
     }
-    int which = wait_readable();
-    if (which & 2) {
-      ssize_t n = ::recv(runtime_, piece.data(), piece.size(), 0);
+    bool client_broke = false;
+    const int ready = pump(&client_broke);
+    if (ready < 0) {
+      detail = std::strerror(errno);
+      outcome = client_broke ? Outcome::kClientGone : Outcome::kRuntimeBroke;
+      break;
+    }
+    if (ready & kRuntimeReadable) {
+      in.clear();
+      ssize_t n = receive(runtime_, in);
       if (n <= 0) {
         if (n < 0) detail = std::strerror(errno);
         outcome = n == 0 ? Outcome::kRuntimeFinished : Outcome::kRuntimeBroke;
         break;
       }
-      reader.feed(std::string_view(piece.data(), static_cast<size_t>(n)));
+      reader.feed(in);
     }
-    if (which & 1) {
-      ssize_t n = ::recv(client_, piece.data(), piece.size(), 0);
-      if (n <= 0) {
+    if (ready & kClientReadable) {
+      in.clear();
+      if (receive(client_, in) <= 0) {
         outcome = Outcome::kClientGone;
         break;
       }
-      messages.feed(std::string_view(piece.data(), static_cast<size_t>(n)));
+      messages.feed(in);
     }
   }
 
+  // The runtime's connection is done with in every case (what the client sent before its close
+  // goes out if the socket takes it now); the client's gets its last frames.
+  if (outcome == Outcome::kClientClosed) send_some(runtime_, to_runtime_);
+  server_.close_fd(slot_, 1);
   switch (outcome) {
     case Outcome::kRuntimeFinished:
     case Outcome::kRuntimeBroke:
-      server_.close_fd(slot_, 1);
       if (!status_seen && (outcome == Outcome::kRuntimeBroke || !owed.empty())) {
         // The runtime went away without the command's status: say so rather than let the client
         // take the silence for success.
         std::string why = "the runtime's streaming connection ended before the command's status";
         if (!detail.empty()) why += ": " + detail;
-        send_message(kChannelError, status_json(500, "InternalError", why));
+        to_client(kChannelError, status_json(500, "InternalError", why));
       }
-      close_client(ws::kCloseNormal, "");
-      SKIFF_LOG_INFO("kubelet: {}: translated session ended by the runtime{}{}", name_,
-                     detail.empty() ? "" : ": ", detail);
+      finish_client(ws::encode_close(ws::kCloseNormal), /*linger=*/true);
       break;
     case Outcome::kClientClosed:
-      send_client(ws::encode_close(client_close_code));
-      SKIFF_LOG_INFO("kubelet: {}: translated session closed by the client", name_);
+      finish_client(ws::encode_close(client_close_code), /*linger=*/false);
       break;
     case Outcome::kClientBroke:
-      send_client(ws::encode_close(client_close_code, detail));
-      SKIFF_LOG_WARN("kubelet: {}: translated session ended: the client broke WebSocket: {}", name_,
-                     detail);
+      finish_client(ws::encode_close(client_close_code, detail), /*linger=*/false);
       break;
     case Outcome::kClientGone:
-      SKIFF_LOG_INFO("kubelet: {}: translated session ended: the client went away", name_);
       break;
     case Outcome::kStopped:
-      send_client(ws::encode_close(ws::kCloseGoingAway, "the kubelet is stopping"));
+      to_client_.clear();
+      finish_client(ws::encode_close(ws::kCloseGoingAway, "the kubelet is stopping"), false);
       break;
   }
+  log_end(outcome, detail);
 }
 
 void Session::port_forward() {
@@ -993,10 +1073,7 @@ void Session::port_forward() {
     while (std::optional<ws::Message> m = messages.next()) {
       switch (m->opcode) {
         case ws::Opcode::kPing:
-          if (!send_client(ws::encode_frame(ws::Opcode::kPong, m->payload))) {
-            outcome = Outcome::kClientGone;
-            return false;
-          }
+          to_client(ws::encode_frame(ws::Opcode::kPong, m->payload));
           break;
         case ws::Opcode::kPong:
           break;
@@ -1008,11 +1085,7 @@ void Session::port_forward() {
           return false;
         }
         default:
-          if (!write_all(runtime_, m->payload)) {
-            detail = std::strerror(errno);
-            outcome = Outcome::kRuntimeBroke;
-            return false;
-          }
+          to_runtime(m->payload);
       }
     }
     if (!messages.error().is_ok()) {
@@ -1026,66 +1099,64 @@ void Session::port_forward() {
 
   messages.feed(client_buffer_);
   client_buffer_.clear();
-  bool going = true;
   if (!runtime_buffer_.empty()) {
-    going = send_client(ws::encode_frame(ws::Opcode::kBinary, runtime_buffer_));
+    to_client(ws::encode_frame(ws::Opcode::kBinary, runtime_buffer_));
     runtime_buffer_.clear();
-    if (!going) outcome = Outcome::kClientGone;
   }
-  std::vector<char> piece(kReadPiece);
-  while (going && drain_client()) {
+  std::string in;
+  while (drain_client()) {
     if (server_.stopping) {
       outcome = Outcome::kStopped;
       break;
     }
-    int which = wait_readable();
-    if (which & 2) {
-      ssize_t n = ::recv(runtime_, piece.data(), piece.size(), 0);
+    bool client_broke = false;
+    const int ready = pump(&client_broke);
+    if (ready < 0) {
+      detail = std::strerror(errno);
+      outcome = client_broke ? Outcome::kClientGone : Outcome::kRuntimeBroke;
+      break;
+    }
+    if (ready & kRuntimeReadable) {
+      in.clear();
+      ssize_t n = receive(runtime_, in);
       if (n <= 0) {
         if (n < 0) detail = std::strerror(errno);
         outcome = n == 0 ? Outcome::kRuntimeFinished : Outcome::kRuntimeBroke;
         break;
       }
-      if (!send_client(ws::encode_frame(ws::Opcode::kBinary,
-                                        std::string_view(piece.data(), static_cast<size_t>(n))))) {
-        outcome = Outcome::kClientGone;
-        break;
-      }
+      if (!in.empty()) to_client(ws::encode_frame(ws::Opcode::kBinary, in));
     }
-    if (which & 1) {
-      ssize_t n = ::recv(client_, piece.data(), piece.size(), 0);
-      if (n <= 0) {
+    if (ready & kClientReadable) {
+      in.clear();
+      if (receive(client_, in) <= 0) {
         outcome = Outcome::kClientGone;
         break;
       }
-      messages.feed(std::string_view(piece.data(), static_cast<size_t>(n)));
+      messages.feed(in);
     }
   }
 
+  if (outcome == Outcome::kClientClosed) send_some(runtime_, to_runtime_);
+  server_.close_fd(slot_, 1);
   switch (outcome) {
     case Outcome::kRuntimeFinished:
     case Outcome::kRuntimeBroke:
-      server_.close_fd(slot_, 1);
-      close_client(ws::kCloseNormal, "");
-      SKIFF_LOG_INFO("kubelet: {}: translated session ended by the runtime{}{}", name_,
-                     detail.empty() ? "" : ": ", detail);
+      finish_client(ws::encode_close(ws::kCloseNormal), /*linger=*/true);
       break;
     case Outcome::kClientClosed:
-      send_client(ws::encode_close(client_close_code));
-      SKIFF_LOG_INFO("kubelet: {}: translated session closed by the client", name_);
+      finish_client(ws::encode_close(client_close_code), /*linger=*/false);
       break;
     case Outcome::kClientBroke:
-      send_client(ws::encode_close(client_close_code, detail));
-      SKIFF_LOG_WARN("kubelet: {}: translated session ended: the client broke WebSocket: {}", name_,
-                     detail);
+      finish_client(ws::encode_close(client_close_code, detail), /*linger=*/false);
       break;
     case Outcome::kClientGone:
-      SKIFF_LOG_INFO("kubelet: {}: translated session ended: the client went away", name_);
       break;
     case Outcome::kStopped:
-      send_client(ws::encode_close(ws::kCloseGoingAway, "the kubelet is stopping"));
+      to_client_.clear();
+      finish_client(ws::encode_close(ws::kCloseGoingAway, "the kubelet is stopping"), false);
       break;
   }
+  log_end(outcome, detail);
 }
 
 }  // namespace

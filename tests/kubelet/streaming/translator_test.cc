@@ -5,8 +5,12 @@
 
 #include "kubelet/streaming/translator.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -83,24 +87,45 @@ class SpdyPeer {
 class FakeRuntime {
  public:
   using Script = std::function<void(PlainWire& wire, const std::string& head)>;
-  explicit FakeRuntime(Script script) {
+  // `receive_buffer`: the SO_RCVBUF of the runtime's connection (0: the system's, which grows
+  // to megabytes on loopback).
+  explicit FakeRuntime(Script script, int receive_buffer = 0) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    EXPECT_GE(listen_fd_, 0);
+    if (receive_buffer > 0) {
+      ::setsockopt(listen_fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer));
+    }
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(::listen(listen_fd_, 4), 0);
+    socklen_t len = sizeof(addr);
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
     thread_ = std::thread([this, script = std::move(script)] {
-      std::unique_ptr<PlainWire> wire = listener_.accept_plain();
-      if (!wire) return;
-      std::string head = wire->read_until("\r\n\r\n");
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, skiff::testing::kRawIoTimeoutSeconds * 1000) != 1) return;
+      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) return;
+      PlainWire wire(fd);
+      std::string head = wire.read_until("\r\n\r\n");
       {
         std::lock_guard lock(mu_);
         head_ = head;
       }
-      script(*wire, head);
+      script(wire, head);
     });
   }
-  ~FakeRuntime() { join(); }
+  ~FakeRuntime() {
+    join();
+    ::close(listen_fd_);
+  }
   // Waits for the script to end.
   void join() {
     if (thread_.joinable()) thread_.join();
   }
-  int port() const { return listener_.port(); }
+  int port() const { return port_; }
   std::string url(const std::string& path) const {
     return "http://127.0.0.1:" + std::to_string(port()) + path;
   }
@@ -110,7 +135,8 @@ class FakeRuntime {
   }
 
  private:
-  Listener listener_;
+  int listen_fd_ = -1;
+  int port_ = 0;
   std::mutex mu_;
   std::string head_;  // guarded by mu_
   std::thread thread_;
@@ -598,6 +624,103 @@ TEST_F(TranslatorTest, ABrokenClientFrameClosesWith1002) {
   EXPECT_EQ(close_code(got), ws::kCloseProtocolError);
   runtime.join();
   EXPECT_TRUE(runtime_saw_end);
+}
+
+TEST_F(TranslatorTest, ADirectionThatWaitsNeverStallsTheOther) {
+  // A command that writes all its output before it reads its input (as a filter with a large
+  // input does, once its pipes are full): the runtime reads no stdin until the client has read
+  // the output, while the client keeps sending stdin. The translator must carry the output
+  // while the stdin waits. (The output is larger than what loopback sockets buffer.)
+  constexpr size_t kOutput = 96 * 1024 * 1024;
+  constexpr size_t kInput = 16 * 1024 * 1024;
+  size_t stdin_bytes = 0;
+  FakeRuntime runtime(
+      [&](PlainWire& wire, const std::string&) {
+        wire.write(switching("v4.channel.k8s.io"));
+        SpdyPeer peer(wire);
+        accept_streams(peer, 3);
+        // The client's stdin fills the connection meanwhile.
+        std::this_thread::sleep_for(500ms);
+        const std::string piece(64 * 1024, 'o');
+        for (size_t sent = 0; sent < kOutput; sent += piece.size()) {
+          if (!peer.send(spdy::DataFrame{5, 0, piece})) return;
+        }
+        while (true) {
+          std::optional<spdy::Frame> f = peer.read();
+          if (!f) return;
+          if (auto* data = std::get_if<spdy::DataFrame>(&*f)) {
+            stdin_bytes += data->data.size();
+            if (data->flags & spdy::kFlagFin) break;
+          }
+        }
+        peer.send(spdy::DataFrame{1, spdy::kFlagFin, kSuccess});
+        peer.send(spdy::DataFrame{5, spdy::kFlagFin, ""});
+        peer.ended();
+      },
+      /*receive_buffer=*/16 * 1024);
+
+  // The client reads and writes at once, as kubectl does, on a socket of its own.
+  int fd = skiff::testing::dial_loopback(translator_->port());
+  ASSERT_GE(fd, 0);
+  const std::string target = exec_target(runtime.url("/exec/tok"), true, true, false, false);
+  const std::string request =
+      "GET " + target +
+      " HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
+      WsClient::kKey + "\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n";
+  ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(request.size()));
+  std::thread writer([fd] {
+    const std::string chunk(32 * 1024, 'i');
+    std::string frames;
+    for (size_t sent = 0; sent < kInput; sent += chunk.size()) {
+      frames += ws::encode_frame(ws::Opcode::kBinary, std::string(1, '\0') + chunk.substr(1), true,
+                                 kMask);
+    }
+    frames += ws::encode_frame(ws::Opcode::kBinary, std::string("\xff\x00", 2), true, kMask);
+    std::string_view left = frames;
+    while (!left.empty()) {
+      ssize_t n = ::send(fd, left.data(), left.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      left.remove_prefix(static_cast<size_t>(n));
+    }
+  });
+  std::string head;
+  ws::MessageReader reader(16 * 1024 * 1024, /*require_mask=*/false);
+  size_t stdout_bytes = 0;
+  std::string status;
+  bool closed = false;
+  char buf[64 * 1024];
+  timeval tv{20, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  while (!closed) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    std::string_view got(buf, static_cast<size_t>(n));
+    if (head.find("\r\n\r\n") == std::string::npos) {
+      head.append(got);
+      size_t end = head.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      got = std::string_view();
+      reader.feed(std::string_view(head).substr(end + 4));
+      head.resize(end + 4);
+    }
+    reader.feed(got);
+    while (std::optional<ws::Message> m = reader.next()) {
+      if (m->opcode == ws::Opcode::kClose) closed = true;
+      if (m->opcode != ws::Opcode::kBinary || m->payload.empty()) continue;
+      if (m->payload[0] == 1) stdout_bytes += m->payload.size() - 1;
+      if (m->payload[0] == 3) status += m->payload.substr(1);
+    }
+  }
+  writer.join();
+  ::close(fd);
+  runtime.join();
+  EXPECT_TRUE(head.starts_with("HTTP/1.1 101 ")) << head;
+  EXPECT_EQ(stdout_bytes, kOutput);
+  EXPECT_EQ(stdin_bytes, kInput / (32 * 1024) * (32 * 1024 - 1));
+  EXPECT_EQ(status, kSuccess);
+  EXPECT_TRUE(closed);
 }
 
 TEST_F(TranslatorTest, PortForwardTunnelsBytes) {
