@@ -25,7 +25,10 @@
 // answers the client 101 only once the runtime has switched protocols: a runtime's refusal (or
 // a runtime that cannot be reached, 502) reaches the client as an ordinary answer, so kubectl can
 // still fall back to SPDY. A random secret in every session path keeps other local users off the
-// runtime. Sessions are few and long: one thread each, blocking sockets and poll().
+// runtime. Sessions are few and long: one thread each, with poll(). Once both sides have
+// switched, each direction's bytes are queued and written as its socket takes them, so a side
+// that stops reading (a runtime holding back stdin while its command writes) never stalls the
+// other direction; a side is read only while the queue towards the other is short.
 //
 // Thread-safety: start() and stop() (and the destructor) from one thread; port(),
 // session_target() and active_sessions() from any thread.
