@@ -176,6 +176,30 @@ bool pod_endpoints_changed(const Json& old_pod, const Json& new_pod) {
   return ports_of(ospec) != ports_of(nspec);
 }
 
+client::EventHandlers service_handlers(client::WorkQueue& queue) {
+  auto enqueue = [&queue](const ObjectPtr& s) { queue.add(client::key_of(*s)); };
+  return {.on_add = enqueue,
+          .on_update = [enqueue](const ObjectPtr&, const ObjectPtr& s) { enqueue(s); },
+          .on_delete = enqueue};
+}
+
+client::EventHandlers pod_handlers(const client::Informer& services, client::WorkQueue& queue) {
+  auto enqueue = [&services, &queue](const Json& pod) {
+    for (const auto& key : services_for_pod(services, pod)) queue.add(key);
+  };
+  return {.on_add = [enqueue](const ObjectPtr& p) { enqueue(*p); },
+          .on_update =
+              [enqueue](const ObjectPtr& old_pod, const ObjectPtr& new_pod) {
+                if (!pod_endpoints_changed(*old_pod, *new_pod)) return;
+                enqueue(*new_pod);
+                if (member(member(*old_pod, "metadata"), "labels") !=
+                    member(member(*new_pod, "metadata"), "labels")) {
+                  enqueue(*old_pod);
+                }
+              },
+          .on_delete = [enqueue](const ObjectPtr& p) { enqueue(*p); }};
+}
+
 int64_t resource_version_number(const Json& obj) {
   return parse_resource_version(client::resource_version_of(obj));
 }

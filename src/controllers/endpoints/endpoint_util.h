@@ -2,10 +2,11 @@
 
 // What the Endpoints and EndpointSlice controllers share (upstream's k8s.io/endpointslice/util):
 // which pods back a Service, the port a Service port resolves to in a pod, the pod address of
-// the Service's IP family, hostnames for headless Services, and the tracker that computes the
-// endpoints.kubernetes.io/last-change-trigger-time annotation.
+// the Service's IP family, hostnames for headless Services, which Services a pod event concerns,
+// and the tracker that computes the endpoints.kubernetes.io/last-change-trigger-time annotation.
 //
-// Thread-safety: the free functions are pure. TriggerTimeTracker is safe from any thread.
+// Thread-safety: the free functions are pure, but for the handlers, which read the Services
+// informer and add to the queue (both thread-safe). TriggerTimeTracker is safe from any thread.
 
 #include <cstdint>
 #include <mutex>
@@ -16,6 +17,7 @@
 
 #include "api/selector.h"
 #include "client/informer.h"
+#include "client/workqueue.h"
 
 namespace skiff::controllers::endpoint_util {
 
@@ -64,6 +66,14 @@ std::vector<std::string> services_for_pod(const client::Informer& services, cons
 // True when a pod update can change the endpoints built from it (labels, addresses, readiness,
 // phase, deletion, node, hostname, container ports).
 bool pod_endpoints_changed(const Json& old_pod, const Json& new_pod);
+
+// The informer handlers both controllers install: every Service event queues the Service's key;
+// a pod added or deleted queues the keys of the Services selecting it, and a pod update that can
+// change endpoints (pod_endpoints_changed) those of the Services selecting it now and, when its
+// labels changed, before (upstream's GetServicesToUpdateOnPodChange). `services` and `queue`
+// must outlive the handlers.
+client::EventHandlers service_handlers(client::WorkQueue& queue);
+client::EventHandlers pod_handlers(const client::Informer& services, client::WorkQueue& queue);
 
 // The resourceVersion as a number; -1 when it is not numeric.
 int64_t parse_resource_version(std::string_view rv);

@@ -153,25 +153,8 @@ class EndpointsController final : public Controller {
         workers_(
             "endpoint-controller", queue_, [this](const std::string& key) { return sync(key); },
             [this] { return synced(); }) {
-    services_.add_handlers({
-        .on_add = [this](const ObjectPtr& s) { queue_.add(client::key_of(*s)); },
-        .on_update = [this](const ObjectPtr&,
-                            const ObjectPtr& s) { queue_.add(client::key_of(*s)); },
-        .on_delete = [this](const ObjectPtr& s) { queue_.add(client::key_of(*s)); },
-    });
-    pods_.add_handlers({
-        .on_add = [this](const ObjectPtr& p) { enqueue_services(*p); },
-        .on_update =
-            [this](const ObjectPtr& old_pod, const ObjectPtr& new_pod) {
-              if (!pod_endpoints_changed(*old_pod, *new_pod)) return;
-              enqueue_services(*new_pod);
-              if (member(member(*old_pod, "metadata"), "labels") !=
-                  member(member(*new_pod, "metadata"), "labels")) {
-                enqueue_services(*old_pod);
-              }
-            },
-        .on_delete = [this](const ObjectPtr& p) { enqueue_services(*p); },
-    });
+    services_.add_handlers(service_handlers(queue_));
+    pods_.add_handlers(pod_handlers(services_, queue_));
     endpoints_.add_handlers({
         .on_add = nullptr,
         .on_update = nullptr,
@@ -205,10 +188,6 @@ class EndpointsController final : public Controller {
       }
     });
     return true;
-  }
-
-  void enqueue_services(const Json& pod) {
-    for (const auto& key : services_for_pod(services_, pod)) queue_.add(key);
   }
 
   Status sync(const std::string& key);

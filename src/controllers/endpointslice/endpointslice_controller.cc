@@ -258,22 +258,8 @@ class EndpointSliceController final : public Controller {
       std::string key = service_key_of_slice(slice);
       return key.empty() ? std::vector<std::string>{} : std::vector<std::string>{key};
     });
-    services_.add_handlers({
-        .on_add = [this](const ObjectPtr& s) { queue_.add(client::key_of(*s)); },
-        .on_update = [this](const ObjectPtr&,
-                            const ObjectPtr& s) { queue_.add(client::key_of(*s)); },
-        .on_delete = [this](const ObjectPtr& s) { queue_.add(client::key_of(*s)); },
-    });
-    pods_.add_handlers({
-        .on_add = [this](const ObjectPtr& p) { enqueue_services(*p); },
-        .on_update =
-            [this](const ObjectPtr& old_pod, const ObjectPtr& new_pod) {
-              if (!pod_endpoints_changed(*old_pod, *new_pod)) return;
-              enqueue_services(*new_pod);
-              if (labels_of(*old_pod) != labels_of(*new_pod)) enqueue_services(*old_pod);
-            },
-        .on_delete = [this](const ObjectPtr& p) { enqueue_services(*p); },
-    });
+    services_.add_handlers(service_handlers(queue_));
+    pods_.add_handlers(pod_handlers(services_, queue_));
     auto enqueue_slice = [this](const Json& slice) {
       std::string key = service_key_of_slice(slice);
       if (!key.empty()) queue_.add(key);
@@ -303,10 +289,6 @@ class EndpointSliceController final : public Controller {
   void stop() override { workers_.stop(); }
 
  private:
-  void enqueue_services(const Json& pod) {
-    for (const auto& key : services_for_pod(services_, pod)) queue_.add(key);
-  }
-
   Status sync(const std::string& key);
   void reconcile_port_mapping(const Json& service, const std::vector<ObjectPtr>& existing,
                               std::map<std::string, Json>& desired, const Json& ports,
