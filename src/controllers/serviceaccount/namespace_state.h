@@ -1,12 +1,15 @@
 #pragma once
 
 // What the service account and root CA controllers share: whether a namespace takes new
-// content, and which create errors mean "nothing to retry".
+// content, the namespace handlers that queue such namespaces, and which create errors mean
+// "nothing to retry".
 //
-// Thread-safety: pure functions.
+// Thread-safety: pure functions, but for the handlers, which add to the queue (thread-safe).
 
 #include "base/status.h"
 #include "client/api_client.h"
+#include "client/informer.h"
+#include "client/workqueue.h"
 
 namespace skiff::controllers {
 
@@ -18,6 +21,17 @@ inline bool namespace_is_active(const client::Json& ns) {
   if (status == ns.end() || !status->is_object()) return true;
   std::string phase = status->value("phase", "");
   return phase.empty() || phase == "Active";
+}
+
+// Handlers for the namespaces informer: a namespace added or updated while active queues its
+// name. `queue` must outlive the handlers.
+inline client::EventHandlers active_namespace_handlers(client::WorkQueue& queue) {
+  auto changed = [&queue](const client::ObjectPtr& ns) {
+    if (namespace_is_active(*ns)) queue.add(client::name_of(*ns));
+  };
+  return {changed,
+          [changed](const client::ObjectPtr&, const client::ObjectPtr& ns) { changed(ns); },
+          nullptr};
 }
 
 // A create that failed because the object is there already, the namespace is gone, or the

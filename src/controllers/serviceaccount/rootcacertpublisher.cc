@@ -26,13 +26,7 @@ class RootCaCertPublisher : public Controller {
         workers_(
             "root-ca-cert-publisher", queue_, [this](const std::string& key) { return sync(key); },
             [this] { return namespaces_.has_synced() && config_maps_.has_synced(); }) {
-    auto namespace_changed = [this](const ObjectPtr& ns) {
-      if (namespace_is_active(*ns)) queue_.add(client::name_of(*ns));
-    };
-    namespaces_.add_handlers(
-        {namespace_changed,
-         [namespace_changed](const ObjectPtr&, const ObjectPtr& ns) { namespace_changed(ns); },
-         nullptr});
+    namespaces_.add_handlers(active_namespace_handlers(queue_));
     auto config_map_changed = [this](const ObjectPtr& cm) {
       if (client::name_of(*cm) == kRootCaConfigMapName && !up_to_date(*cm)) {
         queue_.add(client::namespace_of(*cm));

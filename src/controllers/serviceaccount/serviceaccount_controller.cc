@@ -19,13 +19,7 @@ class ServiceAccountController : public Controller {
         workers_(
             "serviceaccount", queue_, [this](const std::string& key) { return sync(key); },
             [this] { return namespaces_.has_synced() && service_accounts_.has_synced(); }) {
-    auto namespace_changed = [this](const ObjectPtr& ns) {
-      if (namespace_is_active(*ns)) queue_.add(client::name_of(*ns));
-    };
-    namespaces_.add_handlers(
-        {namespace_changed,
-         [namespace_changed](const ObjectPtr&, const ObjectPtr& ns) { namespace_changed(ns); },
-         nullptr});
+    namespaces_.add_handlers(active_namespace_handlers(queue_));
     service_accounts_.add_handlers({nullptr, nullptr, [this](const ObjectPtr& sa) {
                                       if (client::name_of(*sa) == kDefaultServiceAccountName) {
                                         queue_.add(client::namespace_of(*sa));
