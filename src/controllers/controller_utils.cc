@@ -1,6 +1,7 @@
 #include "controllers/controller_utils.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "controllers/json_fields.h"
 
@@ -178,52 +179,70 @@ bool labels_match(const api::LabelSelector& selector, const Json& obj) {
   return selector.matches(labels_of(obj));
 }
 
-Result<std::vector<ObjectPtr>> claim_pods(client::ApiClient& api, const Json& owner,
-                                          std::string_view kind, std::string_view api_version,
-                                          const api::LabelSelector& selector,
-                                          const std::vector<ObjectPtr>& pods_in_namespace) {
+Result<std::vector<ObjectPtr>> claim_objects(client::ApiClient& api,
+                                             const client::Resource& resource, const Json& owner,
+                                             std::string_view kind, std::string_view api_version,
+                                             const std::function<bool(const Json&)>& match,
+                                             const std::vector<ObjectPtr>& objects,
+                                             const std::function<Status()>& can_adopt) {
   const std::string owner_uid = client::uid_of(owner);
-  const bool owner_deleting = owner["metadata"].contains("deletionTimestamp");
+  const bool owner_deleting = is_being_deleted(owner);
+  std::optional<Status> adoptable;  // can_adopt's answer, asked once
   std::vector<ObjectPtr> claimed;
   Status first_error;
-  for (const auto& pod : pods_in_namespace) {
-    const Json* ref = client::controller_of(*pod);
-    bool matches = labels_match(selector, *pod);
+  auto note = [&first_error](const Status& s) {
+    if (!s.is_ok() && s.code() != StatusCode::kNotFound && first_error.is_ok()) first_error = s;
+  };
+  for (const auto& obj : objects) {
+    const Json* ref = client::controller_of(*obj);
+    const bool matches = match(*obj);
     if (ref) {
       if (ref->value("uid", "") != owner_uid) continue;  // someone else's
       if (matches) {
-        claimed.push_back(pod);
+        claimed.push_back(obj);
         continue;
       }
       if (owner_deleting) continue;
-      // Release: drop our ownerReference, only if the pod is still the one we saw.
+      // Release: drop our reference, only from the object we saw (uid precondition).
       Json refs = Json::array();
-      for (const auto& r : (*pod)["metadata"]["ownerReferences"]) {
+      for (const auto& r : (*obj)["metadata"]["ownerReferences"]) {
         if (r.value("uid", "") != owner_uid) refs.push_back(r);
       }
-      Json patch = {{"metadata", {{"uid", client::uid_of(*pod)}, {"ownerReferences", refs}}}};
-      auto r = api.patch(client::resources::kPods, client::namespace_of(*pod),
-                         client::name_of(*pod), client::PatchType::kMerge, patch.dump());
-      if (!r.is_ok() && r.status().code() != StatusCode::kNotFound && first_error.is_ok()) {
-        first_error = r.status();
-      }
+      Json patch = {{"metadata", {{"uid", client::uid_of(*obj)}, {"ownerReferences", refs}}}};
+      note(api.patch(resource, client::namespace_of(*obj), client::name_of(*obj),
+                     client::PatchType::kMerge, patch.dump())
+               .status());
       continue;
     }
-    if (!matches || owner_deleting || is_pod_terminating(*pod)) continue;
+    if (!matches || owner_deleting || is_being_deleted(*obj)) continue;
+    if (!adoptable) adoptable = can_adopt ? can_adopt() : Status::ok();
+    if (!adoptable->is_ok()) {
+      note(*adoptable);
+      continue;
+    }
     // Adopt the orphan.
-    Json refs = (*pod)["metadata"].value("ownerReferences", Json::array());
+    Json refs = field(*obj, "metadata").value("ownerReferences", Json::array());
     refs.push_back(controller_ref(owner, kind, api_version));
-    Json patch = {{"metadata", {{"uid", client::uid_of(*pod)}, {"ownerReferences", refs}}}};
-    auto r = api.patch(client::resources::kPods, client::namespace_of(*pod), client::name_of(*pod),
+    Json patch = {{"metadata", {{"uid", client::uid_of(*obj)}, {"ownerReferences", refs}}}};
+    auto r = api.patch(resource, client::namespace_of(*obj), client::name_of(*obj),
                        client::PatchType::kMerge, patch.dump());
     if (r.is_ok()) {
       claimed.push_back(std::make_shared<const Json>(std::move(r.value())));
-    } else if (r.status().code() != StatusCode::kNotFound && first_error.is_ok()) {
-      first_error = r.status();
+    } else {
+      note(r.status());
     }
   }
   if (!first_error.is_ok()) return first_error;
   return claimed;
+}
+
+Result<std::vector<ObjectPtr>> claim_pods(client::ApiClient& api, const Json& owner,
+                                          std::string_view kind, std::string_view api_version,
+                                          const api::LabelSelector& selector,
+                                          const std::vector<ObjectPtr>& pods_in_namespace) {
+  return claim_objects(
+      api, client::resources::kPods, owner, kind, api_version,
+      [&selector](const Json& pod) { return labels_match(selector, pod); }, pods_in_namespace);
 }
 
 void set_condition(Json& status, Json condition, const std::string& now) {

@@ -9,6 +9,7 @@
 // the ApiClient and informers (themselves thread-safe).
 
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -89,11 +90,20 @@ std::string pod_phase(const Json& pod);
 api::LabelSelector selector_of(const Json& workload);
 bool labels_match(const api::LabelSelector& selector, const Json& obj);
 
-// Adoption and release, as upstream's ControllerRefManager: of the pods in the owner's
-// namespace, those controlled by the owner that still match stay; those controlled by the owner
-// that no longer match are released (their ownerReference removed); orphans that match are
-// adopted (an ownerReference added) unless the owner is being deleted. Returns the pods the
-// owner controls afterwards. Adoption and release are patches conditioned on the pod's uid.
+// Adoption and release of objects of `resource` by `owner`, as upstream's
+// ControllerRefManager: of `objects`, those the owner controls that still `match` stay; those it
+// controls that no longer match are released (their ownerReference removed), and orphans that
+// match and are not being deleted are adopted (an ownerReference to the owner as controller
+// added), both unless the owner is being deleted. Adoption first asks `can_adopt` (at most once;
+// none: always allowed). Adoption and release are merge patches conditioned on the object's
+// uid. Returns the objects the owner controls afterwards, or the first error (NotFound aside).
+Result<std::vector<ObjectPtr>> claim_objects(client::ApiClient& api,
+                                             const client::Resource& resource, const Json& owner,
+                                             std::string_view kind, std::string_view api_version,
+                                             const std::function<bool(const Json&)>& match,
+                                             const std::vector<ObjectPtr>& objects,
+                                             const std::function<Status()>& can_adopt = nullptr);
+// claim_objects for pods (of the owner's namespace) that `selector` selects.
 Result<std::vector<ObjectPtr>> claim_pods(client::ApiClient& api, const Json& owner,
                                           std::string_view kind, std::string_view api_version,
                                           const api::LabelSelector& selector,

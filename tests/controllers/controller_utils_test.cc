@@ -122,6 +122,58 @@ TEST(ClaimPods, AdoptsOrphansReleasesMismatchesIgnoresOthers) {
   EXPECT_EQ(client::controller_of(api.get(kPods, "default", "unrelated").value()), nullptr);
 }
 
+TEST(ClaimObjects, CanAdoptIsAskedOnceAndRefusalIsTheError) {
+  client::FakeApiClient api;
+  Json owner = {{"metadata", {{"name", "web"}, {"namespace", "default"}, {"uid", "owner"}}}};
+  Json mine = {{{"apiVersion", "apps/v1"},
+                {"kind", "Deployment"},
+                {"name", "web"},
+                {"uid", "owner"},
+                {"controller", true}}};
+  api.seed(client::resources::kReplicaSets, pod("kept", {{"app", "web"}}, mine));
+  api.seed(client::resources::kReplicaSets, pod("orphan-1", {{"app", "web"}}));
+  api.seed(client::resources::kReplicaSets, pod("orphan-2", {{"app", "web"}}));
+  api.seed(client::resources::kReplicaSets, pod("relabelled", {{"app", "db"}}, mine));
+  std::vector<ObjectPtr> objects;
+  Json listed = api.list(client::resources::kReplicaSets, "default").value();
+  for (auto& o : listed["items"]) objects.push_back(std::make_shared<const Json>(o));
+  ASSERT_EQ(objects.size(), 4u);
+  auto web = [](const Json& o) { return o["metadata"]["labels"].value("app", "") == "web"; };
+  int asked = 0;
+  auto refuse = [&asked] {
+    ++asked;
+    return error(StatusCode::kAborted, "owner changed");
+  };
+  auto claimed = claim_objects(api, client::resources::kReplicaSets, owner, "Deployment", "apps/v1",
+                               web, objects, refuse);
+  EXPECT_EQ(asked, 1);
+  ASSERT_FALSE(claimed.is_ok());
+  EXPECT_EQ(claimed.status().code(), StatusCode::kAborted);
+  EXPECT_EQ(client::controller_of(
+                api.get(client::resources::kReplicaSets, "default", "orphan-1").value()),
+            nullptr);
+  // The release does not wait for can_adopt.
+  EXPECT_EQ(client::controller_of(
+                api.get(client::resources::kReplicaSets, "default", "relabelled").value()),
+            nullptr);
+
+  // An owner being deleted neither adopts nor releases.
+  owner["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z";
+  objects.clear();
+  listed = api.list(client::resources::kReplicaSets, "default").value();
+  for (auto& o : listed["items"]) objects.push_back(std::make_shared<const Json>(o));
+  auto db = [](const Json& o) { return o["metadata"]["labels"].value("app", "") == "db"; };
+  claimed = claim_objects(api, client::resources::kReplicaSets, owner, "Deployment", "apps/v1", db,
+                          objects);
+  ASSERT_TRUE(claimed.is_ok());
+  EXPECT_TRUE(claimed.value().empty());  // "kept" no longer matches but stays owned
+  EXPECT_TRUE(is_controlled_by(api.get(client::resources::kReplicaSets, "default", "kept").value(),
+                               "owner"));
+  EXPECT_EQ(client::controller_of(
+                api.get(client::resources::kReplicaSets, "default", "relabelled").value()),
+            nullptr);
+}
+
 TEST(SetCondition, KeepsTransitionTimeWhenStatusIsUnchanged) {
   Json status = Json::object();
   set_condition(status, {{"type", "Available"}, {"status", "True"}}, "t1");

@@ -209,7 +209,7 @@ Result<DaemonSetController::History> DaemonSetController::construct_history(
   const std::string ns = client::namespace_of(ds);
   SKIFF_ASSIGN_OR_RETURN(
       std::vector<ObjectPtr> owned,
-      history::claim(
+      claim_objects(
           ctx_.api, kControllerRevisions, ds, kKind, kApiVersion,
           [&](const Json& rev) { return labels_match(selector, rev); }, revisions_.list(ns)));
   History out;

@@ -240,8 +240,10 @@ Result<DeploymentController::RsList> DeploymentController::claim_replica_sets(Sy
     }
     return Status::ok();
   };
-  return claim_objects(ctx_.api, kReplicaSets, s.d, kKind, kApiVersion, s.selector,
-                       replica_sets_.list(ns), can_adopt);
+  return claim_objects(
+      ctx_.api, kReplicaSets, s.d, kKind, kApiVersion,
+      [&s](const Json& rs) { return s.selector.matches(field(field(rs, "metadata"), "labels")); },
+      replica_sets_.list(ns), can_adopt);
 }
 
 Status DeploymentController::sync_status_only(Sync& s) {

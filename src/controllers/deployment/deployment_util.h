@@ -2,12 +2,10 @@
 
 // The arithmetic and bookkeeping of Deployments (upstream's deployment/util package): surge and
 // unavailability limits, pod-template hashes, template comparison, revisions and the annotations
-// a Deployment leaves on its ReplicaSets, proportions for proportional scaling, conditions, and
-// the adoption/release of owned objects by selector for any resource.
+// a Deployment leaves on its ReplicaSets, proportions for proportional scaling and conditions.
 //
 // Thread-safety: every function is pure, or uses only the ApiClient (itself thread-safe).
 
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -131,17 +129,5 @@ bool deployment_complete(const Json& deployment, const Json& new_status);
 bool deployment_progressing(const Json& deployment, const Json& new_status);
 // The Progressing condition has not moved for progressDeadlineSeconds.
 bool deployment_timed_out(const Json& deployment, const Json& new_status, int64_t now_seconds);
-
-// Adoption and release of objects of `resource` by `owner`, as upstream's
-// ControllerRefManager: objects it controls that still match stay; those that no longer match
-// are released (unless the owner is being deleted); matching orphans not being deleted are
-// adopted once `can_adopt` (called at most once, lazily) allows. Returns what the owner controls
-// afterwards, or the first error.
-Result<std::vector<ObjectPtr>> claim_objects(client::ApiClient& api,
-                                             const client::Resource& resource, const Json& owner,
-                                             std::string_view kind, std::string_view api_version,
-                                             const api::LabelSelector& selector,
-                                             const std::vector<ObjectPtr>& objects,
-                                             const std::function<Status()>& can_adopt);
 
 }  // namespace skiff::controllers::deployment

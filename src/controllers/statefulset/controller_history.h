@@ -13,7 +13,6 @@
 // Thread-safety: pure functions, or functions that use only the ApiClient (itself thread-safe).
 
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,16 +66,5 @@ Result<Json> update_revision_number(client::ApiClient& api, const Json& revision
 // cache: revision numbers are decided on this, so two quick template changes never reuse one.
 Result<std::vector<ObjectPtr>> list_owned(client::ApiClient& api, const Json& owner,
                                           const api::LabelSelector& selector);
-
-// Adoption and release of objects of `resource` by `owner` (upstream's ControllerRefManager):
-// objects `owner` controls that still `match` stay; those that no longer match are released
-// (unless the owner is being deleted); orphans that match and are not being deleted are
-// adopted. Patches carry the object's uid so they apply only to the object seen. Returns the
-// objects the owner controls afterwards, or the first error.
-Result<std::vector<ObjectPtr>> claim(client::ApiClient& api, const client::Resource& resource,
-                                     const Json& owner, std::string_view kind,
-                                     std::string_view api_version,
-                                     const std::function<bool(const Json&)>& match,
-                                     const std::vector<ObjectPtr>& objects);
 
 }  // namespace skiff::controllers::history

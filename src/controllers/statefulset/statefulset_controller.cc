@@ -97,7 +97,7 @@ Status StatefulSetController::reconcile(const std::string& key) {
   }
 
   SKIFF_ASSIGN_OR_RETURN(std::vector<ObjectPtr> revisions, claim_revisions(set));
-  auto claimed = history::claim(
+  auto claimed = claim_objects(
       ctx_.api, kPods, set, kKind, kApiVersion,
       [&](const Json& pod) { return labels_match(selector, pod) && is_member_of(set, pod); },
       pods_.list(ns));
@@ -125,7 +125,7 @@ Status StatefulSetController::reconcile(const std::string& key) {
 Result<std::vector<ObjectPtr>> StatefulSetController::claim_revisions(const Json& set) {
   api::LabelSelector selector = selector_of(set);
   SKIFF_ASSIGN_OR_RETURN(std::vector<ObjectPtr> owned,
-                         history::claim(
+                         claim_objects(
                              ctx_.api, kControllerRevisions, set, kKind, kApiVersion,
                              [&](const Json& rev) { return labels_match(selector, rev); },
                              revisions_.list(client::namespace_of(set))));
