@@ -61,6 +61,10 @@ bool is_being_deleted(const Json& obj) {
   return field(obj, "metadata").contains("deletionTimestamp");
 }
 
+int64_t created_at(const Json& obj) {
+  return parse_rfc3339(field(obj, "metadata").value("creationTimestamp", ""));
+}
+
 Json controller_ref(const Json& owner, std::string_view kind, std::string_view api_version) {
   return {{"apiVersion", std::string(api_version)},
           {"kind", std::string(kind)},

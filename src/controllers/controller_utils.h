@@ -52,6 +52,8 @@ const Json& labels_of(const Json& obj);
 std::string api_group_of(std::string_view api_version);
 // metadata carries a deletionTimestamp.
 bool is_being_deleted(const Json& obj);
+// metadata.creationTimestamp in seconds since the epoch; -1 when absent or unparsable.
+int64_t created_at(const Json& obj);
 
 // An ownerReference to `owner` marking it as the controller (controller and
 // blockOwnerDeletion true).

@@ -39,6 +39,24 @@ int64_t numeric_int_field(const Json& obj, std::string_view name, int64_t fallba
   return v.is_number() ? v.get<int64_t>() : fallback;
 }
 
+Json without_empty_values(const Json& value) {
+  if (value.is_object()) {
+    Json out = Json::object();
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      Json v = without_empty_values(it.value());
+      if (v.is_null() || ((v.is_object() || v.is_array()) && v.empty())) continue;
+      out[it.key()] = std::move(v);
+    }
+    return out;
+  }
+  if (value.is_array()) {
+    Json out = Json::array();
+    for (const auto& v : value) out.push_back(without_empty_values(v));
+    return out;
+  }
+  return value;
+}
+
 void set_default(Json& obj, std::string_view name, Json value) {
   if (!obj.contains(name) || obj[name].is_null()) obj[name] = std::move(value);
 }

@@ -44,6 +44,10 @@ int64_t int_field(const Json& obj, std::string_view name, int64_t fallback = 0);
 // integral floats such as 3.0 for integer fields); `fallback` otherwise.
 int64_t numeric_int_field(const Json& obj, std::string_view name, int64_t fallback = 0);
 
+// `value` without nulls, empty objects and empty arrays, recursively: an absent list and an
+// empty one mean the same to the API, and the server may write either.
+Json without_empty_values(const Json& value);
+
 // Sets obj[name] to `value` when it is absent or null (an API default); obj becomes an object
 // if it was null.
 void set_default(Json& obj, std::string_view name, Json value);

@@ -216,5 +216,12 @@ TEST(Ticker, StopWakesAWaitingTickerAtOnce) {
   EXPECT_LT(std::chrono::steady_clock::now() - before, 5s);
 }
 
+TEST(CreatedAt, SecondsOfTheCreationTimestamp) {
+  EXPECT_EQ(created_at(Json{{"metadata", {{"creationTimestamp", "1970-01-01T00:01:40Z"}}}}), 100);
+  EXPECT_EQ(created_at(Json{{"metadata", {{"creationTimestamp", "yesterday"}}}}), -1);
+  EXPECT_EQ(created_at(Json{{"metadata", nullptr}}), -1);
+  EXPECT_EQ(created_at(Json::object()), -1);
+}
+
 }  // namespace
 }  // namespace skiff::controllers

@@ -82,5 +82,16 @@ TEST(JsonFields, SetDefaultFillsOnlyAbsentOrNull) {
   EXPECT_EQ(null_obj, Json({{"a", true}}));
 }
 
+TEST(JsonFields, WithoutEmptyValuesDropsNullsAndEmptiesRecursively) {
+  Json in = Json::parse(R"({
+    "a": null, "b": {}, "c": [], "d": {"e": {"f": null}}, "g": 0, "h": "", "i": false,
+    "j": [null, {}, {"k": []}, 1], "l": {"m": 2, "n": {}}
+  })");
+  EXPECT_EQ(without_empty_values(in), Json::parse(R"({
+    "g": 0, "h": "", "i": false, "j": [null, {}, {}, 1], "l": {"m": 2}
+  })"));
+  EXPECT_EQ(without_empty_values(Json(3)), Json(3));
+}
+
 }  // namespace
 }  // namespace skiff::controllers

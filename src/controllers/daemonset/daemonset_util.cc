@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "base/time.h"
+#include "controllers/controller_utils.h"
 #include "controllers/json_fields.h"
 
 namespace skiff::controllers::daemonset {
@@ -70,10 +71,6 @@ bool term_matches(const Json& term, const Json& node) {
     }
   }
   return true;
-}
-
-int64_t created_at(const Json& obj) {
-  return parse_rfc3339(field(obj, "metadata").value("creationTimestamp", ""));
 }
 
 }  // namespace

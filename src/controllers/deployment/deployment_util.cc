@@ -25,11 +25,6 @@ std::optional<int64_t> parse_int(const std::string& s) {
   }
 }
 
-// Seconds since the epoch of metadata.creationTimestamp; -1 when absent.
-int64_t created_at(const Json& obj) {
-  return parse_rfc3339(field(obj, "metadata").value("creationTimestamp", ""));
-}
-
 // Annotations a Deployment never hands to its ReplicaSets.
 bool skip_copy_annotation(const std::string& key) {
   static const std::set<std::string> kSkip = {"kubectl.kubernetes.io/last-applied-configuration",
@@ -47,7 +42,7 @@ Json without_hash_label(const Json& pod_template) {
       t["metadata"]["labels"].is_object()) {
     t["metadata"]["labels"].erase(kPodTemplateHashLabel);
   }
-  return normalize(t);
+  return without_empty_values(t);
 }
 
 }  // namespace
@@ -167,27 +162,9 @@ Result<int> new_rs_new_replicas(const Json& d, const std::vector<ObjectPtr>& all
   return new_size + scale_up;
 }
 
-Json normalize(const Json& value) {
-  if (value.is_object()) {
-    Json out = Json::object();
-    for (auto it = value.begin(); it != value.end(); ++it) {
-      Json v = normalize(it.value());
-      if (v.is_null() || ((v.is_object() || v.is_array()) && v.empty())) continue;
-      out[it.key()] = std::move(v);
-    }
-    return out;
-  }
-  if (value.is_array()) {
-    Json out = Json::array();
-    for (const auto& v : value) out.push_back(normalize(v));
-    return out;
-  }
-  return value;
-}
-
 std::string pod_template_hash(const Json& pod_template, std::optional<int64_t> collision_count) {
   // Keys of nlohmann's default object are sorted, so dump() is canonical.
-  const std::string text = normalize(pod_template).dump();
+  const std::string text = without_empty_values(pod_template).dump();
   uint32_t h = 2166136261u;
   auto feed = [&h](unsigned char byte) {
     h ^= byte;

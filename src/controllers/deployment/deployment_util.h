@@ -68,9 +68,6 @@ int sum_status(const std::vector<ObjectPtr>& replica_sets, const char* field);
 Result<int> new_rs_new_replicas(const Json& deployment, const std::vector<ObjectPtr>& all_rss,
                                 const Json& new_rs);
 
-// Drops nulls, empty objects and empty arrays, recursively: an absent list and an empty one
-// mean the same to the API.
-Json normalize(const Json& value);
 // A stable hash of a pod template (FNV-32a of its normalized JSON, then of collisionCount),
 // written with the alphabet "bcdfghjklmnpqrstvwxz2456789" as upstream's pod-template-hash.
 std::string pod_template_hash(const Json& pod_template, std::optional<int64_t> collision_count);

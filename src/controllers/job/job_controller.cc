@@ -744,14 +744,16 @@ class JobController final : public Controller {
   // Creates or deletes pods so the Job runs what it should; returns the active count.
   int manage_job(SyncState& s, Status& err) {
     int active = static_cast<int>(s.active_pods.size());
-    if (s.spec.suspended) {
-      auto to_delete = active_pods_for_removal(s, s.active_pods, active);
+    auto remove = [&](const std::vector<const PodInfo*>& to_delete) {
       expectations_.expect(s.key, 0, static_cast<int>(to_delete.size()));
       auto [removed_ready, removed, e] = delete_job_pods(s, to_delete);
       active -= removed;
       s.terminating += removed;
       s.ready -= removed_ready;
       err = e;
+    };
+    if (s.spec.suspended) {
+      remove(active_pods_for_removal(s, s.active_pods, active));
       return active;
     }
     int want = 0;
@@ -764,12 +766,7 @@ class JobController final : public Controller {
     auto to_delete = active_pods_for_removal(s, s.active_pods, std::max(active - want, 0));
     if (to_delete.size() > kMaxPodCreateDeletePerSync) to_delete.resize(kMaxPodCreateDeletePerSync);
     if (!to_delete.empty()) {
-      expectations_.expect(s.key, 0, static_cast<int>(to_delete.size()));
-      auto [removed_ready, removed, e] = delete_job_pods(s, to_delete);
-      active -= removed;
-      s.terminating += removed;
-      s.ready -= removed_ready;
-      err = e;
+      remove(to_delete);
       // Deleting and creating in one pass could fight; deletion goes first.
       return active;
     }

@@ -56,10 +56,6 @@ int64_t ready_since(const Json& pod) {
   return parse_rfc3339(c->value("lastTransitionTime", ""));
 }
 
-int64_t created_at(const Json& obj) {
-  return parse_rfc3339(field(obj, "metadata").value("creationTimestamp", ""));
-}
-
 // afterOrZero: a zero time sorts first; otherwise the later time does.
 bool after_or_zero(int64_t a, int64_t b) {
   if (a < 0 || b < 0) return a < 0;

@@ -15,30 +15,6 @@ constexpr size_t kMaxPrefixLength = 223;
 // Attempts at a revision write that keeps meeting conflicts.
 constexpr int kUpdateRetries = 5;
 
-// Drops nulls, empty objects and empty arrays, recursively: an absent list and an empty one mean
-// the same to the API, and the server may write either.
-Json normalize(const Json& value) {
-  if (value.is_object()) {
-    Json out = Json::object();
-    for (auto it = value.begin(); it != value.end(); ++it) {
-      Json v = normalize(it.value());
-      if (v.is_null() || ((v.is_object() || v.is_array()) && v.empty())) continue;
-      out[it.key()] = std::move(v);
-    }
-    return out;
-  }
-  if (value.is_array()) {
-    Json out = Json::array();
-    for (const auto& v : value) out.push_back(normalize(v));
-    return out;
-  }
-  return value;
-}
-
-int64_t created_at(const Json& obj) {
-  return parse_rfc3339(field(obj, "metadata").value("creationTimestamp", ""));
-}
-
 }  // namespace
 
 Json template_patch(const Json& owner) {
@@ -56,7 +32,7 @@ Json template_of(const Json& revision) {
 }
 
 bool equal_data(const Json& a, const Json& b) {
-  return normalize(a) == normalize(b);
+  return without_empty_values(a) == without_empty_values(b);
 }
 
 bool equal_revision(const Json& a, const Json& b) {
@@ -65,7 +41,7 @@ bool equal_revision(const Json& a, const Json& b) {
 
 std::string hash_data(const Json& data, std::optional<int64_t> collision_count) {
   // nlohmann's default object keeps keys sorted, so dump() is canonical.
-  std::string text = normalize(data).dump();
+  std::string text = without_empty_values(data).dump();
   if (collision_count) text += std::to_string(*collision_count);
   uint32_t h = 2166136261u;
   for (unsigned char c : text) {

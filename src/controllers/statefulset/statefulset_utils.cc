@@ -7,8 +7,6 @@
 #include "controllers/json_fields.h"
 
 namespace skiff::controllers::statefulset {
-namespace {}  // namespace
-
 void apply_statefulset_defaults(Json& set) {
   if (!set["spec"].is_object()) set["spec"] = Json::object();
   Json& spec = set["spec"];
