@@ -35,7 +35,9 @@ ImageSpec busybox_image_spec(const std::string& busybox_binary,
 Result<ImageSpec> busybox_image_spec(const std::string& busybox_binary);
 
 // Imports the built-in archives from `dir` into containerd under their own names: pause.tar
-// (kNotFound when it is missing: no pod can start without it) and busybox.tar when present.
+// (kNotFound when it is missing: no pod can start without it) and busybox.tar when present. Both
+// are labelled as imported (import.h) for the registry mirror, also when containerd had them
+// already.
 Status import_builtin_images(const std::string& containerd_address, const std::string& dir,
                              const ImportOptions& options = {});
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "base/log.h"
 #include "base/process.h"
@@ -42,10 +43,62 @@ Status import_image_tar(const std::string& containerd_address, const std::string
     return error(StatusCode::kInternal,
                  "importing " + tar_path + ": ctr " + out->status.to_string() + ": " + detail);
   }
+  std::vector<ImportedImage> images = imported_images(out->out);
+  if (options.mark_imported) {
+    if (images.empty()) {
+      SKIFF_LOG_WARN("importing {}: ctr named no image it imported; nothing marked {}", tar_path,
+                     kImportedLabel);
+    }
+    for (const ImportedImage& image : images) {
+      Result<CommandOutput> labelled = run_command(
+          {options.ctr, "-n", options.containerd_namespace, "--address", containerd_address,
+           "content", "label", image.target, std::string(kImportedLabel) + "=true"},
+          options.timeout);
+      std::string what = "marking " + image.name + " (" + image.target + ") from " + tar_path;
+      if (!labelled.is_ok()) {
+        return error(labelled.status().code(), what + ": " + labelled.status().message());
+      }
+      if (!labelled->status.success()) {
+        std::string detail = labelled->err.empty() ? labelled->out : labelled->err;
+        while (!detail.empty() && detail.back() == '\n') detail.pop_back();
+        return error(StatusCode::kInternal,
+                     what + ": ctr " + labelled->status.to_string() + ": " + detail);
+      }
+    }
+  }
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - start);
-  SKIFF_LOG_INFO("imported image archive {} in {} ms", tar_path, took.count());
+  std::string names;
+  for (const ImportedImage& image : images) names += (names.empty() ? "" : ", ") + image.name;
+  SKIFF_LOG_INFO("imported image archive {} ({}) in {} ms", tar_path, names, took.count());
   return Status::ok();
+}
+
+std::vector<ImportedImage> imported_images(const std::string& ctr_output) {
+  constexpr std::string_view kPrefix = "unpacking ";
+  std::vector<ImportedImage> images;
+  size_t start = 0;
+  while (start < ctr_output.size()) {
+    size_t end = ctr_output.find('\n', start);
+    if (end == std::string::npos) end = ctr_output.size();
+    std::string_view line(ctr_output.data() + start, end - start);
+    start = end + 1;
+    if (line.substr(0, kPrefix.size()) != kPrefix) continue;
+    line.remove_prefix(kPrefix.size());
+    size_t open = line.find(" (");
+    if (open == std::string_view::npos || open == 0) continue;
+    size_t close = line.find(")...", open);
+    if (close == std::string_view::npos) continue;
+    std::string_view name = line.substr(0, open);
+    std::string_view digest = line.substr(open + 2, close - open - 2);
+    if (name.find_first_of(" \t") != std::string_view::npos) continue;
+    if (digest.substr(0, 7) != "sha256:" || digest.size() != 7 + 64 ||
+        digest.find_first_not_of("0123456789abcdef", 7) != std::string_view::npos) {
+      continue;
+    }
+    images.push_back({std::string(name), std::string(digest)});
+  }
+  return images;
 }
 
 Result<std::vector<std::string>> import_images_dir(const std::string& containerd_address,

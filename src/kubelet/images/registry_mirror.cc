@@ -21,6 +21,7 @@
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -28,6 +29,7 @@
 
 #include "base/log.h"
 #include "base/pki.h"
+#include "kubelet/images/import.h"
 
 namespace skiff::kubelet::images {
 namespace {
@@ -47,6 +49,8 @@ constexpr uint64_t kMaxManifestBytes = 4 * 1024 * 1024;
 constexpr size_t kChunkBytes = 256 * 1024;
 constexpr size_t kMaxHeaderBytes = 16 * 1024;
 constexpr size_t kMaxNameLength = 255;
+// Indexes nested deeper than this below a served image's target are not searched.
+constexpr int kMaxIndexDepth = 3;
 
 constexpr const char* kApiVersionHeader = "Docker-Distribution-API-Version";
 constexpr const char* kApiVersion = "registry/2.0";
@@ -389,6 +393,15 @@ struct RegistryMirror::Impl {
 
   Reply handle(bhttp::verb method, const std::string& target, const std::string& range);
   Reply serve_manifest(const std::string& digest, const std::string& media_type);
+  // A manifest asked for by digest: served only when it belongs to a served image.
+  Reply serve_manifest_by_digest(const std::string& digest);
+  // The media type to serve `digest` with ("" means: detect it) when it is the target of a served
+  // image or listed in a served index; nullopt when it is not.
+  Result<std::optional<std::string>> served_by_digest(const std::string& digest);
+  // Whether the index in the content store under `index_digest` lists `digest`, directly or
+  // through nested indexes (at most `depth` levels); the listed media type when it does.
+  std::optional<std::string> index_lists(const std::string& index_digest, const std::string& digest,
+                                         int depth);
   Reply serve_blob(const std::string& digest, const std::string& range);
 
   // Runs handle() on the worker pool and completes with its Reply on the caller's executor.
@@ -481,7 +494,7 @@ Reply RegistryMirror::Impl::handle(bhttp::verb method, const std::string& target
       return error_reply(400, "DIGEST_INVALID", "only sha256:<64 lowercase hex> digests are served",
                          Json{{"digest", reference}});
     }
-    return serve_manifest(reference, "");
+    return serve_manifest_by_digest(reference);
   }
   if (!valid_tag(reference)) {
     return error_reply(400, "TAG_INVALID", "invalid tag", Json{{"tag", reference}});
@@ -490,7 +503,7 @@ Reply RegistryMirror::Impl::handle(bhttp::verb method, const std::string& target
   if (!options.resolve_tag) {
     return error_reply(404, "MANIFEST_UNKNOWN", "manifest unknown", Json{{"tag", reference}});
   }
-  auto resolved = options.resolve_tag(image);
+  auto resolved = options.resolve_tag.resolve(image);
   if (!resolved.is_ok()) {
     SKIFF_LOG_WARN("registry mirror: resolving {}: {}", image, resolved.status().to_string());
     return error_reply(503, "UNAVAILABLE",
@@ -532,6 +545,65 @@ Reply RegistryMirror::Impl::serve_manifest(const std::string& digest,
   r.content_type = media_type.empty() ? detected : media_type;
   r.digest = digest;
   return r;
+}
+
+Result<std::optional<std::string>> RegistryMirror::Impl::served_by_digest(
+    const std::string& digest) {
+  if (!options.resolve_tag.targets) return std::optional<std::string>();
+  SKIFF_ASSIGN_OR_RETURN(std::vector<ManifestDescriptor> targets, options.resolve_tag.targets());
+  for (const ManifestDescriptor& target : targets) {
+    if (target.digest == digest) return std::optional<std::string>(target.media_type);
+  }
+  for (const ManifestDescriptor& target : targets) {
+    if (!valid_digest(target.digest)) continue;
+    if (auto listed = index_lists(target.digest, digest, kMaxIndexDepth)) {
+      return std::optional<std::string>(std::move(listed));
+    }
+  }
+  return std::optional<std::string>();
+}
+
+std::optional<std::string> RegistryMirror::Impl::index_lists(const std::string& index_digest,
+                                                             const std::string& digest, int depth) {
+  uint64_t size = 0;
+  auto [fd, err] = open_blob(blob_path(options.content_dir, index_digest), &size);
+  std::string bytes;
+  if (!fd || size > kMaxManifestBytes || !read_fully(fd.get(), &bytes, size)) return std::nullopt;
+  std::string type = manifest_media_type(bytes);
+  if (type != kOciIndex && type != kDockerManifestList) return std::nullopt;  // a plain manifest
+  Json index = Json::parse(bytes, nullptr, /*allow_exceptions=*/false);
+  const Json& manifests = index["manifests"];
+  if (!manifests.is_array()) return std::nullopt;
+  for (const Json& m : manifests) {
+    if (!m.is_object() || !m.contains("digest") || !m["digest"].is_string()) continue;
+    if (m["digest"].get<std::string>() == digest) {
+      std::string media_type;
+      if (auto t = m.find("mediaType"); t != m.end() && t->is_string()) media_type = *t;
+      return known_manifest_type(media_type) ? media_type : std::string();
+    }
+  }
+  if (depth <= 1) return std::nullopt;
+  for (const Json& m : manifests) {
+    if (!m.is_object() || !m.contains("digest") || !m["digest"].is_string()) continue;
+    std::string child = m["digest"].get<std::string>();
+    if (!valid_digest(child)) continue;
+    if (auto listed = index_lists(child, digest, depth - 1)) return listed;
+  }
+  return std::nullopt;
+}
+
+Reply RegistryMirror::Impl::serve_manifest_by_digest(const std::string& digest) {
+  auto served = served_by_digest(digest);
+  if (!served.is_ok()) {
+    SKIFF_LOG_WARN("registry mirror: listing the served images for {}: {}", digest,
+                   served.status().to_string());
+    return error_reply(503, "UNAVAILABLE",
+                       "listing the served images: " + served.status().message());
+  }
+  if (!served->has_value()) {
+    return error_reply(404, "MANIFEST_UNKNOWN", "manifest unknown", Json{{"digest", digest}});
+  }
+  return serve_manifest(digest, **served);
 }
 
 Reply RegistryMirror::Impl::serve_blob(const std::string& digest, const std::string& range) {
@@ -836,20 +908,27 @@ void append_varint(std::string* out, uint64_t v) {
   out->push_back(static_cast<char>(v));
 }
 
-// The last length-delimited field `number` of the serialized message `message` (a string or an
-// embedded message; for a singular field the last occurrence wins); nullopt when the message does
-// not parse or lacks it.
-std::optional<std::string> bytes_field(const std::string& message, int number) {
+// Every length-delimited field `number` of the serialized message `message` (strings, embedded
+// messages, map entries), in order; nullopt when the message does not parse.
+std::optional<std::vector<std::string>> bytes_fields(const std::string& message, int number) {
   google::protobuf::UnknownFieldSet fields;
   if (!fields.ParseFromString(message)) return std::nullopt;
-  std::optional<std::string> found;
+  std::vector<std::string> found;
   for (int i = 0; i < fields.field_count(); ++i) {
     const auto& f = fields.field(i);
     if (f.number() == number && f.type() == google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) {
-      found = f.length_delimited();
+      found.push_back(f.length_delimited());
     }
   }
   return found;
+}
+
+// The last length-delimited field `number` (for a singular field the last occurrence wins);
+// nullopt when the message does not parse or lacks it.
+std::optional<std::string> bytes_field(const std::string& message, int number) {
+  auto all = bytes_fields(message, number);
+  if (!all || all->empty()) return std::nullopt;
+  return std::move(all->back());
 }
 
 StatusCode code_for_grpc(grpc::StatusCode code) {
@@ -865,6 +944,78 @@ StatusCode code_for_grpc(grpc::StatusCode code) {
   }
 }
 
+// One unary call to a containerd service, `method` as "images.v1.Images/Get"; the response
+// bytes. kNotFound when containerd says so.
+Result<std::string> containerd_call(grpc::GenericStub& stub, const std::string& ns,
+                                    std::chrono::milliseconds timeout, const std::string& method,
+                                    const std::string& request_bytes) {
+  grpc::Slice slice(request_bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + timeout);
+  context.AddMetadata("containerd-namespace", ns);
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, "/containerd.services." + method, grpc::StubOptions(), &request,
+                 &response, [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  grpc::Status status = done.get_future().get();
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+    return error(StatusCode::kNotFound, "containerd " + method + ": " + status.error_message());
+  }
+  if (!status.ok()) {
+    return error(code_for_grpc(status.error_code()),
+                 "containerd " + method + ": " + status.error_message());
+  }
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) {
+    return error(StatusCode::kInternal, "containerd " + method + ": unreadable response");
+  }
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return bytes;
+}
+
+// A message with one string field 1 (GetImageRequest { name }, InfoRequest { digest }).
+std::string string_field_1(const std::string& value) {
+  std::string bytes = "\x0a";
+  append_varint(&bytes, value.size());
+  return bytes + value;
+}
+
+// Image { string name = 1; map<string, string> labels = 2; Descriptor target = 3; }
+// Descriptor { string media_type = 1; string digest = 2; }
+Result<ManifestDescriptor> image_target(const std::string& image) {
+  auto target = bytes_field(image, 3);
+  if (!target) return error(StatusCode::kInternal, "containerd images: image has no target");
+  ManifestDescriptor desc;
+  desc.media_type = bytes_field(*target, 1).value_or("");
+  desc.digest = bytes_field(*target, 2).value_or("");
+  if (desc.digest.empty()) {
+    return error(StatusCode::kInternal, "containerd images: target without digest");
+  }
+  return desc;
+}
+
+// Whether content `digest` carries kImportedLabel=true (false when containerd lacks it).
+// InfoRequest { string digest = 1; }  InfoResponse { Info info = 1; }
+// Info { ...; map<string, string> labels = 5; } (a map entry: key = 1, value = 2)
+Result<bool> marked_imported(grpc::GenericStub& stub, const std::string& ns,
+                             std::chrono::milliseconds timeout, const std::string& digest) {
+  Result<std::string> response =
+      containerd_call(stub, ns, timeout, "content.v1.Content/Info", string_field_1(digest));
+  if (!response.is_ok() && response.status().code() == StatusCode::kNotFound) return false;
+  SKIFF_RETURN_IF_ERROR(response.status());
+  auto info = bytes_field(*response, 1);
+  if (!info) return error(StatusCode::kInternal, "containerd content/Info: no info in response");
+  for (const std::string& entry : bytes_fields(*info, 5).value_or(std::vector<std::string>())) {
+    if (bytes_field(entry, 1).value_or("") == kImportedLabel &&
+        bytes_field(entry, 2).value_or("") == "true") {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 TagResolver containerd_tag_resolver(const std::string& containerd_address, const std::string& ns,
@@ -873,49 +1024,43 @@ TagResolver containerd_tag_resolver(const std::string& containerd_address, const
   if (path.rfind("unix://", 0) == 0) path = path.substr(7);
   auto stub = std::make_shared<grpc::GenericStub>(
       grpc::CreateChannel("unix:" + path, grpc::InsecureChannelCredentials()));
-  return [stub, ns,
-          timeout](const std::string& reference) -> Result<std::optional<ManifestDescriptor>> {
-    // containerd.services.images.v1.GetImageRequest { string name = 1; }
-    std::string request_bytes = "\x0a";
-    append_varint(&request_bytes, reference.size());
-    request_bytes += reference;
-    grpc::Slice slice(request_bytes);
-    grpc::ByteBuffer request(&slice, 1);
-    grpc::ByteBuffer response;
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + timeout);
-    context.AddMetadata("containerd-namespace", ns);
-    std::promise<grpc::Status> done;
-    stub->UnaryCall(&context, "/containerd.services.images.v1.Images/Get", grpc::StubOptions(),
-                    &request, &response, [&done](grpc::Status s) { done.set_value(std::move(s)); });
-    grpc::Status status = done.get_future().get();
-    if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+  TagResolver resolver;
+  resolver.resolve =
+      [stub, ns,
+       timeout](const std::string& reference) -> Result<std::optional<ManifestDescriptor>> {
+    // GetImageRequest { string name = 1; }  GetImageResponse { Image image = 1; }
+    Result<std::string> response =
+        containerd_call(*stub, ns, timeout, "images.v1.Images/Get", string_field_1(reference));
+    if (!response.is_ok() && response.status().code() == StatusCode::kNotFound) {
       return std::optional<ManifestDescriptor>();
     }
-    if (!status.ok()) {
-      return error(code_for_grpc(status.error_code()),
-                   "containerd images/Get " + reference + ": " + status.error_message());
-    }
-    std::vector<grpc::Slice> slices;
-    if (!response.Dump(&slices).ok()) {
-      return error(StatusCode::kInternal, "containerd images/Get: unreadable response");
-    }
-    std::string bytes;
-    for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-    // GetImageResponse { Image image = 1; }  Image { Descriptor target = 3; }
-    // Descriptor { string media_type = 1; string digest = 2; }
-    auto image = bytes_field(bytes, 1);
+    SKIFF_RETURN_IF_ERROR(response.status());
+    auto image = bytes_field(*response, 1);
     if (!image) return error(StatusCode::kInternal, "containerd images/Get: no image in response");
-    auto target = bytes_field(*image, 3);
-    if (!target) return error(StatusCode::kInternal, "containerd images/Get: image has no target");
-    ManifestDescriptor desc;
-    desc.media_type = bytes_field(*target, 1).value_or("");
-    desc.digest = bytes_field(*target, 2).value_or("");
-    if (desc.digest.empty()) {
-      return error(StatusCode::kInternal, "containerd images/Get: target without digest");
-    }
+    SKIFF_ASSIGN_OR_RETURN(ManifestDescriptor desc, image_target(*image));
+    // Pulled from a registry: the registry answers for it.
+    SKIFF_ASSIGN_OR_RETURN(bool imported, marked_imported(*stub, ns, timeout, desc.digest));
+    if (!imported) return std::optional<ManifestDescriptor>();
     return std::optional<ManifestDescriptor>(std::move(desc));
   };
+  resolver.targets = [stub, ns, timeout]() -> Result<std::vector<ManifestDescriptor>> {
+    // ListImagesRequest { repeated string filters = 1; } (none: every image; a node has few)
+    // ListImagesResponse { repeated Image images = 1; }
+    SKIFF_ASSIGN_OR_RETURN(std::string response,
+                           containerd_call(*stub, ns, timeout, "images.v1.Images/List", ""));
+    auto images = bytes_fields(response, 1);
+    if (!images) return error(StatusCode::kInternal, "containerd images/List: unreadable response");
+    std::vector<ManifestDescriptor> targets;
+    std::set<std::string> seen;
+    for (const std::string& image : *images) {
+      SKIFF_ASSIGN_OR_RETURN(ManifestDescriptor desc, image_target(image));
+      if (!seen.insert(desc.digest).second) continue;  // several names, one target
+      SKIFF_ASSIGN_OR_RETURN(bool imported, marked_imported(*stub, ns, timeout, desc.digest));
+      if (imported) targets.push_back(std::move(desc));
+    }
+    return targets;
+  };
+  return resolver;
 }
 
 }  // namespace skiff::kubelet::images

@@ -1,26 +1,43 @@
 #pragma once
 
 // RegistryMirror: a read-only OCI distribution API (registry v2) server on the node's loopback
-// that serves the images the node already has, straight from containerd's content store. With it
-// an offline node honours imagePullPolicy Always (and `image: busybox`, whose policy defaults to
-// Always): containerd really pulls, and the pull is answered by the node itself.
+// that serves the images skiff itself imported into containerd (the built-in images, archives in
+// the agent's images directory), straight from containerd's content store. With it an offline
+// node honours imagePullPolicy Always (and `image: busybox`, whose policy defaults to Always) for
+// those images: containerd really pulls, and the pull is answered by the node itself.
 //
 // containerd finds it through its registry config_path: start() writes
 // <hosts_dir>/_default/hosts.toml naming http://127.0.0.1:PORT as a pull + resolve host. The
 // `_default` directory applies to every registry that has no directory of its own under
 // hosts_dir; containerd asks the mirror first and goes on to the registry itself when the mirror
-// answers 404, so an image the node lacks is still pulled from where it lives. containerd adds
-// ?ns=<registry host> (e.g. ns=docker.io, name library/busybox) to every request it sends to a
-// mirror. stop() removes the file again, so containerd never consults a port that may have been
+// answers 404, so an image the mirror does not serve is pulled from where it lives. containerd
+// adds ?ns=<registry host> (e.g. ns=docker.io, name library/busybox) to every request it sends to
+// a mirror. stop() removes the file again, so containerd never consults a port that may have been
 // reused by someone else.
+//
+// Only imported images, never what containerd pulled from a registry: the mirror is asked before
+// every registry, so an image pulled earlier (perhaps with another pod's imagePullSecrets) would
+// otherwise be handed to any later Always pull without the registry seeing it: a re-pushed tag
+// would never be noticed and a pod without credentials would get a private image. The
+// TagResolver decides what is served (containerd_tag_resolver: images whose target carries the
+// content label kImportedLabel, which import.h puts on everything it imports).
 //
 // Served (GET and HEAD; HEAD answers the same headers without the body):
 //   /v2/                           200 {} (the API version check)
-//   /v2/<name>/manifests/<tag>     the manifest or index that TagResolver says "<ns>/<name>:<tag>"
-//                                  names (without ns, <name> is normalized as docker does:
-//                                  library/busybox means docker.io/library/busybox)
-//   /v2/<name>/manifests/<digest>  that blob, when it is a manifest or an index
+//   /v2/<name>/manifests/<tag>     the manifest or index that TagResolver::resolve says
+//                                  "<ns>/<name>:<tag>" names (without ns, <name> is normalized as
+//                                  docker does: library/busybox means docker.io/library/busybox);
+//                                  404 when it names nothing the mirror serves
+//   /v2/<name>/manifests/<digest>  that blob, when it is the target of a served image
+//                                  (TagResolver::targets) or a manifest or index listed in such a
+//                                  target index (nested indexes too); 404 otherwise, so a pull by
+//                                  digest of anything else goes to its registry as well
 //   /v2/<name>/blobs/<digest>      that blob, streamed from the file (one byte range: 206)
+// Blobs (configs, layers) are served by digest whatever image they belong to: containerd asks
+// for a blob only after it got the manifest that names it, and for an image the mirror does not
+// serve that manifest came from the registry, which checked the pull's credentials. A blob digest
+// is known only to whoever has that manifest, so serving it gives away nothing new; checking it
+// would mean walking every served manifest on each of the many blob requests of a pull.
 // Manifests carry their media type as Content-Type; both carry Docker-Content-Digest and
 // Content-Length; every answer Docker-Distribution-API-Version: registry/2.0. Errors are JSON
 // ({"errors":[{"code":...,"message":...}]}): 404 MANIFEST_UNKNOWN / BLOB_UNKNOWN, 400
@@ -30,8 +47,8 @@
 // TOOMANYREQUESTS past max_connections. Path escapes are decoded before the path is split, so
 // an encoded slash is a slash.
 //
-// Content is addressed by digest whatever <name> a request uses: everything in the content store
-// is something this node already has, and a digest names exactly one content.
+// Content is addressed by digest whatever <name> a request uses: a digest names exactly one
+// content, and the rules above depend on the digest alone.
 //
 // Thread-safety: start() and stop() from one thread (stop() also from the destructor); port(),
 // url() and hosts_dir() from any thread after start(). The resolver and on_request are called on
@@ -43,6 +60,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 
@@ -54,10 +72,18 @@ struct ManifestDescriptor {
   std::string digest;      // "sha256:<64 hex>"
 };
 
-// Resolves a full tagged reference, "docker.io/library/busybox:latest", to the descriptor of its
-// manifest; nullopt when the node has no such image. An error makes the mirror answer 503.
-using TagResolver =
-    std::function<Result<std::optional<ManifestDescriptor>>(const std::string& reference)>;
+// What the mirror serves. Both functions may be called concurrently; an error makes the mirror
+// answer 503.
+struct TagResolver {
+  // A full tagged reference, "docker.io/library/busybox:latest", to the descriptor of the manifest
+  // or index it names; nullopt when the mirror does not serve that image.
+  std::function<Result<std::optional<ManifestDescriptor>>(const std::string& reference)> resolve;
+  // The targets of every image the mirror serves (what resolve can answer), for manifests
+  // requested by digest. Unset: no manifest is served by digest.
+  std::function<Result<std::vector<ManifestDescriptor>>()> targets;
+
+  explicit operator bool() const { return static_cast<bool>(resolve); }
+};
 
 // One request the mirror answered, for an access log or a test.
 struct MirrorRequest {
@@ -123,13 +149,15 @@ std::string containerd_content_dir(const std::string& containerd_root);
 // The hosts.toml that sends every pull and resolve to `mirror_url` first.
 std::string render_mirror_hosts_toml(const std::string& mirror_url);
 
-// A TagResolver backed by containerd's own image records (the Images service, Get by name, in
-// containerd namespace `ns`), over the containerd socket at `containerd_address` (a path, or
-// unix://path). The record's target is exactly what the tag names, manifest or index, for images
-// imported with ctr as much as for pulled ones. (The CRI ImageStatus cannot answer this for
-// imported images: containerd 1.6 fills repo_digests only from digest references, which only a
-// CRI pull creates, and the image id is the config's digest, not the manifest's.) Connects
-// lazily, so it may be made before containerd runs; each call has `timeout`.
+// A TagResolver backed by containerd's own records, in containerd namespace `ns`, over the
+// containerd socket at `containerd_address` (a path, or unix://path): resolve gets the image
+// record by name (Images service), targets lists the records, and both consider only images whose
+// target is labelled kImportedLabel=true in the content store (Content service Info), the images
+// skiff imported. A record's target is exactly what the tag names, manifest or index. (The CRI
+// ImageStatus cannot answer this for imported images: containerd 1.6 fills repo_digests only from
+// digest references, which only a CRI pull creates, and the image id is the config's digest, not
+// the manifest's.) Connects lazily, so it may be made before containerd runs; each call has
+// `timeout`.
 TagResolver containerd_tag_resolver(const std::string& containerd_address,
                                     const std::string& ns = "k8s.io",
                                     std::chrono::milliseconds timeout = std::chrono::seconds(10));

@@ -298,13 +298,40 @@ class RegistryMirrorTest : public ::testing::Test {
                         {"size", layer_.size()}}}}}
                     .dump();
     manifest_digest_ = put(manifest_);
-    index_ = Json{{"schemaVersion", 2},
-                  {"manifests",
-                   {{{"mediaType", kOciManifestType},
-                     {"digest", manifest_digest_},
-                     {"size", manifest_.size()}}}}}
-                 .dump();
+    // Manifests that differ from it only in an annotation: one listed by the index (another
+    // platform's), one listed by an index inside an index, one no served image names.
+    auto variant = [&](const std::string& note) {
+      Json m = Json::parse(manifest_);
+      m["annotations"] = {{"skiff.test/variant", note}};
+      return m.dump();
+    };
+    listed_manifest_digest_ = put(variant("listed"));
+    nested_manifest_digest_ = put(variant("nested"));
+    unserved_manifest_digest_ = put(variant("unserved"));
+    index_ =
+        Json{
+            {"schemaVersion", 2},
+            {"manifests",
+             {{{"mediaType", kOciManifestType},
+               {"digest", manifest_digest_},
+               {"size", manifest_.size()}},
+              {{"mediaType", kOciManifestType}, {"digest", listed_manifest_digest_}, {"size", 1}}}}}
+            .dump();
     index_digest_ = put(index_);
+    std::string inner = Json{
+        {"schemaVersion", 2},
+        {"mediaType", kOciIndexType},
+        {"manifests",
+         {{{"mediaType", kOciManifestType},
+           {"digest", nested_manifest_digest_},
+           {"size", 1}}}}}.dump();
+    inner_index_digest_ = put(inner);
+    outer_index_digest_ = put(Json{
+        {"schemaVersion", 2},
+        {"mediaType", kOciIndexType},
+        {"manifests",
+         {{{"mediaType", kOciIndexType}, {"digest", inner_index_digest_}, {"size", inner.size()}}}}}
+                                  .dump());
     other_json_digest_ = put(R"({"schemaVersion":2,"hello":"world"})");
     missing_digest_ = "sha256:" + std::string(64, '0');
   }
@@ -325,7 +352,10 @@ class RegistryMirrorTest : public ::testing::Test {
     RegistryMirrorOptions o;
     o.content_dir = content_;
     o.hosts_dir = dir_->sub("certs.d");
-    o.resolve_tag = [this](const std::string& ref) -> Result<std::optional<ManifestDescriptor>> {
+    // What the resolver serves; the pulled image is on the node but was not imported, so it
+    // resolves to nothing (containerd_tag_resolver's rule).
+    o.resolve_tag.resolve =
+        [this](const std::string& ref) -> Result<std::optional<ManifestDescriptor>> {
       {
         std::lock_guard lock(mu_);
         resolved_.push_back(ref);
@@ -341,10 +371,29 @@ class RegistryMirrorTest : public ::testing::Test {
         return std::optional<ManifestDescriptor>(
             ManifestDescriptor{kOciManifestType, missing_digest_});
       }
+      if (ref == "docker.io/library/nested:latest") {
+        return std::optional<ManifestDescriptor>(ManifestDescriptor{"", outer_index_digest_});
+      }
       if (ref == "docker.io/library/broken:latest") {
         return error(StatusCode::kUnavailable, "containerd is restarting");
       }
       return std::optional<ManifestDescriptor>();
+    };
+    o.resolve_tag.targets = [this]() -> Result<std::vector<ManifestDescriptor>> {
+      {
+        std::lock_guard lock(mu_);
+        ++targets_calls_;
+        if (targets_error_) return error(StatusCode::kUnavailable, "containerd is restarting");
+      }
+      std::vector<ManifestDescriptor> targets = {{kOciManifestType, manifest_digest_},
+                                                 {"", index_digest_},
+                                                 {kOciManifestType, missing_digest_},
+                                                 {"", outer_index_digest_}};
+      // Image records whose target is no manifest at all: still never served as one.
+      for (const std::string& d : {layer_digest_, config_digest_, other_json_digest_}) {
+        targets.push_back({"", d});
+      }
+      return targets;
     };
     o.on_request = [this](const MirrorRequest& r) { log_.add(r); };
     return o;
@@ -379,11 +428,15 @@ class RegistryMirrorTest : public ::testing::Test {
   std::string layer_, config_, manifest_, index_;
   std::string layer_digest_, config_digest_, manifest_digest_, index_digest_, other_json_digest_,
       missing_digest_;
+  std::string listed_manifest_digest_, nested_manifest_digest_, unserved_manifest_digest_,
+      inner_index_digest_, outer_index_digest_;
   std::unique_ptr<RegistryMirror> mirror_;
   int port_ = 0;
   RequestLog log_;
   std::mutex mu_;
   std::vector<std::string> resolved_;
+  int targets_calls_ = 0;
+  bool targets_error_ = false;
 };
 
 TEST_F(RegistryMirrorTest, AnswersTheVersionCheck) {
@@ -486,7 +539,89 @@ TEST_F(RegistryMirrorTest, ServesManifestsByDigestOnlyWhenTheBlobIsOne) {
     EXPECT_EQ(r.error_code(), "MANIFEST_UNKNOWN") << r.body;
     EXPECT_EQ(r.header("content-type"), "application/json");
   }
-  EXPECT_TRUE(resolved().empty());  // digests never go to the resolver
+  EXPECT_TRUE(resolved().empty());  // digests never go to the tag resolver
+}
+
+TEST_F(RegistryMirrorTest, ServesByDigestOnlyManifestsOfServedImages) {
+  start(options());
+  auto status_of = [&](const std::string& digest) {
+    return get("/v2/library/busybox/manifests/" + digest + "?ns=docker.io").status;
+  };
+  // A served image's target, and what its index lists, directly or through an inner index.
+  EXPECT_EQ(status_of(manifest_digest_), 200);
+  EXPECT_EQ(status_of(index_digest_), 200);
+  HttpResponse listed = get("/v2/library/pause/manifests/" + listed_manifest_digest_);
+  EXPECT_EQ(listed.status, 200);
+  EXPECT_EQ(listed.header("content-type"), kOciManifestType);
+  EXPECT_EQ(listed.header("docker-content-digest"), listed_manifest_digest_);
+  EXPECT_EQ(sha256_digest(listed.body), listed_manifest_digest_);
+  EXPECT_EQ(status_of(outer_index_digest_), 200);
+  HttpResponse inner = head("/v2/library/nested/manifests/" + inner_index_digest_);
+  EXPECT_EQ(inner.status, 200);
+  EXPECT_EQ(inner.header("content-type"), kOciIndexType);
+  EXPECT_EQ(status_of(nested_manifest_digest_), 200);
+  EXPECT_EQ(get("/v2/library/nested/manifests/latest").status, 200);
+
+  // A manifest in the content store that no served image names (pulled from a registry): 404,
+  // so containerd asks the registry, with the pod's credentials.
+  HttpResponse unserved =
+      get("/v2/private/app/manifests/" + unserved_manifest_digest_ + "?ns=registry.example:5000");
+  EXPECT_EQ(unserved.status, 404);
+  EXPECT_EQ(unserved.error_code(), "MANIFEST_UNKNOWN");
+  EXPECT_EQ(head("/v2/library/busybox/manifests/" + unserved_manifest_digest_).status, 404);
+  // Its blobs are content-addressed and stay served.
+  EXPECT_EQ(get("/v2/private/app/blobs/" + layer_digest_).status, 200);
+
+  // The list of served images cannot be read: 503, as for tags.
+  {
+    std::lock_guard lock(mu_);
+    targets_error_ = true;
+  }
+  HttpResponse broken = get("/v2/library/busybox/manifests/" + manifest_digest_);
+  EXPECT_EQ(broken.status, 503);
+  EXPECT_EQ(broken.error_code(), "UNAVAILABLE");
+  std::lock_guard lock(mu_);
+  EXPECT_GT(targets_calls_, 0);
+}
+
+TEST_F(RegistryMirrorTest, WithoutTargetsNoManifestIsServedByDigest) {
+  RegistryMirrorOptions o = options();
+  o.resolve_tag.targets = nullptr;
+  start(o);
+  for (const std::string& digest : {manifest_digest_, index_digest_, listed_manifest_digest_}) {
+    EXPECT_EQ(get("/v2/library/busybox/manifests/" + digest).status, 404) << digest;
+  }
+  // Tags still resolve.
+  EXPECT_EQ(get("/v2/library/busybox/manifests/latest?ns=docker.io").status, 200);
+}
+
+TEST_F(RegistryMirrorTest, UnservedTagsAre404) {
+  start(options());
+  // "docker.io/library/pulled:latest" is an image the node pulled from a registry: the resolver
+  // does not serve it, so the mirror sends containerd on to that registry.
+  HttpResponse h = head("/v2/library/pulled/manifests/latest?ns=docker.io");
+  EXPECT_EQ(h.status, 404);
+  HttpResponse g = get("/v2/library/pulled/manifests/latest?ns=docker.io");
+  EXPECT_EQ(g.status, 404);
+  EXPECT_EQ(g.error_code(), "MANIFEST_UNKNOWN");
+  EXPECT_EQ(resolved(), (std::vector<std::string>{"docker.io/library/pulled:latest",
+                                                  "docker.io/library/pulled:latest"}));
+}
+
+TEST(ImportedImagesTest, ReadsCtrImportOutput) {
+  EXPECT_TRUE(imported_images("").empty());
+  const std::string a = "sha256:" + std::string(64, 'a');
+  const std::string b = "sha256:" + std::string(64, 'b');
+  std::string out = "unpacking docker.io/library/busybox:latest (" + a +
+                    ")...done\n"
+                    "unpacking registry.example:5000/team/app:v1 (sha256:short)...done\n"
+                    "some other line\n"
+                    "unpacking broken line without a digest\n"
+                    "unpacking import-2024-01-01:latest (" +
+                    b + ")...";
+  EXPECT_EQ(imported_images(out),
+            (std::vector<ImportedImage>{{"docker.io/library/busybox:latest", a},
+                                        {"import-2024-01-01:latest", b}}));
 }
 
 TEST_F(RegistryMirrorTest, StreamsBlobsWithRanges) {
@@ -830,7 +965,7 @@ TEST_F(MirrorWithContainerdTest, ImportedImagePullsOfflineThroughTheMirror) {
 
   // containerd's image record is what the mirror resolves tags with.
   TagResolver resolver = containerd_tag_resolver(supervisor_->address());
-  auto resolved = resolver("docker.io/library/busybox:latest");
+  auto resolved = resolver.resolve("docker.io/library/busybox:latest");
   ASSERT_TRUE(resolved.is_ok()) << resolved.status().to_string();
   ASSERT_TRUE(resolved->has_value());
   const std::string manifest_digest = (*resolved)->digest;
@@ -839,11 +974,11 @@ TEST_F(MirrorWithContainerdTest, ImportedImagePullsOfflineThroughTheMirror) {
   ASSERT_FALSE(manifest.empty()) << manifest_digest;
   EXPECT_EQ(sha256_digest(manifest), manifest_digest);
   EXPECT_EQ(Json::parse(manifest)["config"]["digest"], before->id());
-  auto absent = resolver("docker.io/library/skiff-absent:latest");
+  auto absent = resolver.resolve("docker.io/library/skiff-absent:latest");
   ASSERT_TRUE(absent.is_ok()) << absent.status().to_string();
   EXPECT_FALSE(absent->has_value());
-  auto wrong_namespace = containerd_tag_resolver(supervisor_->address(),
-                                                 "default")("docker.io/library/busybox:latest");
+  auto wrong_namespace = containerd_tag_resolver(supervisor_->address(), "default")
+                             .resolve("docker.io/library/busybox:latest");
   ASSERT_TRUE(wrong_namespace.is_ok());
   EXPECT_FALSE(wrong_namespace->has_value());
 
@@ -922,6 +1057,81 @@ TEST_F(MirrorWithContainerdTest, ImportedImagePullsOfflineThroughTheMirror) {
   EXPECT_EQ(unknown_tag->status, 404);
 }
 
+// An image containerd has but skiff did not import (here: imported without the mark, which is how
+// a pull from a registry leaves it) is not served, by tag or by digest; importing its archive again
+// marks it, and then it is.
+TEST_F(MirrorWithContainerdTest, OnlyImportedImagesAreServed) {
+  std::string content;
+  {
+    auto paths = containerd::containerd_paths(containerd_options());
+    ASSERT_TRUE(paths.is_ok());
+    content = containerd_content_dir(paths->root);
+    start(content, containerd_tag_resolver(paths->socket));
+  }
+  if (HasFatalFailure()) return;
+  ImportOptions unmarked;
+  unmarked.mark_imported = false;
+  Status imported = import_image_tar(supervisor_->address(), busybox_tar_, "", unmarked);
+  ASSERT_TRUE(imported.is_ok()) << imported.to_string();
+  ASSERT_TRUE(image_status("busybox").has_value());
+
+  TagResolver resolver = containerd_tag_resolver(supervisor_->address());
+  auto resolved = resolver.resolve(kBusyboxImage);
+  ASSERT_TRUE(resolved.is_ok()) << resolved.status().to_string();
+  EXPECT_FALSE(resolved->has_value());
+  auto targets = resolver.targets();
+  ASSERT_TRUE(targets.is_ok()) << targets.status().to_string();
+  EXPECT_TRUE(targets->empty());
+
+  // The image's manifest digest, from the archive.
+  std::string layout = dir_->sub("layout");
+  std::filesystem::create_directories(layout);
+  auto untar = run_command({"tar", "-xf", busybox_tar_, "-C", layout}, seconds(60));
+  ASSERT_TRUE(untar.is_ok() && untar->status.success());
+  const std::string manifest_digest =
+      Json::parse(read_all(layout + "/index.json"))["manifests"][0]["digest"];
+  const std::string ns = netns_path();
+  const int port = mirror_->port();
+  auto status_of = [&](const std::string& method, const std::string& target) {
+    auto r = http(port, method, target, {}, ns);
+    EXPECT_TRUE(r.is_ok()) << target << ": " << r.status().to_string();
+    return r.is_ok() ? r->status : 0;
+  };
+  const std::string by_tag = "/v2/library/busybox/manifests/latest?ns=docker.io";
+  const std::string by_digest =
+      "/v2/library/busybox/manifests/" + manifest_digest + "?ns=docker.io";
+  EXPECT_EQ(status_of("HEAD", by_tag), 404);
+  EXPECT_EQ(status_of("GET", by_tag), 404);
+  EXPECT_EQ(status_of("GET", by_digest), 404);
+  // With the mirror saying 404, containerd goes to docker.io, which this namespace cannot reach.
+  long long pull_ms = 0;
+  auto failed = pull("busybox", &pull_ms);
+  EXPECT_FALSE(failed.is_ok());
+  std::printf("[ figures  ] PullImage of an unmarked busybox failed in %lld ms: %s\n", pull_ms,
+              failed.status().to_string().c_str());
+  EXPECT_TRUE(log_.wait_for(by_tag, "HEAD", 404).has_value());
+
+  // The archive imported again (as the kubelet does on every start) marks the existing image.
+  imported = import_image_tar(supervisor_->address(), busybox_tar_, "");
+  ASSERT_TRUE(imported.is_ok()) << imported.to_string();
+  resolved = resolver.resolve(kBusyboxImage);
+  ASSERT_TRUE(resolved.is_ok()) << resolved.status().to_string();
+  ASSERT_TRUE(resolved->has_value());
+  EXPECT_EQ((*resolved)->digest, manifest_digest);
+  targets = resolver.targets();
+  ASSERT_TRUE(targets.is_ok()) << targets.status().to_string();
+  ASSERT_EQ(targets->size(), 1u);
+  EXPECT_EQ(targets->front().digest, manifest_digest);
+  EXPECT_EQ(status_of("HEAD", by_tag), 200);
+  EXPECT_EQ(status_of("GET", by_digest), 200);
+  auto pulled = pull("busybox", &pull_ms);
+  EXPECT_TRUE(pulled.is_ok()) << pulled.status().to_string();
+  // The CRI pull keeps the mark (it rewrites the image record's labels, not the content's).
+  resolved = resolver.resolve(kBusyboxImage);
+  ASSERT_TRUE(resolved.is_ok() && resolved->has_value());
+  log_.print("unmarked, then marked busybox");
+}
+
 // A node without the image pulls every blob from the mirror: here the mirror serves an OCI layout
 // (the same directory shape as containerd's content store) to a containerd that has nothing.
 TEST_F(MirrorWithContainerdTest, EmptyNodeFetchesManifestConfigAndLayerFromTheMirror) {
@@ -942,10 +1152,16 @@ TEST_F(MirrorWithContainerdTest, EmptyNodeFetchesManifestConfigAndLayerFromTheMi
   const std::string layer_digest = manifest["layers"][0]["digest"];
   const uint64_t layer_size = manifest["layers"][0]["size"];
 
-  start(layout, [ref, desc](const std::string& asked) -> Result<std::optional<ManifestDescriptor>> {
+  TagResolver layout_resolver;
+  layout_resolver.resolve =
+      [ref, desc](const std::string& asked) -> Result<std::optional<ManifestDescriptor>> {
     if (asked == ref) return std::optional<ManifestDescriptor>(desc);
     return std::optional<ManifestDescriptor>();
-  });
+  };
+  layout_resolver.targets = [desc]() -> Result<std::vector<ManifestDescriptor>> {
+    return std::vector<ManifestDescriptor>{desc};
+  };
+  start(layout, layout_resolver);
   if (HasFatalFailure()) return;
   EXPECT_FALSE(image_status("busybox").has_value());
 
