@@ -22,6 +22,26 @@ bool is_terminal(const Json& pod) {
   return phase == "Succeeded" || phase == "Failed";
 }
 
+// Whether an update of a pod is one its worker must act on. The kubelet's own status writes come
+// back as updates that change only the status (and the bookkeeping metadata every write changes);
+// syncing for those would sync the pod again at once, turning the ErrImagePull just written into
+// ImagePullBackOff within milliseconds, and upstream's kubelet does not sync for them either. A
+// new phase still counts: a pod that reached Succeeded or Failed is then stopped.
+bool needs_sync(const Json& old_pod, const Json& new_pod) {
+  if (str(member(old_pod, "status"), "phase") != str(member(new_pod, "status"), "phase")) {
+    return true;
+  }
+  auto without_status = [](Json pod) {
+    pod.erase("status");
+    if (pod.contains("metadata") && pod["metadata"].is_object()) {
+      pod["metadata"].erase("resourceVersion");
+      pod["metadata"].erase("managedFields");
+    }
+    return pod;
+  };
+  return without_status(old_pod) != without_status(new_pod);
+}
+
 }  // namespace
 
 ObjectSource api_object_source(client::ApiClient& api, client::Informer* services) {
@@ -106,7 +126,10 @@ PodManager::PodManager(client::ApiClient& api, cri::RuntimeService& runtime,
   });
   pods_.add_handlers({
       .on_add = [this](const client::ObjectPtr& pod) { set_pod(pod); },
-      .on_update = [this](const client::ObjectPtr&, const client::ObjectPtr& pod) { set_pod(pod); },
+      .on_update =
+          [this](const client::ObjectPtr& old_pod, const client::ObjectPtr& pod) {
+            set_pod(pod, old_pod == nullptr || needs_sync(*old_pod, *pod));
+          },
       .on_delete =
           [this](const client::ObjectPtr& pod) {
             if (is_mirror_pod(*pod)) return;  // the static loop recreates it
@@ -125,14 +148,14 @@ PodManager::~PodManager() {
   stop();
 }
 
-void PodManager::set_pod(const client::ObjectPtr& pod) {
+void PodManager::set_pod(const client::ObjectPtr& pod, bool wake) {
   if (is_mirror_pod(*pod)) return;  // its static pod is what runs
   std::string uid = client::uid_of(*pod);
   {
     std::lock_guard lock(mu_);
     entries_[uid].pod = pod;
   }
-  queue_.add(uid);
+  if (wake) queue_.add(uid);
 }
 
 void PodManager::start() {

@@ -7,7 +7,12 @@
 // written; a deleted pod is then removed from the API with grace 0, and its containers, sandbox,
 // volumes and cgroup are cleaned up). A PLEG thread relists the runtime every pleg_period and
 // wakes the worker of every pod whose containers changed; each pod is also resynced every
-// resync_period (status, ConfigMap/Secret volume contents, back-off expiry).
+// resync_period (status, ConfigMap/Secret volume contents, back-off expiry). An update from the
+// API that changes only the pod's status (the kubelet's own status write coming back) does not
+// wake the worker unless the phase changed. A sync that could not start a container asks for the
+// next one when that container's back-off ends (a failed pull: the image's back-off, 10 s
+// doubling to 5 min by default); the status written after a failed pull (ErrImagePull) stands
+// until the next sync, which shows ImagePullBackOff while the back-off runs.
 //
 // Static pods (static_pods.h) come from the manifest directory, the manifest URL and the
 // kubelet's own API (add_api_pod); they merge into one desired state, where a pod whose
@@ -142,7 +147,9 @@ class PodManager {
   void sync_static_pods(bool reread);
   // Wakes the static loop to merge the sources again.
   void poke_static_loop();
-  void set_pod(const client::ObjectPtr& pod);
+  // Takes the pod as the API has it now; `wake` queues its worker (not for an update that only
+  // echoes a status the kubelet wrote).
+  void set_pod(const client::ObjectPtr& pod, bool wake = true);
   // The pod the kubelet runs under that name (a mirror pod resolves to its static pod).
   Result<client::ObjectPtr> find_pod(const std::string& ns, const std::string& name);
   void remove_cgroups(const std::string& uid);

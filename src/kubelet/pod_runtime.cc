@@ -204,7 +204,7 @@ bool PodRuntime::in_backoff(const std::string& uid, const std::string& name, mil
   return true;
 }
 
-void PodRuntime::bump_backoff(const std::string& uid, const std::string& name) {
+milliseconds PodRuntime::bump_backoff(const std::string& uid, const std::string& name) {
   std::lock_guard lock(mu_);
   Backoff& b = backoff_state_[uid + "/" + name];
   auto now = SteadyClock::now();
@@ -215,6 +215,7 @@ void PodRuntime::bump_backoff(const std::string& uid, const std::string& name) {
     b.next = std::min(backoff_.max, b.next * 2);
   }
   b.until = now + b.next;
+  return b.next;
 }
 
 void PodRuntime::forget(const std::string& uid) {
@@ -249,10 +250,11 @@ Status PodRuntime::ensure_image(const Json& pod, const Json& container, std::str
     event("Warning", "Failed", "Error: ErrImageNeverPull");
     return error(StatusCode::kFailedPrecondition, waiting->message);
   }
+  // One back-off per pod and image (upstream's key), so containers sharing an image share it.
   milliseconds left{};
-  std::string key = str(container, "name") + "#pull";
+  std::string key = "#pull " + image;
   if (in_backoff(uid, key, &left)) {
-    *waiting = {"ImagePullBackOff", "Back-off pulling image \"" + image + "\""};
+    *waiting = {"ImagePullBackOff", "Back-off pulling image \"" + image + "\"", left};
     event("Normal", "BackOff", waiting->message);
     event("Warning", "Failed", "Error: ImagePullBackOff");
     return error(StatusCode::kUnavailable, waiting->message);
@@ -270,13 +272,15 @@ Status PodRuntime::ensure_image(const Json& pod, const Json& container, std::str
   auto pull_started = SteadyClock::now();
   auto pulled = images_.pull_image(spec, auth, v1::PodSandboxConfig());
   if (!pulled.is_ok()) {
-    bump_backoff(uid, key);
-    *waiting = {"ErrImagePull",
-                "failed to pull image \"" + image + "\": " + pulled.status().message()};
+    // As upstream: the status message is the runtime's error itself, the event names the image;
+    // the next pull comes when the back-off started here ends.
+    milliseconds backoff = bump_backoff(uid, key);
+    *waiting = {"ErrImagePull", pulled.status().message(), backoff};
     event("Warning", "Failed",
           "Failed to pull image \"" + image + "\": " + pulled.status().message());
     event("Warning", "Failed", "Error: ErrImagePull");
-    return error(StatusCode::kUnavailable, waiting->message);
+    return error(pulled.status().code(),
+                 "pulling image \"" + image + "\": " + pulled.status().message());
   }
   auto took = std::chrono::duration_cast<milliseconds>(SteadyClock::now() - pull_started);
   event("Normal", "Pulled",
@@ -436,7 +440,7 @@ SyncResult PodRuntime::sync(const Json& pod, const RuntimePod& known) {
     if (!s.is_ok()) {
       result.waiting[name] = w;
       note(s);
-      retry(milliseconds(2000));
+      retry(w.retry_after.value_or(milliseconds(2000)));
     }
   };
 
@@ -457,7 +461,7 @@ SyncResult PodRuntime::sync(const Json& pod, const RuntimePod& known) {
     if (!s.is_ok()) {
       result.waiting[name] = w;
       note(s);
-      retry(milliseconds(2000));
+      retry(w.retry_after.value_or(milliseconds(2000)));
     }
     return result;
   }
@@ -476,7 +480,7 @@ SyncResult PodRuntime::sync(const Json& pod, const RuntimePod& known) {
       if (!s.is_ok()) {
         result.waiting[name] = w;
         note(s);
-        retry(milliseconds(2000));
+        retry(w.retry_after.value_or(milliseconds(2000)));
       }
       continue;
     }
@@ -498,7 +502,7 @@ SyncResult PodRuntime::sync(const Json& pod, const RuntimePod& known) {
     if (!s.is_ok()) {
       result.waiting[name] = w;
       note(s);
-      retry(milliseconds(2000));
+      retry(w.retry_after.value_or(milliseconds(2000)));
     }
   }
   // Running containers the spec no longer names.

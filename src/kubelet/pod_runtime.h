@@ -8,7 +8,11 @@
 //
 // Everything the kubelet knows about a pod's containers lives in the runtime (labels and
 // annotations) or on disk, so a restarted kubelet adopts running pods instead of recreating them.
-// Only the back-off state is kept in memory.
+// Only the back-off state is kept in memory: per container for restarts (CrashLoopBackOff), per
+// pod and image for pulls, as upstream keys its image back-off. A failed pull shows ErrImagePull
+// with the runtime's error as the message; syncs while that image's back-off runs do not pull and
+// show ImagePullBackOff ("Back-off pulling image \"<image>\""); SyncResult::retry_after asks for
+// the next sync when the back-off ends, which is when the pull is tried again.
 //
 // Thread-safety: methods may be called from several threads for different pods at once; one pod
 // is synced by one thread at a time (the pod workers' guarantee). The back-off table has its own
@@ -76,6 +80,9 @@ struct RuntimePod {
 struct Waiting {
   std::string reason;  // ContainerCreating, CrashLoopBackOff, ErrImagePull, ImagePullBackOff, ...
   std::string message;
+  // When to try again, for reasons with a back-off of their own (a failed pull: when the image's
+  // back-off ends); unset: soon (a couple of seconds).
+  std::optional<std::chrono::milliseconds> retry_after = std::nullopt;
 };
 
 struct SyncResult {
@@ -137,9 +144,11 @@ class PodRuntime {
   Status start_container(const Json& pod, const Json& container, bool init,
                          const RuntimeSandbox& sandbox, const v1::PodSandboxConfig& sandbox_config,
                          uint32_t restart_count, Waiting* waiting);
-  // True when the container's back-off has not yet run out; sets `left`.
+  // True when the back-off under `name` (a container's name, or "#pull <image>" for pulls) has
+  // not yet run out; sets `left`.
   bool in_backoff(const std::string& uid, const std::string& name, std::chrono::milliseconds* left);
-  void bump_backoff(const std::string& uid, const std::string& name);
+  // Starts or doubles the back-off; returns how long it now runs.
+  std::chrono::milliseconds bump_backoff(const std::string& uid, const std::string& name);
 
   cri::RuntimeService& runtime_;
   cri::ImageService& images_;

@@ -21,9 +21,12 @@ import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
@@ -283,6 +286,81 @@ class Registry:
         return self.push_manifest(repo, tag, manifest)
 
 
+class PodWatch:
+    """Watches the pods of a namespace from a resource version (so nothing written after it is
+    missed) over the API server's watch, in a thread; records each pod's first container's
+    waiting states in the order they were written."""
+
+    def __init__(self, server, ns, resource_version):
+        self.server = server
+        self.ns = ns
+        self.resource_version = resource_version
+        self.conn = None
+        self.thread = None
+        self.error = None
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._waiting = {}  # pod name -> [(reason, message)], consecutive duplicates dropped
+
+    def start(self):
+        ctx = ssl.create_default_context(
+            cafile=os.path.join(self.server.data_dir, "tls", "ca.crt"))
+        tls = os.path.join(self.server.data_dir, "tls")
+        ctx.load_cert_chain(os.path.join(tls, "admin.crt"), os.path.join(tls, "admin.key"))
+        self.conn = http.client.HTTPSConnection("127.0.0.1", self.server.port, context=ctx,
+                                                timeout=120)
+        query = urllib.parse.urlencode({"watch": "true",
+                                        "resourceVersion": self.resource_version})
+        self.conn.request("GET", "/api/v1/namespaces/%s/pods?%s" % (self.ns, query),
+                          headers={"Accept": "application/json"})
+        resp = self.conn.getresponse()
+        if resp.status != 200:
+            raise RuntimeError("watch: %d %s" % (resp.status, resp.read()[:300]))
+        self.thread = threading.Thread(target=self._read, args=(resp,), daemon=True)
+        self.thread.start()
+        return self
+
+    def _read(self, resp):
+        try:
+            while True:
+                line = resp.readline()
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                pod = event.get("object") or {}
+                name = (pod.get("metadata") or {}).get("name")
+                statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+                waiting = (statuses[0].get("state") or {}).get("waiting")
+                if not name or not waiting:
+                    continue
+                entry = (waiting.get("reason"), waiting.get("message", ""))
+                with self._lock:
+                    seen = self._waiting.setdefault(name, [])
+                    if not seen or seen[-1] != entry:
+                        seen.append(entry)
+        except Exception as e:  # the connection ends under the reader when stop() closes it
+            if not self._stopping:
+                self.error = e
+
+    def waiting(self, name):
+        with self._lock:
+            return list(self._waiting.get(name, []))
+
+    def stop(self):
+        self._stopping = True
+        if self.conn is not None:
+            try:
+                if self.conn.sock is not None:
+                    self.conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.conn.close()
+        if self.thread is not None:
+            self.thread.join(10)
+
+
 def registry_support():
     for tool in (REGISTRY_BIN, HTPASSWD_BIN):
         if not os.path.exists(tool):
@@ -410,6 +488,10 @@ class RegistryTest(node.NodeTestCase):
         anonymous_image, _ = self.push(anonymous_repo)
         wrong_image, _ = self.push(wrong_repo)
         wrong = self.pull_secret(password="not-" + PASSWORD)
+        # Every status the kubelet writes, from before the pods exist.
+        watch = PodWatch(self.server, "default",
+                         self.get_json("pods")["metadata"]["resourceVersion"]).start()
+        self.addCleanup(watch.stop)
         pods = {self.run_pod(anonymous_image, "Always"): anonymous_image,
                 self.run_pod(wrong_image, "Always", [wrong]): wrong_image}
         seen = {name: [] for name in pods}
@@ -430,6 +512,18 @@ class RegistryTest(node.NodeTestCase):
             self.assertLessEqual(set(seen[name]),
                                  {"ContainerCreating", "ErrImagePull", "ImagePullBackOff"},
                                  seen[name])
+            # As upstream: the status written after the failed pull is ErrImagePull with the
+            # pull's error, then ImagePullBackOff while the back-off runs.
+            self.wait_for(lambda: any(r == "ImagePullBackOff" for r, _ in watch.waiting(name)),
+                          timeout=30, interval=0.2,
+                          what="the watch to show %s in ImagePullBackOff (%r, %r)" % (
+                              name, watch.waiting(name), watch.error))
+            states = [w for w in watch.waiting(name) if w[0] != "ContainerCreating"]
+            self.assertEqual(states[0][0], "ErrImagePull", states)
+            self.assertRegex(states[0][1], r"401 Unauthorized", states)
+            self.assertNotIn("Back-off", states[0][1])
+            self.assertEqual(states[1], ("ImagePullBackOff",
+                                         'Back-off pulling image "%s"' % image), states)
             self.assertGreaterEqual(self.cri_pulls(image), 1)
             # The registry refused the pull: containerd reached it and was answered 401.
             self.wait_events(
@@ -487,13 +581,11 @@ class RegistryTest(node.NodeTestCase):
         self.assertNotIn("Pulling", [reason for reason, _ in events])
         self.ok("delete", "pod", first, second, "--wait=false")
 
-    # The node's registry mirror (src/kubelet/images/registry_mirror.h) answers a pull of an
-    # image the node already has from the node's own content store, and containerd asks it
-    # before the registry: an Always pull of a present image never reaches the registry, so a
-    # moved tag is not seen and the registry's credentials are not checked. Upstream resolves
-    # an Always pull at the registry every time.
+    # The node's registry mirror (src/kubelet/images/registry_mirror.h), which containerd asks
+    # before every registry, serves only the images skiff imported; an image pulled from this
+    # registry earlier is resolved at the registry again on every Always pull, as upstream does:
+    # a moved tag is seen and the registry checks the credentials.
 
-    @unittest.expectedFailure
     def test_always_pulls_again_and_sees_a_moved_tag(self):
         repo = "skiff-test/moving"
         image, first_marker = self.push(repo)
@@ -510,7 +602,6 @@ class RegistryTest(node.NodeTestCase):
         finally:
             self.ok("delete", "pod", first, second, "--wait=false")
 
-    @unittest.expectedFailure
     def test_always_without_secret_fails_even_when_the_image_is_present(self):
         image, _ = self.push("skiff-test/cached")
         first = self.run_pod(image, "Always", [self.pull_secret()])

@@ -4,6 +4,7 @@
 // kubelet.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -167,8 +168,8 @@ TEST_F(PodManagerTest, CrashingContainerRestartsWithBackOff) {
   // First exit: restarted at once.
   ASSERT_TRUE(runtime_.exit_container(running_container(uid), 1).is_ok());
   ASSERT_TRUE(eventually([&] {
-    return container_status("crash").value("restartCount", 0) == 1 &&
-           container_status("crash")["state"].contains("running");
+    Json s = container_status("crash");  // null until the first status is written
+    return s.is_object() && s.value("restartCount", 0) == 1 && s["state"].contains("running");
   }));
   EXPECT_EQ(container_status("crash")["lastState"]["terminated"]["exitCode"], 1);
   EXPECT_EQ(container_status("crash")["lastState"]["terminated"]["reason"], "Error");
@@ -334,6 +335,90 @@ TEST_F(PodManagerTest, ImagePullFailuresBackOff) {
   }));
   for (const std::string& pulled : runtime_.pulled_images())
     EXPECT_EQ(pulled.find("absent"), std::string::npos);
+}
+
+// Upstream's sequence for a failing pull: the status written right after the pull says
+// ErrImagePull with the runtime's error as the message; syncs while the image's back-off runs do
+// not pull and say ImagePullBackOff; the next pull comes when the back-off ends (doubling), and
+// the kubelet's own status write does not make it sync again meanwhile.
+TEST_F(PodManagerTest, FailedPullWritesErrImagePullAndWaitsOutTheBackOff) {
+  options_.backoff.initial = milliseconds(2000);
+  options_.backoff.max = milliseconds(8000);
+  options_.resync_period = milliseconds(60000);  // syncs come from the back-off, not a ticker
+  const std::string image = "registry.example:5000/private/app:1";
+  runtime_.set_pull_error(Status(StatusCode::kInternal, "unexpected status: 401 Unauthorized"));
+  const std::string pull_error =
+      "failed to pull and unpack image \"" + image + "\": unexpected status: 401 Unauthorized";
+  seed(pod("img",
+           Json::array({{{"name", "main"}, {"image", image}, {"imagePullPolicy", "Always"}}})));
+  auto waiting = [&] { return container_status("img")["state"]["waiting"]; };
+  // Pulls attempted so far (pulled_images() has only the successful ones).
+  auto attempts = [&] { return runtime_.call_count("PullImage"); };
+  // What must hold from now until `since` + `period` (the windows are measured from when a pull
+  // was seen, so a slow start of the check does not eat into the back-off).
+  using Clock = std::chrono::steady_clock;
+  auto holds_until = [](auto pred, Clock::time_point since, milliseconds period) {
+    auto left = std::chrono::duration_cast<milliseconds>(since + period - Clock::now());
+    return stays(pred, std::max(left, milliseconds(0)));
+  };
+  start();
+
+  ASSERT_TRUE(eventually([&] { return attempts() == 1; }));
+  Clock::time_point first_pull = Clock::now();
+  // The first waiting reason written for the container is ErrImagePull, with the pull's error.
+  Json first;
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& a : api_.actions("patch", "pods")) {
+      if (a.name != "img") continue;
+      Json status = a.object.value("status", Json::object());
+      Json statuses = status.value("containerStatuses", Json::array());
+      if (!statuses.is_array() || statuses.empty()) continue;
+      Json w = statuses[0].value("state", Json::object()).value("waiting", Json());
+      if (w.is_object() && w.value("reason", "") != "ContainerCreating") {
+        first = w;
+        return true;
+      }
+    }
+    return false;
+  }));
+  EXPECT_EQ(first["reason"], "ErrImagePull");
+  EXPECT_EQ(first["message"], pull_error);
+  int image_checks = runtime_.call_count("ImageStatus");
+
+  // Within the back-off (2 s): no pull; a sync (the new sandbox wakes one) shows
+  // ImagePullBackOff.
+  EXPECT_TRUE(holds_until([&] { return attempts() == 1; }, first_pull, milliseconds(1500)));
+  EXPECT_EQ(waiting()["reason"], "ImagePullBackOff");
+  EXPECT_EQ(waiting()["message"], "Back-off pulling image \"" + image + "\"");
+
+  // The back-off ends: pulled again, ErrImagePull again, and it stands through the doubled
+  // back-off (4 s) with no further pull.
+  ASSERT_TRUE(eventually([&] { return attempts() == 2; }, milliseconds(10000)));
+  Clock::time_point second_pull = Clock::now();
+  ASSERT_TRUE(eventually([&] { return waiting()["reason"] == "ErrImagePull"; }));
+  EXPECT_EQ(waiting()["message"], pull_error);
+  EXPECT_TRUE(holds_until([&] { return attempts() == 2 && waiting()["reason"] == "ErrImagePull"; },
+                          second_pull, milliseconds(3000)));
+  ASSERT_TRUE(eventually([&] { return attempts() == 3; }, milliseconds(10000)));
+  // A handful of syncs in 6 s, not a worker spinning on the pod.
+  EXPECT_LE(runtime_.call_count("ImageStatus") - image_checks, 8);
+
+  // The events, as upstream words them (written in the background).
+  std::set<std::string> wanted = {"Failed: Failed to pull image \"" + image + "\": " + pull_error,
+                                  "Failed: Error: ErrImagePull",
+                                  "BackOff: Back-off pulling image \"" + image + "\"",
+                                  "Failed: Error: ImagePullBackOff"};
+  std::set<std::string> seen;
+  EXPECT_TRUE(eventually([&] {
+    auto events = api_.list(client::resources::kEvents, "default");
+    if (events.is_ok()) {
+      for (const Json& e : (*events)["items"]) {
+        if (e["involvedObject"].value("name", "") != "img") continue;
+        seen.insert(e.value("reason", "") + ": " + e.value("message", ""));
+      }
+    }
+    return std::includes(seen.begin(), seen.end(), wanted.begin(), wanted.end());
+  })) << ::testing::PrintToString(seen);
 }
 
 TEST_F(PodManagerTest, ChangedContainerSpecReplacesTheContainer) {
