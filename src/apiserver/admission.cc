@@ -27,8 +27,11 @@ api::ApiError admission_forbidden(const api::ResourceInfo& resource, const nlohm
 
 void install_admission(Registry& registry) {
   // Upstream's order: LimitRanger's defaults are in place before quota measures the pod.
-  registry.add_admission(new_limit_ranger(registry.store()));
-  registry.add_admission(new_resource_quota_admission(registry.store()));
+  auto list = [&registry](const std::string& key_prefix) {
+    return registry.cached_list(key_prefix);
+  };
+  registry.add_admission(new_limit_ranger(list));
+  registry.add_admission(new_resource_quota_admission(registry.store(), list));
 }
 
 }  // namespace skiff::apiserver

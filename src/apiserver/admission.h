@@ -77,8 +77,17 @@ class AdmissionPlugin {
 api::ApiError admission_forbidden(const api::ResourceInfo& resource, const nlohmann::json& obj,
                                   const std::string& why);
 
-std::unique_ptr<AdmissionPlugin> new_limit_ranger(storage::Store& store);
-std::unique_ptr<AdmissionPlugin> new_resource_quota_admission(storage::Store& store);
+// The objects under a key prefix as the API server's watch cache holds them (possibly a few
+// milliseconds behind the store, as upstream's admission listers are), or from the store when
+// the cache is not ready.
+using CachedLister =
+    std::function<Result<std::vector<storage::KeyValuePtr>>(const std::string& key_prefix)>;
+
+// LimitRanger reads LimitRanges through `list`. ResourceQuota looks for quotas through `list`
+// (most namespaces have none) and reads the ones it charges from `store` itself.
+std::unique_ptr<AdmissionPlugin> new_limit_ranger(CachedLister list);
+std::unique_ptr<AdmissionPlugin> new_resource_quota_admission(storage::Store& store,
+                                                              CachedLister list);
 
 // Upstream's defaults of a LimitRange (Container items: default from max, defaultRequest from
 // default, then from min).

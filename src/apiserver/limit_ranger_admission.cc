@@ -213,7 +213,7 @@ void merge_container(json& c, const json& default_limits, const json& default_re
 
 class LimitRanger final : public AdmissionPlugin {
  public:
-  explicit LimitRanger(storage::Store& store) : store_(store) {}
+  explicit LimitRanger(CachedLister list) : list_(std::move(list)) {}
 
   std::string_view name() const override { return "LimitRanger"; }
 
@@ -339,10 +339,10 @@ class LimitRanger final : public AdmissionPlugin {
 
   // The namespace's LimitRanges, defaulted, by name.
   Result<std::vector<json>> limit_ranges(const std::string& ns) {
-    auto listed = store_.range(storage::KeyRange::prefix("/registry/limitranges/" + ns + "/"));
+    auto listed = list_("/registry/limitranges/" + ns + "/");
     if (!listed.is_ok()) return listed.status();
     std::vector<json> out;
-    for (const auto& kv : listed->kvs) {
+    for (const auto& kv : *listed) {
       json range = json::parse(kv->value, nullptr, false);
       if (!range.is_object()) continue;
       default_limit_range(range);
@@ -351,7 +351,7 @@ class LimitRanger final : public AdmissionPlugin {
     return out;
   }
 
-  storage::Store& store_;
+  const CachedLister list_;
 };
 
 }  // namespace
@@ -382,8 +382,8 @@ void default_limit_range(json& limit_range) {
   }
 }
 
-std::unique_ptr<AdmissionPlugin> new_limit_ranger(storage::Store& store) {
-  return std::make_unique<LimitRanger>(store);
+std::unique_ptr<AdmissionPlugin> new_limit_ranger(CachedLister list) {
+  return std::make_unique<LimitRanger>(std::move(list));
 }
 
 }  // namespace skiff::apiserver

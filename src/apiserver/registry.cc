@@ -1306,10 +1306,22 @@ json Registry::to_scale(const api::ResourceInfo& res, const json& obj) {
 std::optional<api::ApiError> Registry::admit_namespace(const api::ResourceInfo& res,
                                                        const std::string& ns) {
   if (!res.namespaced) return std::nullopt;
-  auto kv = store_.get("/registry/namespaces/" + ns);
-  if (!kv.is_ok()) return api::ApiError::from_storage(kv.status());
-  if (!*kv) return api::ApiError::not_found("namespaces", ns);
-  json obj = json::parse((*kv)->value, nullptr, false);
+  // As upstream's NamespaceLifecycle: the cached namespace, and a live lookup when the cache
+  // does not have it (yet).
+  const std::string key = "/registry/namespaces/" + ns;
+  storage::KeyValuePtr found;
+  if (auto cached = cached_list(key); cached.is_ok()) {
+    for (const storage::KeyValuePtr& kv : *cached) {
+      if (kv->key == key) found = kv;
+    }
+  }
+  if (!found) {
+    auto kv = store_.get(key);
+    if (!kv.is_ok()) return api::ApiError::from_storage(kv.status());
+    if (!*kv) return api::ApiError::not_found("namespaces", ns);
+    found = *kv;
+  }
+  json obj = json::parse(found->value, nullptr, false);
   if (obj.is_object() && (obj["metadata"].contains("deletionTimestamp") ||
                           field_value(obj, "status.phase") == "Terminating")) {
     api::ApiError e = api::ApiError::forbidden("unable to create new content in namespace " + ns +
@@ -2171,6 +2183,27 @@ void Registry::start_watch_caches(WatchCacheOptions options, std::chrono::millis
 WatchCache* Registry::watch_cache(const std::string& resource) const {
   auto it = caches_.find("/registry/" + resource + "/");
   return it == caches_.end() ? nullptr : it->second.get();
+}
+
+Result<std::vector<storage::KeyValuePtr>> Registry::cached_list(
+    const std::string& key_prefix) const {
+  // "/registry/<resource>/..." → that resource's cache.
+  size_t resource_end = key_prefix.find('/', std::string_view("/registry/").size());
+  if (resource_end != std::string::npos && key_prefix.starts_with("/registry/")) {
+    auto it = caches_.find(key_prefix.substr(0, resource_end + 1));
+    if (it != caches_.end() && it->second->ready()) {
+      auto snapshot = it->second->list(key_prefix);
+      if (snapshot.is_ok()) {
+        std::vector<storage::KeyValuePtr> out;
+        out.reserve(snapshot->objects.size());
+        for (const CachedObjectPtr& o : snapshot->objects) out.push_back(o->kv_ptr());
+        return out;
+      }
+    }
+  }
+  SKIFF_ASSIGN_OR_RETURN(storage::RangeResult listed,
+                         store_.range(storage::KeyRange::prefix(key_prefix)));
+  return std::move(listed.kvs);
 }
 
 WatchCache* Registry::cache_for(const api::ResourceInfo& r) const {

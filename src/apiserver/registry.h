@@ -125,6 +125,10 @@ class Registry {
                           std::chrono::milliseconds wait = std::chrono::seconds(10));
   // The cache for /registry/<resource>/, or nullptr.
   WatchCache* watch_cache(const std::string& resource) const;
+  // The objects under `key_prefix` (within one resource's prefix) as its watch cache holds them,
+  // without waiting for the cache to catch up with the store; from the store when there is no
+  // ready cache. For admission's lookups, which upstream serves from informers too.
+  Result<std::vector<storage::KeyValuePtr>> cached_list(const std::string& key_prefix) const;
 
   // Stops watch sessions and watch caches (server shutdown).
   void shutdown();

@@ -81,7 +81,8 @@ struct QuotaState {
 
 class ResourceQuotaAdmission final : public AdmissionPlugin {
  public:
-  explicit ResourceQuotaAdmission(storage::Store& store) : store_(store) {}
+  ResourceQuotaAdmission(storage::Store& store, CachedLister list)
+      : store_(store), list_(std::move(list)) {}
 
   std::string_view name() const override { return "ResourceQuota"; }
 
@@ -99,17 +100,19 @@ class ResourceQuotaAdmission final : public AdmissionPlugin {
     if (update && (!e->charges_updates() || !request.old)) return std::nullopt;
 
     std::string prefix = "/registry/resourcequotas/" + request.ns + "/";
-    auto listed = store_.range(storage::KeyRange::prefix(prefix));
-    if (!listed.is_ok()) return api::ApiError::from_storage(listed.status());
-    if (listed->kvs.empty()) return std::nullopt;  // the common case: no quota, no lock
+    // The common case, no quota in the namespace, is answered from the cache; a quota that
+    // exists is charged from the store's current version of it.
+    auto cached = list_(prefix);
+    if (!cached.is_ok()) return api::ApiError::from_storage(cached.status());
+    if (cached->empty()) return std::nullopt;
     if (!request.dry_run) {
       // Charged writes in one namespace take turns, so they do not keep invalidating each
-      // other's compares; the quotas are read again once it is this writer's turn.
+      // other's compares; the quotas are read once it is this writer's turn.
       auto lock = std::make_shared<std::unique_lock<std::mutex>>(lock_for(request.ns));
       writes.holds.push_back(std::move(lock));
-      listed = store_.range(storage::KeyRange::prefix(prefix));
-      if (!listed.is_ok()) return api::ApiError::from_storage(listed.status());
     }
+    auto listed = store_.range(storage::KeyRange::prefix(prefix));
+    if (!listed.is_ok()) return api::ApiError::from_storage(listed.status());
 
     // The quotas this object counts against; refuse if one of them cannot be checked.
     std::vector<QuotaState> quotas;
@@ -203,6 +206,7 @@ class ResourceQuotaAdmission final : public AdmissionPlugin {
   }
 
   storage::Store& store_;
+  const CachedLister list_;
   // Striped by namespace; held (through AdmissionWrites::holds) from the quota read to the
   // object's write. Never held while taking another of them.
   std::array<std::mutex, kNamespaceLocks> locks_;
@@ -210,8 +214,9 @@ class ResourceQuotaAdmission final : public AdmissionPlugin {
 
 }  // namespace
 
-std::unique_ptr<AdmissionPlugin> new_resource_quota_admission(storage::Store& store) {
-  return std::make_unique<ResourceQuotaAdmission>(store);
+std::unique_ptr<AdmissionPlugin> new_resource_quota_admission(storage::Store& store,
+                                                              CachedLister list) {
+  return std::make_unique<ResourceQuotaAdmission>(store, std::move(list));
 }
 
 }  // namespace skiff::apiserver
