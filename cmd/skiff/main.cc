@@ -566,6 +566,19 @@ int main(int argc, char** argv) {
   add_proxy_flags(proxy, proxy_options);
   proxy->add_flag("--cleanup", proxy_cleanup, "Remove the rules of every proxy mode and exit");
 
+  auto* image = app.add_subcommand("image", "Manage the node's images");
+  image->require_subcommand(1);
+  auto* image_import = image->add_subcommand(
+      "import", "Import an OCI or docker-archive tarball into a running node agent's containerd");
+  std::string image_file;
+  std::string image_data_dir = "/var/lib/skiff";
+  std::string image_endpoint;
+  image_import->add_option("FILE", image_file, "The image tarball")->required();
+  image_import->add_option("--data-dir", image_data_dir, "The node agent's state directory")
+      ->capture_default_str();
+  image_import->add_option("--container-runtime-endpoint", image_endpoint,
+                           "The CRI endpoint the agent uses instead of its own containerd");
+
   CLI11_PARSE(app, argc, argv);
   if (!skiff::set_log_level(log_level)) {
     std::fprintf(stderr, "skiff: unknown log level \"%s\"\n", log_level.c_str());
@@ -575,6 +588,16 @@ int main(int argc, char** argv) {
   if (*version) {
     std::printf("skiff %s (commit %s), Kubernetes API v%s.%s\n", skiff::kSkiffVersion,
                 skiff::kGitCommit, skiff::kKubernetesMajor, skiff::kKubernetesMinor);
+    return 0;
+  }
+  if (*image_import) {
+    skiff::Status imported =
+        skiff::kubelet::import_image(image_data_dir, image_endpoint, image_file);
+    if (!imported.is_ok()) {
+      std::fprintf(stderr, "skiff image import: %s\n", imported.message().c_str());
+      return 1;
+    }
+    std::printf("imported %s\n", image_file.c_str());
     return 0;
   }
   if (*server) return run_apiserver(server_flags, true);

@@ -29,6 +29,27 @@ using std::chrono::milliseconds;
 
 }  // namespace
 
+Status import_image(const std::string& data_dir, const std::string& runtime_endpoint,
+                    const std::string& tar_path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(tar_path, ec)) {
+    return error(StatusCode::kInvalidArgument, tar_path + ": no such file");
+  }
+  std::string endpoint = runtime_endpoint;
+  if (endpoint.empty()) {
+    containerd::ContainerdOptions co;
+    co.data_dir = fs::absolute(data_dir).string() + "/agent";
+    SKIFF_ASSIGN_OR_RETURN(containerd::ContainerdPaths paths, containerd::containerd_paths(co));
+    if (!fs::exists(paths.socket, ec)) {
+      return error(StatusCode::kFailedPrecondition,
+                   "no containerd at " + paths.socket +
+                       ": is a node agent running with --data-dir " + data_dir + "?");
+    }
+    endpoint = paths.socket;
+  }
+  return images::import_image_tar(endpoint, tar_path, "");
+}
+
 Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   std::string agent_dir = fs::absolute(o.data_dir).string() + "/agent";
   std::error_code ec;

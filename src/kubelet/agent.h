@@ -64,4 +64,11 @@ struct KubeletOptions {
 
 Status run_kubelet(const KubeletOptions& options, std::stop_token stop);
 
+// `skiff image import`: imports an OCI or docker-archive tarball into the containerd of the node
+// agent whose data dir is `data_dir` (or the CRI endpoint `runtime_endpoint`, when given), marked
+// as the node's own image like the built-in ones. kFailedPrecondition when that containerd is
+// not running.
+Status import_image(const std::string& data_dir, const std::string& runtime_endpoint,
+                    const std::string& tar_path);
+
 }  // namespace skiff::kubelet

@@ -2,10 +2,14 @@
 bridge networking) inside a network namespace, driven by the real kubectl."""
 
 import http.client
+import io
 import json
 import os
+import shutil
 import ssl
 import subprocess
+import tarfile
+import tempfile
 import time
 import unittest
 import urllib.parse
@@ -36,6 +40,54 @@ class PodsTest(node.NodeTestCase):
         self.wait_for(lambda: element in subprocess.run(
             ["nft", "list", "map", "ip", "skiff-proxy", "service-ips"], capture_output=True,
             text=True, timeout=30).stdout, what="the kubernetes Service in the proxy's map")
+
+    def test_image_import_into_the_running_node(self):
+        # The built-in busybox archive under a name the node does not have yet.
+        name = self.uniq("imported")
+        ref = "skiff.test/%s:v1" % name
+        src = os.path.join(os.path.dirname(harness.SKIFF_BIN), "images", "busybox.tar")
+        tmp = tempfile.mkdtemp(prefix="skiff-e2e-import-")
+        try:
+            archive = os.path.join(tmp, "image.tar")
+            with tarfile.open(src) as tin, tarfile.open(archive, "w") as tout:
+                for member in tin.getmembers():
+                    data = tin.extractfile(member).read() if member.isfile() else None
+                    if member.name == "index.json":
+                        index = json.loads(data)
+                        index["manifests"][0]["annotations"][
+                            "org.opencontainers.image.ref.name"] = ref
+                        data = json.dumps(index).encode()
+                        member.size = len(data)
+                    tout.addfile(member, io.BytesIO(data) if data is not None else None)
+            # Never: the pod runs only from what the import brought in.
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                   "spec": {"restartPolicy": "Never", "containers": [{
+                       "name": "main", "image": ref, "imagePullPolicy": "Never",
+                       "command": ["sh", "-c", "echo from the imported image"]}]}}
+            before = self.uniq("before")
+            pod["metadata"]["name"] = before
+            self.ok("create", "-f", "-", input=json.dumps(pod))
+            def waiting_reason():
+                statuses = json.loads(self.ok("get", "pod", before, "-o", "json")).get(
+                    "status", {}).get("containerStatuses", [])
+                return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
+            self.wait_for(lambda: waiting_reason() == "ErrImageNeverPull",
+                          what="ErrImageNeverPull before the import")
+            bad = subprocess.run([harness.SKIFF_BIN, "image", "import", "--data-dir",
+                                  self.server.data_dir, os.path.join(tmp, "missing.tar")],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(bad.returncode, 1)
+            self.assertIn("no such file", bad.stderr)
+            done = subprocess.run([harness.SKIFF_BIN, "image", "import", "--data-dir",
+                                   self.server.data_dir, archive],
+                                  capture_output=True, text=True, timeout=300)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            pod["metadata"]["name"] = name
+            self.ok("create", "-f", "-", input=json.dumps(pod))
+            self.wait_for(lambda: self.phase(name) == "Succeeded", what="Succeeded")
+            self.assertEqual(self.ok("logs", name), "from the imported image\n")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def test_run_to_completion_and_failure(self):
         name = self.uniq("done")
