@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -505,6 +506,10 @@ class Session {
   void finish_client(std::string_view close_frame, bool linger);
   void log_end(Outcome outcome, const std::string& detail);
 
+  void relay(const std::function<bool()>& go_on,
+             const std::function<void(std::string&)>& from_runtime, ws::MessageReader& messages,
+             Outcome* outcome, std::string* detail);
+  void end_session(Outcome outcome, uint16_t client_close_code, const std::string& detail);
   void remote_command();
   void port_forward();
 
@@ -817,6 +822,72 @@ void Session::serve() {
   }
 }
 
+// Moves bytes both ways until `go_on` says to stop or a side ends: the runtime's bytes go to
+// `from_runtime`, the client's to `messages` (whose handlers drain them in `go_on`).
+void Session::relay(const std::function<bool()>& go_on,
+                    const std::function<void(std::string&)>& from_runtime,
+                    ws::MessageReader& messages, Outcome* outcome, std::string* detail) {
+  std::string in;
+  while (go_on()) {
+    if (server_.stopping) {
+      *outcome = Outcome::kStopped;
+      return;
+    }
+    bool client_broke = false;
+    const int ready = pump(&client_broke);
+    if (ready < 0) {
+      *detail = std::strerror(errno);
+      *outcome = client_broke ? Outcome::kClientGone : Outcome::kRuntimeBroke;
+      return;
+    }
+    if (ready & kRuntimeReadable) {
+      in.clear();
+      ssize_t n = receive(runtime_, in);
+      if (n <= 0) {
+        if (n < 0) *detail = std::strerror(errno);
+        *outcome = n == 0 ? Outcome::kRuntimeFinished : Outcome::kRuntimeBroke;
+        return;
+      }
+      from_runtime(in);
+    }
+    if (ready & kClientReadable) {
+      in.clear();
+      if (receive(client_, in) <= 0) {
+        *outcome = Outcome::kClientGone;
+        return;
+      }
+      messages.feed(in);
+    }
+  }
+}
+
+// The end of a switched session: the runtime's connection is done with in every case (what the
+// client sent before its close goes out if the socket takes it now); the client's gets its last
+// frames.
+void Session::end_session(Outcome outcome, uint16_t client_close_code, const std::string& detail) {
+  if (outcome == Outcome::kClientClosed) send_some(runtime_, to_runtime_);
+  server_.close_fd(slot_, 1);
+  switch (outcome) {
+    case Outcome::kRuntimeFinished:
+    case Outcome::kRuntimeBroke:
+      finish_client(ws::encode_close(ws::kCloseNormal), /*linger=*/true);
+      break;
+    case Outcome::kClientClosed:
+      finish_client(ws::encode_close(client_close_code), /*linger=*/false);
+      break;
+    case Outcome::kClientBroke:
+      finish_client(ws::encode_close(client_close_code, detail), /*linger=*/false);
+      break;
+    case Outcome::kClientGone:
+      break;
+    case Outcome::kStopped:
+      to_client_.clear();
+      finish_client(ws::encode_close(ws::kCloseGoingAway, "the kubelet is stopping"), false);
+      break;
+  }
+  log_end(outcome, detail);
+}
+
 void Session::remote_command() {
   spdy::FrameWriter writer;
   spdy::FrameReader reader;
@@ -995,69 +1066,18 @@ void Session::remote_command() {
   client_buffer_.clear();
   reader.feed(runtime_buffer_);
   runtime_buffer_.clear();
-  std::string in;
-  while (drain_client() && drain_runtime()) {
-    if (server_.stopping) {
-      outcome = Outcome::kStopped;
-      break;
-    }
-    bool client_broke = false;
-    const int ready = pump(&client_broke);
-    if (ready < 0) {
-      detail = std::strerror(errno);
-      outcome = client_broke ? Outcome::kClientGone : Outcome::kRuntimeBroke;
-      break;
-    }
-    if (ready & kRuntimeReadable) {
-      in.clear();
-      ssize_t n = receive(runtime_, in);
-      if (n <= 0) {
-        if (n < 0) detail = std::strerror(errno);
-        outcome = n == 0 ? Outcome::kRuntimeFinished : Outcome::kRuntimeBroke;
-        break;
-      }
-      reader.feed(in);
-    }
-    if (ready & kClientReadable) {
-      in.clear();
-      if (receive(client_, in) <= 0) {
-        outcome = Outcome::kClientGone;
-        break;
-      }
-      messages.feed(in);
-    }
-  }
+  relay([&] { return drain_client() && drain_runtime(); },
+        [&](std::string& in) { reader.feed(in); }, messages, &outcome, &detail);
 
-  // The runtime's connection is done with in every case (what the client sent before its close
-  // goes out if the socket takes it now); the client's gets its last frames.
-  if (outcome == Outcome::kClientClosed) send_some(runtime_, to_runtime_);
-  server_.close_fd(slot_, 1);
-  switch (outcome) {
-    case Outcome::kRuntimeFinished:
-    case Outcome::kRuntimeBroke:
-      if (!status_seen && (outcome == Outcome::kRuntimeBroke || !owed.empty())) {
-        // The runtime went away without the command's status: say so rather than let the client
-        // take the silence for success.
-        std::string why = "the runtime's streaming connection ended before the command's status";
-        if (!detail.empty()) why += ": " + detail;
-        to_client(kChannelError, status_json(500, "InternalError", why));
-      }
-      finish_client(ws::encode_close(ws::kCloseNormal), /*linger=*/true);
-      break;
-    case Outcome::kClientClosed:
-      finish_client(ws::encode_close(client_close_code), /*linger=*/false);
-      break;
-    case Outcome::kClientBroke:
-      finish_client(ws::encode_close(client_close_code, detail), /*linger=*/false);
-      break;
-    case Outcome::kClientGone:
-      break;
-    case Outcome::kStopped:
-      to_client_.clear();
-      finish_client(ws::encode_close(ws::kCloseGoingAway, "the kubelet is stopping"), false);
-      break;
+  if ((outcome == Outcome::kRuntimeFinished || outcome == Outcome::kRuntimeBroke) && !status_seen &&
+      (outcome == Outcome::kRuntimeBroke || !owed.empty())) {
+    // The runtime went away without the command's status: say so rather than let the client
+    // take the silence for success.
+    std::string why = "the runtime's streaming connection ended before the command's status";
+    if (!detail.empty()) why += ": " + detail;
+    to_client(kChannelError, status_json(500, "InternalError", why));
   }
-  log_end(outcome, detail);
+  end_session(outcome, client_close_code, detail);
 }
 
 void Session::port_forward() {
@@ -1103,60 +1123,14 @@ void Session::port_forward() {
     to_client(ws::encode_frame(ws::Opcode::kBinary, runtime_buffer_));
     runtime_buffer_.clear();
   }
-  std::string in;
-  while (drain_client()) {
-    if (server_.stopping) {
-      outcome = Outcome::kStopped;
-      break;
-    }
-    bool client_broke = false;
-    const int ready = pump(&client_broke);
-    if (ready < 0) {
-      detail = std::strerror(errno);
-      outcome = client_broke ? Outcome::kClientGone : Outcome::kRuntimeBroke;
-      break;
-    }
-    if (ready & kRuntimeReadable) {
-      in.clear();
-      ssize_t n = receive(runtime_, in);
-      if (n <= 0) {
-        if (n < 0) detail = std::strerror(errno);
-        outcome = n == 0 ? Outcome::kRuntimeFinished : Outcome::kRuntimeBroke;
-        break;
-      }
-      if (!in.empty()) to_client(ws::encode_frame(ws::Opcode::kBinary, in));
-    }
-    if (ready & kClientReadable) {
-      in.clear();
-      if (receive(client_, in) <= 0) {
-        outcome = Outcome::kClientGone;
-        break;
-      }
-      messages.feed(in);
-    }
-  }
+  relay(
+      drain_client,
+      [&](std::string& in) {
+        if (!in.empty()) to_client(ws::encode_frame(ws::Opcode::kBinary, in));
+      },
+      messages, &outcome, &detail);
 
-  if (outcome == Outcome::kClientClosed) send_some(runtime_, to_runtime_);
-  server_.close_fd(slot_, 1);
-  switch (outcome) {
-    case Outcome::kRuntimeFinished:
-    case Outcome::kRuntimeBroke:
-      finish_client(ws::encode_close(ws::kCloseNormal), /*linger=*/true);
-      break;
-    case Outcome::kClientClosed:
-      finish_client(ws::encode_close(client_close_code), /*linger=*/false);
-      break;
-    case Outcome::kClientBroke:
-      finish_client(ws::encode_close(client_close_code, detail), /*linger=*/false);
-      break;
-    case Outcome::kClientGone:
-      break;
-    case Outcome::kStopped:
-      to_client_.clear();
-      finish_client(ws::encode_close(ws::kCloseGoingAway, "the kubelet is stopping"), false);
-      break;
-  }
-  log_end(outcome, detail);
+  end_session(outcome, client_close_code, detail);
 }
 
 }  // namespace
