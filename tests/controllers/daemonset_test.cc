@@ -369,6 +369,12 @@ TEST_F(DaemonSetControllerTest, NewNodesGetPodsAndRemovedNodesLoseThem) {
   Json bound = pods_by_node()["n3"][0];
   bound["spec"]["nodeName"] = "n3";
   ASSERT_TRUE(api_.update(kPods, "default", bound).is_ok());
+  // The controller must know the pod is bound before its node goes, or it deletes it as
+  // unscheduled.
+  ASSERT_TRUE(eventually([&] {
+    ObjectPtr seen = informers_.informer(kPods).get("default", client::name_of(bound));
+    return seen && (*seen)["spec"].value("nodeName", "") == "n3";
+  }));
 
   ASSERT_TRUE(api_.remove(kNodes, "", "n2").is_ok());
   ASSERT_TRUE(api_.remove(kNodes, "", "n3").is_ok());
