@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "base/log.h"
+#include "httpserver/http.h"
 #include "kubelet/streaming/spdy.h"
 #include "kubelet/streaming/websocket.h"
 
@@ -121,13 +122,6 @@ std::optional<Head> parse_head(std::string_view raw) {
   return head;
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 std::string percent_encode(std::string_view in) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
@@ -140,37 +134,6 @@ std::string percent_encode(std::string_view in) {
       out.push_back(kHex[u >> 4]);
       out.push_back(kHex[u & 0xF]);
     }
-  }
-  return out;
-}
-
-std::string percent_decode(std::string_view in) {
-  std::string out;
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '%' && i + 2 < in.size()) {
-      int hi = hex_value(in[i + 1]);
-      int lo = hex_value(in[i + 2]);
-      if (hi >= 0 && lo >= 0) {
-        out.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(in[i] == '+' ? ' ' : in[i]);
-  }
-  return out;
-}
-
-std::vector<std::pair<std::string, std::string>> parse_query(std::string_view query) {
-  std::vector<std::pair<std::string, std::string>> out;
-  while (!query.empty()) {
-    size_t amp = query.find('&');
-    std::string_view item = query.substr(0, amp);
-    size_t eq = item.find('=');
-    out.emplace_back(percent_decode(item.substr(0, eq)),
-                     eq == std::string_view::npos ? "" : percent_decode(item.substr(eq + 1)));
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
   }
   return out;
 }
@@ -459,6 +422,9 @@ constexpr size_t kQueueHighWater = 1024 * 1024;
 // How long a finished session may take to hand the client what is still queued.
 constexpr auto kFinalFlush = std::chrono::seconds(30);
 
+// What the client's next message is (Session::next_client_message).
+enum class ClientRead { kData, kDrained, kEnded };
+
 constexpr int kClientReadable = 1;
 constexpr int kRuntimeReadable = 2;
 
@@ -509,6 +475,8 @@ class Session {
   void relay(const std::function<bool()>& go_on,
              const std::function<void(std::string&)>& from_runtime, ws::MessageReader& messages,
              Outcome* outcome, std::string* detail);
+  ClientRead next_client_message(ws::MessageReader& messages, std::string* payload,
+                                 uint16_t* close_code, Outcome* outcome, std::string* detail);
   void end_session(Outcome outcome, uint16_t client_close_code, const std::string& detail);
   void remote_command();
   void port_forward();
@@ -764,7 +732,7 @@ void Session::serve() {
   }
   std::string translation;
   std::string to;
-  for (const auto& [k, v] : parse_query(query)) {
+  for (const auto& [k, v] : http::parse_query(query)) {
     if (k == "translation") translation = v;
     if (k == "to") to = v;
     if (k == "name") session_.name = v;
@@ -859,6 +827,39 @@ void Session::relay(const std::function<bool()>& go_on,
       messages.feed(in);
     }
   }
+}
+
+// The client's next data message: pings are answered and pongs dropped on the way. kEnded, with
+// *outcome, *close_code and *detail set, on the client's close or a broken frame; kDrained when
+// nothing complete is left.
+ClientRead Session::next_client_message(ws::MessageReader& messages, std::string* payload,
+                                        uint16_t* close_code, Outcome* outcome,
+                                        std::string* detail) {
+  while (std::optional<ws::Message> m = messages.next()) {
+    switch (m->opcode) {
+      case ws::Opcode::kPing:
+        to_client(ws::encode_frame(ws::Opcode::kPong, m->payload));
+        break;
+      case ws::Opcode::kPong:
+        break;
+      case ws::Opcode::kClose: {
+        std::optional<ws::CloseInfo> info = ws::parse_close(m->payload);
+        *close_code = info && info->code != ws::kCloseNoStatus ? info->code : ws::kCloseNormal;
+        *outcome = Outcome::kClientClosed;
+        return ClientRead::kEnded;
+      }
+      default:
+        *payload = std::move(m->payload);
+        return ClientRead::kData;
+    }
+  }
+  if (!messages.error().is_ok()) {
+    *detail = messages.error().message();
+    *close_code = messages.close_code();
+    *outcome = Outcome::kClientBroke;
+    return ClientRead::kEnded;
+  }
+  return ClientRead::kDrained;
 }
 
 // The end of a switched session: the runtime's connection is done with in every case (what the
@@ -962,48 +963,28 @@ void Session::remote_command() {
 
   // Handles what the client sent; false when the session ends (outcome set).
   auto drain_client = [&]() -> bool {
-    while (std::optional<ws::Message> m = messages.next()) {
-      switch (m->opcode) {
-        case ws::Opcode::kPing:
-          to_client(ws::encode_frame(ws::Opcode::kPong, m->payload));
-          break;
-        case ws::Opcode::kPong:
-          break;
-        case ws::Opcode::kClose: {
-          std::optional<ws::CloseInfo> info = ws::parse_close(m->payload);
-          client_close_code =
-              info && info->code != ws::kCloseNoStatus ? info->code : ws::kCloseNormal;
-          outcome = Outcome::kClientClosed;
-          return false;
-        }
-        default: {
-          if (m->payload.empty()) break;
-          const auto channel = static_cast<uint8_t>(m->payload[0]);
-          std::string_view data = std::string_view(m->payload).substr(1);
-          bool ok = true;
-          if (channel == kChannelStdin && stdin_id && sending.count(stdin_id) && !data.empty()) {
-            ok = frame_to_runtime(spdy::DataFrame{stdin_id, 0, std::string(data)});
-          } else if (channel == kChannelResize && resize_id && sending.count(resize_id)) {
-            ok = frame_to_runtime(spdy::DataFrame{resize_id, 0, std::string(data)});
-          } else if (channel == kChannelClose && !data.empty() &&
-                     static_cast<uint8_t>(data[0]) == kChannelStdin && stdin_id) {
-            ok = finish_sending(stdin_id);
-          }
-          if (!ok) {
-            outcome = Outcome::kRuntimeBroke;
-            return false;
-          }
-          break;
-        }
+    std::string payload;
+    ClientRead read;
+    while ((read = next_client_message(messages, &payload, &client_close_code, &outcome,
+                                       &detail)) == ClientRead::kData) {
+      if (payload.empty()) continue;
+      const auto channel = static_cast<uint8_t>(payload[0]);
+      std::string_view data = std::string_view(payload).substr(1);
+      bool ok = true;
+      if (channel == kChannelStdin && stdin_id && sending.count(stdin_id) && !data.empty()) {
+        ok = frame_to_runtime(spdy::DataFrame{stdin_id, 0, std::string(data)});
+      } else if (channel == kChannelResize && resize_id && sending.count(resize_id)) {
+        ok = frame_to_runtime(spdy::DataFrame{resize_id, 0, std::string(data)});
+      } else if (channel == kChannelClose && !data.empty() &&
+                 static_cast<uint8_t>(data[0]) == kChannelStdin && stdin_id) {
+        ok = finish_sending(stdin_id);
+      }
+      if (!ok) {
+        outcome = Outcome::kRuntimeBroke;
+        return false;
       }
     }
-    if (!messages.error().is_ok()) {
-      detail = messages.error().message();
-      client_close_code = messages.close_code();
-      outcome = Outcome::kClientBroke;
-      return false;
-    }
-    return true;
+    return read == ClientRead::kDrained;
   };
 
   // Handles what the runtime sent; false when the session ends (outcome set).
@@ -1090,31 +1071,13 @@ void Session::port_forward() {
   uint16_t client_close_code = ws::kCloseNormal;
 
   auto drain_client = [&]() -> bool {
-    while (std::optional<ws::Message> m = messages.next()) {
-      switch (m->opcode) {
-        case ws::Opcode::kPing:
-          to_client(ws::encode_frame(ws::Opcode::kPong, m->payload));
-          break;
-        case ws::Opcode::kPong:
-          break;
-        case ws::Opcode::kClose: {
-          std::optional<ws::CloseInfo> info = ws::parse_close(m->payload);
-          client_close_code =
-              info && info->code != ws::kCloseNoStatus ? info->code : ws::kCloseNormal;
-          outcome = Outcome::kClientClosed;
-          return false;
-        }
-        default:
-          to_runtime(m->payload);
-      }
+    std::string payload;
+    ClientRead read;
+    while ((read = next_client_message(messages, &payload, &client_close_code, &outcome,
+                                       &detail)) == ClientRead::kData) {
+      to_runtime(payload);
     }
-    if (!messages.error().is_ok()) {
-      detail = messages.error().message();
-      client_close_code = messages.close_code();
-      outcome = Outcome::kClientBroke;
-      return false;
-    }
-    return true;
+    return read == ClientRead::kDrained;
   };
 
   messages.feed(client_buffer_);
