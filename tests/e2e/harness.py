@@ -102,6 +102,21 @@ def _die_with_parent():
         pass
 
 
+def stop_process(proc, grace=10):
+    """Ends a child this test started: SIGTERM, then SIGKILL after `grace` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(grace)
+    except ProcessLookupError:
+        pass
+
+
 @atexit.register
 def _kill_leftovers():
     for srv in list(_live_servers):
@@ -208,16 +223,7 @@ class Server:
         raise RuntimeError("timed out waiting for /readyz (%s)" % last)
 
     def _kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(10)
-            except ProcessLookupError:
-                pass
+        stop_process(self.proc)
         if getattr(self, "_log", None):
             self._log.close()
             self._log = None

@@ -168,16 +168,7 @@ class Registry:
         raise RegistryError("not ready after %ss: %s" % (timeout, last))
 
     def _kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(self.proc.pid, signal.SIGKILL)
-                    self.proc.wait(10)
-            except ProcessLookupError:
-                pass
+        harness.stop_process(self.proc)
         self.proc = None
         if self._log is not None:
             self._log.close()
