@@ -240,10 +240,12 @@ void Prober::ensure(const Json& pod, const Json& container, const std::string& c
                     const std::string& pod_ip) {
   std::string uid = member(pod, "metadata").value("uid", "");
   std::string name = container.value("name", "");
+  // One lock for all three: a readiness or liveness worker queued before the startup worker
+  // exists would probe before the startup probe gates it.
+  std::lock_guard lock(mu_);
   for (ProbeType type : {ProbeType::kLiveness, ProbeType::kReadiness, ProbeType::kStartup}) {
     const Json& probe = member(container, probe_field(type));
     std::string key = uid + "/" + name + "/" + probe_field(type);
-    std::lock_guard lock(mu_);
     if (!probe.is_object()) {
       workers_.erase(key);
       continue;
