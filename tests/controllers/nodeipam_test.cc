@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "client/fake_api_client.h"
@@ -59,6 +60,59 @@ TEST_F(NodeIpamControllerTest, GivesEachNodeItsOwnBlockAvoidingTakenOnes) {
   EXPECT_EQ(a["spec"]["podCIDRs"][0], a["spec"]["podCIDR"]);
   c->stop();
   informers_.stop();
+}
+
+// An update that queues the node again while its block is being patched, seen by the cache
+// only after the patch returned: the second pass must find the block at the API server rather
+// than hand the node another one (and leak the first).
+TEST_F(NodeIpamControllerTest, ANodeQueuedAgainBeforeTheCacheSeesItsBlockKeepsIt) {
+  class SlowCacheApi : public client::FakeApiClient {
+   public:
+    std::atomic<bool> requeued{false};
+    Result<Json> patch(const client::Resource& r, std::string_view ns, std::string_view name,
+                       client::PatchType type, std::string_view body,
+                       const client::WriteOptions& options = {},
+                       std::string_view subresource = {}) override {
+      if (r.display_name() == "nodes" && !touched_.exchange(true)) {
+        // A status change that does not carry the block (the kubelet's heartbeat, say).
+        auto node = get(r, ns, name).value();
+        node["status"]["phase"] = "Running";
+        seed(r, node);
+        testing::eventually([&] { return requeued.load(); }, 5s);
+      }
+      return client::FakeApiClient::patch(r, ns, name, type, body, options, subresource);
+    }
+
+   private:
+    std::atomic<bool> touched_{false};
+  } api;
+  client::InformerFactory informers(api);
+  ControllerContext ctx{api, informers, clock_, {}, [&](const std::string& component) {
+                          return std::make_unique<client::EventRecorder>(api, component);
+                        }};
+  api.seed(kNodes, {{"metadata", {{"name", "a"}}}});
+  auto c = new_nodeipam_controller(ctx);
+  // After the controller's own handler: hold the informer on the heartbeat, so the patch that
+  // follows reaches the cache only after the worker has looked at the node again.
+  informers.informer(kNodes).add_handlers(
+      {nullptr,
+       [&](const ObjectPtr&, const ObjectPtr& n) {
+         if (n->value("status", Json::object()).value("phase", "") != "Running" ||
+             api.requeued.exchange(true)) {
+           return;
+         }
+         std::this_thread::sleep_for(300ms);
+       },
+       nullptr});
+  c->start();
+  informers.start();
+  testing::eventually([&] { return api.actions("patch", "nodes").size() >= 1; }, 5s);
+  std::this_thread::sleep_for(500ms);
+  auto patches = api.actions("patch", "nodes");
+  ASSERT_EQ(patches.size(), 1u);
+  EXPECT_EQ(api.get(kNodes, "", "a").value()["spec"]["podCIDR"], "10.42.0.0/24");
+  c->stop();
+  informers.stop();
 }
 
 }  // namespace

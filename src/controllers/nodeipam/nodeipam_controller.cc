@@ -150,6 +150,14 @@ class NodeIpamController : public Controller {
   Status reconcile(const std::string& name) {
     ObjectPtr node = nodes_.get(name);
     if (!node || !pod_cidr(*node).empty()) return Status::ok();
+    // The cache may not have seen this worker's own last patch yet (an update queued the node
+    // again before it arrived): ask the API server, the only truth for what was handed out.
+    // One worker writes podCIDRs, so nothing else can give the node a block in between.
+    auto current = ctx_.api.get(client::resources::kNodes, "", name);
+    if (!current.is_ok()) {
+      return current.status().code() == StatusCode::kNotFound ? Status::ok() : current.status();
+    }
+    if (!pod_cidr(current.value()).empty()) return Status::ok();
     std::string block;
     {
       std::lock_guard lock(mu_);
