@@ -9,6 +9,7 @@
 #include "base/process.h"
 #include "client/http_client.h"
 #include "kubelet/cni/cni_config.h"
+#include "kubelet/cni/masquerade.h"
 #include "kubelet/containerd/supervisor.h"
 #include "kubelet/cri/grpc_runtime.h"
 #include "kubelet/eviction.h"
@@ -150,6 +151,10 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     auto written = cni::write_cni_conflist(cni_conf_dir, cni);
     if (!written.is_ok()) {
       SKIFF_LOG_ERROR("kubelet: writing the CNI configuration: {}", written.status().to_string());
+      return;
+    }
+    if (Status masq = cni::apply_masquerade_rules(cni.pod_cidrs); !masq.is_ok()) {
+      SKIFF_LOG_ERROR("kubelet: masquerading pod traffic: {}", masq.to_string());
       return;
     }
     if (*written) SKIFF_LOG_INFO("kubelet: pod network {} configured", cidr);

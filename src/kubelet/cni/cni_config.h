@@ -2,9 +2,10 @@
 
 // The node's pod network configuration for containerd's CRI plugin: a CNI conflist that puts
 // every pod on a Linux bridge (default cni0) with host-local addresses from the node's pod CIDRs,
-// a default route through the bridge (the bridge is the gateway, traffic leaving the node is
-// masqueraded, hairpin mode lets a pod reach itself through a service IP), and portmap for
-// hostPort mappings. Loopback is set up by containerd itself.
+// a default route through the bridge (the bridge is the gateway, hairpin mode lets a pod reach
+// itself through a service IP), and portmap for hostPort mappings. Loopback is set up by
+// containerd itself. Traffic leaving the pod network is masqueraded by the node's nftables rule
+// (masquerade.h), not by the bridge plugin's per-pod iptables chains.
 //
 // Thread-safety: free functions without shared state. write_cni_conflist() is safe against
 // concurrent readers of the file (it replaces the file atomically); two writers of the same

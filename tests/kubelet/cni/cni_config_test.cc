@@ -32,7 +32,7 @@ TEST(CniConfigTest, BridgeHostLocalAndPortmap) {
   EXPECT_EQ(bridge["type"], "bridge");
   EXPECT_EQ(bridge["bridge"], "cni0");
   EXPECT_EQ(bridge["isGateway"], true);
-  EXPECT_EQ(bridge["ipMasq"], true);
+  EXPECT_EQ(bridge["ipMasq"], false);  // masquerade.h does it for the node
   EXPECT_EQ(bridge["hairpinMode"], true);
   EXPECT_FALSE(bridge.contains("mtu"));
   const json& ipam = bridge["ipam"];
