@@ -41,6 +41,46 @@ class PodsTest(node.NodeTestCase):
             ["nft", "list", "map", "ip", "skiff-proxy", "service-ips"], capture_output=True,
             text=True, timeout=30).stdout, what="the kubernetes Service in the proxy's map")
 
+    def test_pod_traffic_leaving_the_node_is_masqueraded(self):
+        # A network beyond the node's: a namespace of this test's own, on a veth from the node.
+        table = subprocess.run(["nft", "list", "table", "inet", "skiff-pod-masquerade"],
+                               capture_output=True, text=True, timeout=30)
+        self.assertIn("ip saddr 10.42.0.0/24 ip daddr != 10.42.0.0/24", table.stdout)
+        outside = "skiff-e2e-out-%d" % os.getpid()
+        subprocess.run(["ip", "netns", "add", outside], check=True, timeout=30)
+        listener = None
+        try:
+            for cmd in (["link", "add", "up0", "type", "veth", "peer", "name", "out0", "netns",
+                         outside],
+                        ["addr", "add", "172.31.251.1/24", "dev", "up0"],
+                        ["link", "set", "up0", "up"],
+                        ["-n", outside, "addr", "add", "172.31.251.2/24", "dev", "out0"],
+                        ["-n", outside, "link", "set", "out0", "up"]):
+                subprocess.run(["ip"] + cmd, check=True, timeout=30)
+            # Without masquerading the listener sees the pod's address, to which it has no
+            # route, so the connection never completes.
+            listener = subprocess.Popen(
+                ["nsenter", "--net=/var/run/netns/" + outside, "python3", "-c",
+                 "import socket\n"
+                 "s = socket.socket(); s.bind(('172.31.251.2', 0)); s.listen(1)\n"
+                 "print(s.getsockname()[1], flush=True)\n"
+                 "c, peer = s.accept(); c.sendall(b'hello from outside\\n'); print(peer[0])\n"],
+                stdout=subprocess.PIPE, text=True)
+            port = listener.stdout.readline().strip()
+            name = self.uniq("egress")
+            self.ok("run", name, "--image=busybox", "--image-pull-policy=IfNotPresent",
+                    "--restart=Never", "--", "sh", "-c", "nc 172.31.251.2 %s" % port)
+            self.wait_for(lambda: self.phase(name) in ("Succeeded", "Failed"), what="nc done")
+            self.assertEqual(listener.wait(timeout=30), 0)
+            self.assertEqual(listener.stdout.readline().strip(), "172.31.251.1")
+            self.assertIn("hello from outside", self.ok("logs", name))
+            self.ok("delete", "pod", name)
+        finally:
+            if listener is not None and listener.poll() is None:
+                listener.kill()
+                listener.wait()
+            subprocess.run(["ip", "netns", "del", outside], capture_output=True, timeout=30)
+
     def test_image_import_into_the_running_node(self):
         # The built-in busybox archive under a name the node does not have yet.
         name = self.uniq("imported")
