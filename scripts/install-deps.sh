@@ -9,7 +9,7 @@ build_pkgs=(g++ cmake ninja-build ccache pkg-config zlib1g-dev
   libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   libldns-dev libnftables-dev libnftnl-dev libmnl-dev)
 test_pkgs=(etcd-server etcd-client python3-kubernetes docker-registry apache2-utils)
-run_pkgs=(containerd runc containernetworking-plugins busybox-static nftables conntrack iproute2 iptables)
+run_pkgs=(containerd runc crun containernetworking-plugins busybox-static nftables conntrack iproute2 iptables)
 
 want=()
 for what in "${@:-build}"; do

@@ -170,6 +170,11 @@ void add_node_flags(CLI::App* cmd, skiff::kubelet::KubeletOptions& o) {
   cmd->add_option("--pod-cidr", o.pod_cidr, "Pod CIDR (default: the one the node is assigned)");
   cmd->add_option("--container-runtime-endpoint", o.container_runtime_endpoint,
                   "An existing CRI socket (default: run containerd under the data dir)");
+  cmd->add_option("--oci-runtime", o.oci_runtime,
+                  "OCI runtime of the node's own containerd: auto (crun when installed), crun "
+                  "or runc")
+      ->check(CLI::IsMember({"auto", "crun", "runc"}))
+      ->capture_default_str();
   cmd->add_option("--pod-logs-dir", o.pod_log_dir, "Where container logs are written")
       ->capture_default_str();
   cmd->add_option("--cgroup-root", o.cgroup_root, "Parent cgroup of the pods")

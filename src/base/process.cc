@@ -166,6 +166,18 @@ std::string ExitStatus::to_string() const {
   return "exit code " + std::to_string(exit_code);
 }
 
+Result<std::string> executable_dir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) {
+    return error(StatusCode::kInternal,
+                 std::string("readlink /proc/self/exe: ") + std::strerror(errno));
+  }
+  std::string exe(buf, static_cast<size_t>(n));
+  size_t slash = exe.rfind('/');
+  return slash == std::string::npos ? std::string(".") : exe.substr(0, slash);
+}
+
 Result<std::string> find_executable(const std::string& name, const std::string& path_env) {
   if (name.empty()) return error(StatusCode::kInvalidArgument, "empty program name");
   if (name.find('/') != std::string::npos) {

@@ -107,6 +107,10 @@ Result<CommandOutput> run_command(const std::vector<std::string>& argv,
 // read.
 std::string host_name();
 
+// The directory of the running executable (from /proc/self/exe), where the build puts the
+// programs and files that ship with it.
+Result<std::string> executable_dir();
+
 // Looks `name` up in `path_env` (a PATH value) the way execvp would; names containing '/' are
 // returned as they are when they exist. kNotFound otherwise.
 Result<std::string> find_executable(const std::string& name, const std::string& path_env);

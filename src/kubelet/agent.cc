@@ -92,6 +92,12 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     co.data_dir = agent_dir;
     co.cni_conf_dir = cni_conf_dir;
     co.cni_bin_dir = o.cni_bin_dir;
+    SKIFF_ASSIGN_OR_RETURN(std::string exe_dir, executable_dir());
+    SKIFF_ASSIGN_OR_RETURN(
+        co.runtime_binary,
+        containerd::oci_runtime_binary(o.oci_runtime, exe_dir, containerd::containerd_path_env()));
+    SKIFF_LOG_INFO("kubelet: OCI runtime {}",
+                   co.runtime_binary.empty() ? "runc" : "crun (through " + co.runtime_binary + ")");
     // The node's own images, served as the registry mirror containerd asks first: a pull of an
     // image the node has (imagePullPolicy Always) succeeds offline.
     SKIFF_ASSIGN_OR_RETURN(containerd::ContainerdPaths paths, containerd::containerd_paths(co));

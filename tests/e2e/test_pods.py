@@ -30,6 +30,11 @@ class PodsTest(node.NodeTestCase):
         self.assertEqual(addresses["InternalIP"], node.NODE_IP)
         self.assertEqual(n["status"]["capacity"]["pods"], "110")
         self.assertEqual(n["spec"]["podCIDR"], "10.42.0.0/24")
+        # With crun installed (install-deps does), the runc shim runs it through skiff-crun.
+        if os.path.exists("/usr/bin/crun"):
+            with open(os.path.join(os.path.dirname(self.socket), "config.toml")) as f:
+                self.assertIn("BinaryName = \"%s\"" % os.path.join(
+                    os.path.dirname(harness.SKIFF_BIN), "skiff-crun"), f.read())
         lease = self.get_json("lease", node.NODE_NAME, "-n", "kube-node-lease")
         self.assertEqual(lease["spec"]["holderIdentity"], node.NODE_NAME)
 

@@ -1,9 +1,14 @@
 #include "kubelet/containerd/containerd_config.h"
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
+
+#include "base/process.h"
 
 namespace skiff::kubelet::containerd {
 namespace {
@@ -84,6 +89,38 @@ Result<ContainerdPaths> containerd_paths(const ContainerdOptions& options) {
   return paths;
 }
 
+std::string containerd_path_env() {
+  const char* current = std::getenv("PATH");
+  std::string path = current != nullptr ? current : "";
+  for (const char* dir :
+       {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}) {
+    std::string padded = ":" + path + ":";
+    if (padded.find(std::string(":") + dir + ":") == std::string::npos) {
+      path += (path.empty() ? "" : ":") + std::string(dir);
+    }
+  }
+  return path;
+}
+
+Result<std::string> oci_runtime_binary(const std::string& choice, const std::string& helper_dir,
+                                       const std::string& path_env) {
+  if (choice == "runc") return std::string();
+  if (choice != "crun" && choice != "auto") {
+    return error(StatusCode::kInvalidArgument,
+                 "--oci-runtime " + choice + ": expected auto, crun or runc");
+  }
+  std::string helper = helper_dir + "/" + kCrunHelper;
+  Status missing = Status::ok();
+  if (access(helper.c_str(), X_OK) != 0) {
+    missing = error(StatusCode::kNotFound, "the crun helper " + helper + " is missing");
+  } else if (Result<std::string> crun = find_executable("crun", path_env); !crun.is_ok()) {
+    missing = error(StatusCode::kNotFound, "crun is not installed");
+  }
+  if (missing.is_ok()) return helper;
+  if (choice == "crun") return missing;
+  return std::string();
+}
+
 std::string render_containerd_config(const ContainerdOptions& options,
                                      const ContainerdPaths& paths) {
   const std::string cri = "[plugins.\"io.containerd.grpc.v1.cri\"";
@@ -116,6 +153,9 @@ std::string render_containerd_config(const ContainerdOptions& options,
   out << "  runtime_type = \"io.containerd.runc.v2\"\n";
   out << "\n" << cri << ".containerd.runtimes.runc.options]\n";
   out << "  SystemdCgroup = false\n";
+  if (!options.runtime_binary.empty()) {
+    out << "  BinaryName = " << quote(options.runtime_binary) << "\n";
+  }
   out << "\n" << cri << ".cni]\n";
   out << "  bin_dir = " << quote(options.cni_bin_dir) << "\n";
   out << "  conf_dir = " << quote(paths.cni_conf_dir) << "\n";

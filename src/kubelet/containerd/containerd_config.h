@@ -8,7 +8,8 @@
 // not, the socket moves to /run/skiff-<hash of D>/containerd.sock.
 //
 // The config (version 2) sets what this kind of host needs: the CRI plugin with the overlayfs
-// snapshotter, runc through io.containerd.runc.v2 with cgroupfs (SystemdCgroup = false),
+// snapshotter, runc (or crun, as the runtime's BinaryName) through io.containerd.runc.v2 with
+// cgroupfs (SystemdCgroup = false),
 // restrict_oom_score_adj (root may lack CAP_SYS_RESOURCE, and runc then fails every sandbox),
 // the node's CNI directories, the sandbox image, an optional registry hosts directory, and a few
 // plugins disabled that only cost start time or write outside the data dir.
@@ -46,6 +47,9 @@ struct ContainerdOptions {
   // Prepended to the containerd command line, e.g. {"nsenter", "--net=/var/run/netns/X"} to run
   // containerd (and so the pods' networking) inside a network namespace.
   std::vector<std::string> command_prefix;
+  // The runc-compatible program containerd's runc shim runs (its BinaryName), e.g. the
+  // skiff-crun helper; "" means runc from PATH.
+  std::string runtime_binary;
   std::vector<std::string> disabled_plugins = default_disabled_plugins();
   std::string log_level = "info";
 
@@ -78,6 +82,20 @@ inline constexpr size_t kMaxSocketPathLength = 107 - 6;
 
 // The layout for `options` (data_dir made absolute). kInvalidArgument when data_dir is empty.
 Result<ContainerdPaths> containerd_paths(const ContainerdOptions& options);
+
+// The PATH containerd runs with (and passes to its shims, runc and the CNI plugins): ours, plus
+// the usual system directories, so a minimal environment still finds them.
+std::string containerd_path_env();
+
+// The name of the helper that runs crun for the runc shim (src/kubelet/containerd/crun); the build
+// puts it next to the skiff binary.
+inline constexpr char kCrunHelper[] = "skiff-crun";
+
+// ContainerdOptions::runtime_binary for an --oci-runtime choice: "runc" gives "" (runc from
+// PATH); "crun" gives `helper_dir`/skiff-crun, and kNotFound unless that helper exists and crun
+// is on `path_env`; "auto" gives crun when it can, else runc. kInvalidArgument for anything else.
+Result<std::string> oci_runtime_binary(const std::string& choice, const std::string& helper_dir,
+                                       const std::string& path_env);
 
 // config.toml for `options` laid out as `paths`.
 std::string render_containerd_config(const ContainerdOptions& options,

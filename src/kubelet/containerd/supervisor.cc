@@ -4,7 +4,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -17,21 +16,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using Clock = std::chrono::steady_clock;
-
-// containerd finds runc and its shims through PATH; make sure the usual places are on it even
-// when skiff was started with a minimal environment.
-std::string augmented_path() {
-  const char* current = std::getenv("PATH");
-  std::string path = current != nullptr ? current : "";
-  for (const char* dir :
-       {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}) {
-    std::string padded = ":" + path + ":";
-    if (padded.find(std::string(":") + dir + ":") == std::string::npos) {
-      path += (path.empty() ? "" : ":") + std::string(dir);
-    }
-  }
-  return path;
-}
 
 // True when something accepts connections on the unix socket at `path`.
 bool socket_accepts(const std::string& path) {
@@ -71,7 +55,7 @@ Status ContainerdSupervisor::start() {
     if (started_) return error(StatusCode::kFailedPrecondition, "containerd already started");
   }
   SKIFF_ASSIGN_OR_RETURN(ContainerdPaths paths, containerd_paths(options_));
-  std::string path_env = augmented_path();
+  std::string path_env = containerd_path_env();
   Result<std::string> containerd = find_executable(options_.containerd_binary, path_env);
   if (!containerd.is_ok()) {
     return error(StatusCode::kNotFound,

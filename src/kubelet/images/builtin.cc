@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <set>
@@ -97,16 +96,8 @@ Status import_builtin_images(const std::string& containerd_address, const std::s
 }
 
 Result<std::string> builtin_images_dir() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) {
-    return error(StatusCode::kInternal,
-                 std::string("readlink /proc/self/exe: ") + std::strerror(errno));
-  }
-  std::string exe(buf, static_cast<size_t>(n));
-  size_t slash = exe.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : exe.substr(0, slash);
-  return (dir.empty() ? std::string("") : dir) + "/images";
+  SKIFF_ASSIGN_OR_RETURN(std::string dir, executable_dir());
+  return dir + "/images";
 }
 
 }  // namespace skiff::kubelet::images

@@ -1,6 +1,10 @@
 #include "kubelet/containerd/containerd_config.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
 
 namespace skiff::kubelet::containerd {
 namespace {
@@ -110,6 +114,52 @@ TEST(ContainerdConfigTest, RendersWhatTheNodeNeeds) {
   toml = render_containerd_config(options, *paths);
   EXPECT_EQ(table(toml, "[plugins.\"io.containerd.grpc.v1.cri\".registry]"),
             "  config_path = \"/d/registries\"\n");
+
+  options.runtime_binary = "/opt/skiff/skiff-crun";
+  toml = render_containerd_config(options, *paths);
+  EXPECT_EQ(table(toml, "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]"),
+            "  SystemdCgroup = false\n  BinaryName = \"/opt/skiff/skiff-crun\"\n");
+}
+
+// A directory with the named executables in it.
+class OciRuntimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/skiff-oci-runtime-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    std::filesystem::create_directories(dir_ + "/helper");
+    std::filesystem::create_directories(dir_ + "/bin");
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void make_executable(const std::string& path) {
+    std::ofstream(path) << "#!/bin/sh\n";
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+  }
+  std::string dir_;
+};
+
+TEST_F(OciRuntimeTest, CrunWhenTheHelperAndCrunAreThere) {
+  std::string helper_dir = dir_ + "/helper", path = dir_ + "/bin";
+  // Neither: auto falls back to runc; crun asked for is an error naming what is missing.
+  EXPECT_EQ(oci_runtime_binary("auto", helper_dir, path).value(), "");
+  auto crun = oci_runtime_binary("crun", helper_dir, path);
+  ASSERT_FALSE(crun.is_ok());
+  EXPECT_EQ(crun.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(crun.status().message().find("skiff-crun"), std::string::npos);
+
+  make_executable(helper_dir + "/skiff-crun");
+  crun = oci_runtime_binary("crun", helper_dir, path);
+  ASSERT_FALSE(crun.is_ok());
+  EXPECT_NE(crun.status().message().find("crun is not installed"), std::string::npos);
+  EXPECT_EQ(oci_runtime_binary("auto", helper_dir, path).value(), "");
+
+  make_executable(path + "/crun");
+  EXPECT_EQ(oci_runtime_binary("crun", helper_dir, path).value(), helper_dir + "/skiff-crun");
+  EXPECT_EQ(oci_runtime_binary("auto", helper_dir, path).value(), helper_dir + "/skiff-crun");
+  EXPECT_EQ(oci_runtime_binary("runc", helper_dir, path).value(), "");
+  EXPECT_EQ(oci_runtime_binary("youki", helper_dir, path).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST(ContainerdConfigTest, QuotesPathsAndListsDisabledPlugins) {
