@@ -181,6 +181,15 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
   fs::create_directories(pods.manifest_dir, ec);
   pods.manifest_url = o.manifest_url;
   pods.manifest_url_headers = url_headers;
+  pods.node_pressure = [&eviction_ptr] {
+    std::vector<std::string> conditions;
+    EvictionManager* e = eviction_ptr.load();
+    if (e == nullptr) return conditions;
+    if (e->memory_pressure()) conditions.push_back("MemoryPressure");
+    if (e->disk_pressure()) conditions.push_back("DiskPressure");
+    if (e->pid_pressure()) conditions.push_back("PIDPressure");
+    return conditions;
+  };
   PodManager manager(*api, *runtime, *runtime, pods);
 
   // Resource usage from the node's and pods' cgroups (cAdvisor's part), for /stats/summary.

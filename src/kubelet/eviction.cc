@@ -290,6 +290,42 @@ std::string qos_class(const Json& pod) {
   return guaranteed ? "Guaranteed" : "Burstable";
 }
 
+namespace {
+
+// Whether one of the pod's tolerations matches the NoSchedule taint `key` (with no value).
+bool tolerates_no_schedule(const Json& pod, const std::string& key) {
+  for (const Json& t : member(member(pod, "spec"), "tolerations")) {
+    std::string effect = str(t, "effect");
+    if (!effect.empty() && effect != "NoSchedule") continue;
+    std::string op = str(t, "operator");
+    std::string tkey = str(t, "key");
+    if (op == "Exists" && (tkey.empty() || tkey == key)) return true;
+    if ((op.empty() || op == "Equal") && tkey == key && str(t, "value").empty()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string pressure_admission(const Json& pod, bool is_static,
+                               const std::vector<std::string>& conditions) {
+  if (conditions.empty()) return "";
+  const Json& priority = member(member(pod, "spec"), "priority");
+  bool critical =
+      is_static || (priority.is_number_integer() && priority.get<int64_t>() >= 2000000000);
+  if (critical) return "";
+  if (conditions.size() == 1 && conditions[0] == "MemoryPressure" &&
+      (qos_class(pod) != "BestEffort" ||
+       tolerates_no_schedule(pod, "node.kubernetes.io/memory-pressure"))) {
+    return "";
+  }
+  std::string list;
+  for (const std::string& c : conditions) list += (list.empty() ? "" : " ") + c;
+  return "The node had condition: [" + list + "]. ";
+}
+
 std::string pressure_condition(const std::string& signal) {
   if (signal == kSignalMemoryAvailable) return "MemoryPressure";
   if (signal == kSignalPidAvailable) return "PIDPressure";

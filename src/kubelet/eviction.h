@@ -107,6 +107,15 @@ Result<std::vector<Threshold>> parse_eviction_flags(const EvictionFlags& flags);
 // computes it.
 std::string qos_class(const Json& pod);
 
+// Whether a new pod may start while the node has the pressure `conditions` in effect
+// ("MemoryPressure", "DiskPressure", "PIDPressure"), as upstream's eviction manager admits pods:
+// any pod without pressure; a critical one (static, or priority at least 2000000000) always;
+// under memory pressure alone any pod that is not BestEffort, or that tolerates the
+// node.kubernetes.io/memory-pressure taint; nothing else. "" admits; otherwise the reason it
+// does not, as upstream words it ("The node had condition: [DiskPressure]. ").
+std::string pressure_admission(const Json& pod, bool is_static,
+                               const std::vector<std::string>& conditions);
+
 struct PodUsage {
   Json pod;
   int64_t memory_working_set = 0;

@@ -6,6 +6,7 @@
 
 #include "base/kubeconfig.h"
 #include "base/log.h"
+#include "kubelet/eviction.h"
 #include "kubelet/json_fields.h"
 #include "kubelet/static_pods.h"
 
@@ -389,6 +390,24 @@ Status PodManager::sync(const std::string& uid) {
     return Status::ok();
   }
 
+  if (!entry.admitted) {
+    // Pods with anything in the runtime were admitted before (by a kubelet that restarted).
+    std::string rejected;
+    if (runtime.empty() && options_.node_pressure) {
+      rejected = pressure_admission(pod, entry.is_static, options_.node_pressure());
+    }
+    if (!rejected.empty()) {
+      SKIFF_LOG_INFO("kubelet: pod {}/{} rejected: {}", meta.value("namespace", ""),
+                     meta.value("name", ""), rejected);
+      recorder_.event(pod, "Warning", "Evicted", rejected);
+      Json status = {
+          {"phase", "Failed"}, {"reason", "Evicted"}, {"message", "Pod was rejected: " + rejected}};
+      return write_status(pod, status, &entry);
+    }
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(uid);
+    if (it != entries_.end()) it->second.admitted = true;
+  }
   SyncResult result = runtime_.sync(pod, runtime);
   if (!result.status.is_ok()) {
     SKIFF_LOG_INFO("kubelet: pod {}/{}: {}", meta.value("namespace", ""), meta.value("name", ""),

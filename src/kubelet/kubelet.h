@@ -67,6 +67,10 @@ struct PodManagerOptions {
   std::chrono::milliseconds pleg_period{1000};
   std::chrono::milliseconds resync_period{10000};
   BackoffPolicy backoff;
+  // The node's pressure conditions in effect ("MemoryPressure", "DiskPressure", "PIDPressure"):
+  // a new pod the eviction manager would not admit under them (pressure_admission) ends Failed,
+  // reason Evicted, without starting. Unset: no pressure.
+  std::function<std::vector<std::string>()> node_pressure;
 };
 
 class PodManager {
@@ -133,6 +137,7 @@ class PodManager {
     std::string evicted;         // the eviction message, once evicted
     int64_t eviction_grace = 0;  // seconds the evicted pod's containers get to stop
     std::string written_status;  // the status last written, as JSON text
+    bool admitted = false;       // allowed to start (pressure_admission), once and for good
   };
 
   void worker_loop();

@@ -242,6 +242,41 @@ TEST(EvictionTest, QosClassesAsUpstream) {
   EXPECT_EQ(qos_class(g), "Burstable");
 }
 
+TEST(EvictionTest, AdmitsNewPodsAsUpstreamUnderPressure) {
+  const std::vector<std::string> memory = {"MemoryPressure"};
+  EXPECT_EQ(pressure_admission(pod("a"), false, {}), "");
+  EXPECT_EQ(pressure_admission(pod("a"), false, memory),
+            "The node had condition: [MemoryPressure]. ");
+  EXPECT_EQ(pressure_admission(pod("b", "64Mi"), false, memory), "");
+  EXPECT_EQ(pressure_admission(pod("a"), true, memory), "");  // static pods are critical
+  EXPECT_EQ(pressure_admission(pod("a", "", "", 2000000000), false, memory), "");
+  EXPECT_NE(pressure_admission(pod("a", "", "", 1999999999), false, memory), "");
+  // Tolerations of the memory-pressure taint: Exists (with or without the key), Equal with no
+  // value; another effect or key does not do.
+  auto tolerating = [](Json toleration) {
+    Json p = pod("t");
+    p["spec"]["tolerations"] = Json::array({toleration});
+    return p;
+  };
+  const std::string key = "node.kubernetes.io/memory-pressure";
+  EXPECT_EQ(pressure_admission(tolerating({{"operator", "Exists"}}), false, memory), "");
+  EXPECT_EQ(pressure_admission(tolerating({{"key", key}, {"effect", "NoSchedule"}}), false, memory),
+            "");
+  EXPECT_NE(pressure_admission(tolerating({{"key", key}, {"effect", "NoExecute"}}), false, memory),
+            "");
+  EXPECT_NE(
+      pressure_admission(tolerating({{"key", "other"}, {"operator", "Exists"}}), false, memory),
+      "");
+  EXPECT_NE(pressure_admission(tolerating({{"key", key}, {"value", "x"}}), false, memory), "");
+  // Any other pressure: only critical pods.
+  EXPECT_EQ(pressure_admission(pod("b", "64Mi"), false, {"DiskPressure"}),
+            "The node had condition: [DiskPressure]. ");
+  EXPECT_EQ(pressure_admission(tolerating({{"operator", "Exists"}}), false,
+                               {"MemoryPressure", "PIDPressure"}),
+            "The node had condition: [MemoryPressure PIDPressure]. ");
+  EXPECT_EQ(pressure_admission(pod("a"), true, {"DiskPressure"}), "");
+}
+
 TEST(EvictionTest, ObservesSignalsUnderThresholds) {
   auto thresholds = default_thresholds();
   EXPECT_TRUE(

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <set>
 
 #include "base/kubeconfig.h"
@@ -621,6 +622,69 @@ TEST_F(PodManagerTest, EvictedPodIsKilledAndEndsFailed) {
   EXPECT_TRUE(manager_->active_pods().empty());
   // It stays Failed: no restart.
   EXPECT_TRUE(stays([&] { return running_container(uid).empty(); }, milliseconds(700)));
+}
+
+TEST_F(PodManagerTest, PodsTheNodesPressureWouldNotAdmitAreRejected) {
+  std::vector<std::string> pressure = {"MemoryPressure"};
+  std::mutex mu;
+  options_.node_pressure = [&] {
+    std::lock_guard lock(mu);
+    return pressure;
+  };
+  // Under memory pressure: BestEffort is rejected, unless it tolerates the taint; a pod with
+  // requests (Burstable) starts.
+  Json best = seed(pod("besteffort", Json::parse(R"([{"name": "main"}])")));
+  Json tolerant = pod("tolerant", Json::parse(R"([{"name": "main"}])"));
+  tolerant["spec"]["tolerations"] = Json::parse(
+      R"([{"key": "node.kubernetes.io/memory-pressure", "operator": "Exists",
+           "effect": "NoSchedule"}])");
+  seed(tolerant);
+  seed(pod("burstable",
+           Json::parse(R"([{"name": "main", "resources": {"requests": {"memory": "1Mi"}}}])")));
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("besteffort") == "Failed"; }));
+  Json status = get("besteffort")["status"];
+  EXPECT_EQ(status["reason"], "Evicted");
+  EXPECT_EQ(status["message"], "Pod was rejected: The node had condition: [MemoryPressure]. ");
+  EXPECT_TRUE(containers_of(client::uid_of(best)).empty());
+  ASSERT_TRUE(eventually([&] { return phase("tolerant") == "Running"; }));
+  ASSERT_TRUE(eventually([&] { return phase("burstable") == "Running"; }));
+  // The Warning event says why (events are written in the background).
+  EXPECT_TRUE(eventually([&] {
+    Json events = api_.list(client::resources::kEvents, "default").value();
+    for (const Json& e : events["items"]) {
+      if (e["reason"] == "Evicted" && e["involvedObject"]["name"] == "besteffort" &&
+          e["message"] == "The node had condition: [MemoryPressure]. ") {
+        return true;
+      }
+    }
+    return false;
+  }));
+
+  // Under disk pressure nothing new starts but a critical pod; what runs keeps running, and the
+  // rejected pod stays rejected when the pressure ends.
+  {
+    std::lock_guard lock(mu);
+    pressure = {"MemoryPressure", "DiskPressure"};
+  }
+  Json late =
+      pod("late", Json::parse(R"([{"name": "main", "resources": {"requests": {"cpu": "10m"}}}])"));
+  seed(late);
+  Json critical = pod("critical", Json::parse(R"([{"name": "main"}])"));
+  critical["spec"]["priority"] = 2000001000;
+  seed(critical);
+  ASSERT_TRUE(eventually([&] { return phase("late") == "Failed"; }));
+  EXPECT_EQ(get("late")["status"]["message"],
+            "Pod was rejected: The node had condition: [MemoryPressure DiskPressure]. ");
+  ASSERT_TRUE(eventually([&] { return phase("critical") == "Running"; }));
+  EXPECT_EQ(phase("burstable"), "Running");
+  {
+    std::lock_guard lock(mu);
+    pressure.clear();
+  }
+  EXPECT_TRUE(stays([&] { return phase("besteffort") == "Failed" && phase("late") == "Failed"; },
+                    milliseconds(700)));
+  EXPECT_TRUE(containers_of(client::uid_of(best)).empty());
 }
 
 TEST_F(PodManagerTest, SoftEvictionStopsContainersWithItsGracePeriod) {
