@@ -11,7 +11,7 @@
 // never leaves a moment without masquerading. It stays when the agent stops, like the pods that
 // need it.
 //
-// Thread-safety: free functions without shared state; libnftables contexts are per call.
+// Thread-safety: free functions without shared state (each call runs the nft program).
 
 #include <string>
 #include <vector>
@@ -26,7 +26,7 @@ inline constexpr const char* kMasqueradeTable = "skiff-pod-masquerade";
 // cidr_family()). kInvalidArgument for no or bad CIDRs.
 Result<std::string> render_masquerade_rules(const std::vector<std::string>& pod_cidrs);
 
-// Runs render_masquerade_rules() through libnftables.
+// Runs render_masquerade_rules() through the nft program.
 Status apply_masquerade_rules(const std::vector<std::string>& pod_cidrs);
 
 // Removes the table (nothing when it does not exist).
