@@ -79,7 +79,7 @@ Result<std::string> render_cni_conflist(const CniConfigOptions& options) {
   if (!options.ipam_data_dir.empty()) ipam["dataDir"] = options.ipam_data_dir;
   Json bridge = {
       {"type", "bridge"}, {"bridge", options.bridge_name}, {"isGateway", true},
-      {"ipMasq", false},   {"hairpinMode", true},
+      {"ipMasq", false},  {"hairpinMode", true},
   };
   if (options.mtu > 0) bridge["mtu"] = options.mtu;
   bridge["ipam"] = ipam;
