@@ -190,6 +190,12 @@ Status run_kubelet(const KubeletOptions& o, std::stop_token stop) {
     if (e->pid_pressure()) conditions.push_back("PIDPressure");
     return conditions;
   };
+  MachineInfo machine = read_machine_info(o.data_dir);
+  pods.allocatable = [machine, max_pods = o.max_pods] {
+    // As the Node reports it: allocatable is the capacity, nothing is reserved.
+    return Allocatable{machine.cpus * 1000, machine.memory_bytes / 1024 * 1024,
+                       machine.ephemeral_storage_bytes / 1024 * 1024, max_pods};
+  };
   PodManager manager(*api, *runtime, *runtime, pods);
 
   // Resource usage from the node's and pods' cgroups (cAdvisor's part), for /stats/summary.

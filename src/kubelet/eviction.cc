@@ -309,13 +309,14 @@ bool tolerates_no_schedule(const Json& pod, const std::string& key) {
 
 }  // namespace
 
+bool is_critical_pod(const Json& pod, bool is_static) {
+  const Json& priority = member(member(pod, "spec"), "priority");
+  return is_static || (priority.is_number_integer() && priority.get<int64_t>() >= 2000000000);
+}
+
 std::string pressure_admission(const Json& pod, bool is_static,
                                const std::vector<std::string>& conditions) {
-  if (conditions.empty()) return "";
-  const Json& priority = member(member(pod, "spec"), "priority");
-  bool critical =
-      is_static || (priority.is_number_integer() && priority.get<int64_t>() >= 2000000000);
-  if (critical) return "";
+  if (conditions.empty() || is_critical_pod(pod, is_static)) return "";
   if (conditions.size() == 1 && conditions[0] == "MemoryPressure" &&
       (qos_class(pod) != "BestEffort" ||
        tolerates_no_schedule(pod, "node.kubernetes.io/memory-pressure"))) {

@@ -107,6 +107,9 @@ Result<std::vector<Threshold>> parse_eviction_flags(const EvictionFlags& flags);
 // computes it.
 std::string qos_class(const Json& pod);
 
+// Upstream's critical pods: static pods, and pods of priority 2000000000 or more.
+bool is_critical_pod(const Json& pod, bool is_static);
+
 // Whether a new pod may start while the node has the pressure `conditions` in effect
 // ("MemoryPressure", "DiskPressure", "PIDPressure"), as upstream's eviction manager admits pods:
 // any pod without pressure; a critical one (static, or priority at least 2000000000) always;

@@ -390,20 +390,11 @@ Status PodManager::sync(const std::string& uid) {
     return Status::ok();
   }
 
-  if (!entry.admitted) {
-    // Pods with anything in the runtime were admitted before (by a kubelet that restarted).
-    std::string rejected;
-    if (runtime.empty() && options_.node_pressure) {
-      rejected = pressure_admission(pod, entry.is_static, options_.node_pressure());
-    }
-    if (!rejected.empty()) {
-      SKIFF_LOG_INFO("kubelet: pod {}/{} rejected: {}", meta.value("namespace", ""),
-                     meta.value("name", ""), rejected);
-      recorder_.event(pod, "Warning", "Evicted", rejected);
-      Json status = {
-          {"phase", "Failed"}, {"reason", "Evicted"}, {"message", "Pod was rejected: " + rejected}};
-      return write_status(pod, status, &entry);
-    }
+  if (!entry.admitted && runtime.empty()) {
+    SKIFF_ASSIGN_OR_RETURN(bool admitted, admit(uid, pod, &entry));
+    if (!admitted) return Status::ok();
+  } else if (!entry.admitted) {
+    // Something in the runtime: admitted before, by a kubelet that restarted.
     std::lock_guard lock(mu_);
     auto it = entries_.find(uid);
     if (it != entries_.end()) it->second.admitted = true;
@@ -438,6 +429,44 @@ Status PodManager::sync(const std::string& uid) {
   if (result.retry_after && *result.retry_after < next) next = *result.retry_after;
   queue_.add_after(uid, next);
   return Status::ok();
+}
+
+Result<bool> PodManager::admit(const std::string& uid, const Json& pod, Entry* entry) {
+  std::string reason, message;
+  if (options_.node_pressure) {
+    message = pressure_admission(pod, entry->is_static, options_.node_pressure());
+    if (!message.empty()) reason = "Evicted";
+  }
+  // One admission at a time, so two new pods never both take the last room. Critical pods are
+  // admitted as they are: upstream would evict others to make room for them.
+  std::lock_guard admitting(admit_mu_);
+  if (reason.empty() && options_.allocatable && !is_critical_pod(pod, entry->is_static)) {
+    std::vector<Json> active;
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& [other_uid, e] : entries_) {
+        if (other_uid == uid || !e.admitted || e.pod == nullptr || is_terminal(*e.pod)) continue;
+        active.push_back(*e.pod);
+      }
+    }
+    Admission fit = resource_admission(pod, active, options_.allocatable());
+    reason = fit.reason;
+    message = fit.message;
+  }
+  if (reason.empty()) {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(uid);
+    if (it != entries_.end()) it->second.admitted = true;
+    return true;
+  }
+  const Json& meta = pod["metadata"];
+  SKIFF_LOG_INFO("kubelet: pod {}/{} rejected: {}", meta.value("namespace", ""),
+                 meta.value("name", ""), message);
+  recorder_.event(pod, "Warning", reason, message);
+  Json status = {
+      {"phase", "Failed"}, {"reason", reason}, {"message", "Pod was rejected: " + message}};
+  SKIFF_RETURN_IF_ERROR(write_status(pod, status, entry));
+  return false;
 }
 
 Status PodManager::write_status(const Json& pod, const Json& status, Entry* snapshot) {

@@ -40,6 +40,7 @@
 #include "client/event_recorder.h"
 #include "client/informer.h"
 #include "client/workqueue.h"
+#include "kubelet/admission.h"
 #include "kubelet/cri/runtime_service.h"
 #include "kubelet/pod_runtime.h"
 #include "kubelet/prober.h"
@@ -71,6 +72,9 @@ struct PodManagerOptions {
   // a new pod the eviction manager would not admit under them (pressure_admission) ends Failed,
   // reason Evicted, without starting. Unset: no pressure.
   std::function<std::vector<std::string>()> node_pressure;
+  // What the node offers: a new pod whose requests do not fit beside those of the pods admitted
+  // before it ends Failed, reason OutOf<resource> (resource_admission). Unset: no check.
+  std::function<Allocatable()> allocatable;
 };
 
 class PodManager {
@@ -142,6 +146,9 @@ class PodManager {
 
   void worker_loop();
   Status sync(const std::string& uid);
+  // Upstream's admission of a pod that has not started: true when admitted (and marked so);
+  // false when it was rejected and written Failed with the reason.
+  Result<bool> admit(const std::string& uid, const Json& pod, Entry* entry);
   Status clean_up(const std::string& uid, const RuntimePod& runtime);
   Status write_status(const Json& pod, const Json& status, Entry* snapshot);
   void pleg_loop();
@@ -171,7 +178,8 @@ class PodManager {
   Prober prober_;
 
   mutable std::mutex mu_;
-  std::map<std::string, Entry> entries_;                  // by UID; guarded by mu_
+  std::mutex admit_mu_;                   // serializes admit(): one admission decision at a time
+  std::map<std::string, Entry> entries_;  // by UID; guarded by mu_
   std::map<std::string, client::ObjectPtr> static_pods_;  // by UID; static_loop only
   std::string manifest_signature_;                        // static_loop only
   std::vector<Json> file_pods_;                           // static_loop only

@@ -687,6 +687,40 @@ TEST_F(PodManagerTest, PodsTheNodesPressureWouldNotAdmitAreRejected) {
   EXPECT_TRUE(containers_of(client::uid_of(best)).empty());
 }
 
+TEST_F(PodManagerTest, PodsThatDoNotFitBesideTheAdmittedOnesAreRejected) {
+  options_.allocatable = [] { return Allocatable{1000, 1 << 30, 10LL << 30, 3}; };
+  seed(pod("first",
+           Json::parse(R"([{"name": "main", "resources": {"requests": {"cpu": "600m"}}}])")));
+  start();
+  ASSERT_TRUE(eventually([&] { return phase("first") == "Running"; }));
+  Json big = seed(
+      pod("big", Json::parse(R"([{"name": "main", "resources": {"requests": {"cpu": "500m"}}}])")));
+  ASSERT_TRUE(eventually([&] { return phase("big") == "Failed"; }));
+  Json status = get("big")["status"];
+  EXPECT_EQ(status["reason"], "OutOfcpu");
+  EXPECT_EQ(status["message"],
+            "Pod was rejected: Node didn't have enough resource: cpu, "
+            "requested: 500, used: 600, capacity: 1000");
+  EXPECT_TRUE(containers_of(client::uid_of(big)).empty());
+  // What is left still fits: 400m, then a pod without requests; the fourth pod has no slot.
+  seed(pod("small",
+           Json::parse(R"([{"name": "main", "resources": {"requests": {"cpu": "400m"}}}])")));
+  ASSERT_TRUE(eventually([&] { return phase("small") == "Running"; }));
+  seed(pod("plain", Json::parse(R"([{"name": "main"}])")));
+  ASSERT_TRUE(eventually([&] { return phase("plain") == "Running"; }));
+  seed(pod("fourth", Json::parse(R"([{"name": "main"}])")));
+  ASSERT_TRUE(eventually([&] { return phase("fourth") == "Failed"; }));
+  EXPECT_EQ(get("fourth")["status"]["reason"], "OutOfpods");
+  // A finished pod frees its room.
+  client::DeleteOptions now;
+  now.grace_period_seconds = 0;
+  ASSERT_TRUE(api_.remove(kPods, "default", "first", now).is_ok());
+  ASSERT_TRUE(eventually([&] { return !get("first").is_object(); }));
+  seed(pod("again",
+           Json::parse(R"([{"name": "main", "resources": {"requests": {"cpu": "500m"}}}])")));
+  EXPECT_TRUE(eventually([&] { return phase("again") == "Running"; }));
+}
+
 TEST_F(PodManagerTest, SoftEvictionStopsContainersWithItsGracePeriod) {
   Json soft = seed(pod("soft", Json::parse(R"([{"name": "main"}])")));
   Json hard = seed(pod("hard", Json::parse(R"([{"name": "main"}])")));
