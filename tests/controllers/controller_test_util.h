@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -15,6 +16,7 @@
 #include "client/event_recorder.h"
 #include "client/fake_api_client.h"
 #include "client/informer.h"
+#include "client/workqueue.h"
 #include "controllers/controller.h"
 #include "support/eventually.h"
 
@@ -48,5 +50,17 @@ class ControllerTest : public ::testing::Test {
   client::InformerFactory informers_;
   ControllerContext ctx_;
 };
+
+// The keys queued in `queue` now (not the delayed ones), taken off it.
+inline std::set<std::string> drain(client::WorkQueue& queue) {
+  std::set<std::string> keys;
+  while (queue.size() > 0) {
+    auto key = queue.get();
+    if (!key) break;
+    keys.insert(*key);
+    queue.done(*key);
+  }
+  return keys;
+}
 
 }  // namespace skiff::controllers::testing

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 
 namespace skiff::controllers::endpoint_util {
 namespace {
@@ -44,16 +45,7 @@ class EndpointHandlersTest : public ::testing::Test {
     queue_.shut_down();
   }
 
-  std::set<std::string> drain() {
-    std::set<std::string> keys;
-    while (queue_.size() > 0) {
-      auto key = queue_.get();
-      if (!key) break;
-      keys.insert(*key);
-      queue_.done(*key);
-    }
-    return keys;
-  }
+  std::set<std::string> drain() { return controllers::testing::drain(queue_); }
 
   client::FakeApiClient api_;
   client::Informer services_{api_, kServices};

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "client/fake_api_client.h"
+#include "controller_test_util.h"
 #include "controllers/controller_utils.h"
 
 namespace skiff::controllers {
@@ -81,17 +82,7 @@ class OwnedPodEventsTest : public ::testing::Test {
          .terminating_update_is_delete = terminating_update_is_delete});
   }
 
-  // The keys queued now (not the delayed ones), drained.
-  std::set<std::string> drain() {
-    std::set<std::string> keys;
-    while (queue_.size() > 0) {
-      auto key = queue_.get();
-      if (!key) break;
-      keys.insert(*key);
-      queue_.done(*key);
-    }
-    return keys;
-  }
+  std::set<std::string> drain() { return controllers::testing::drain(queue_); }
 
   client::FakeApiClient api_;
   client::Informer owners_{api_, kReplicaSets};

@@ -909,6 +909,17 @@ class MirrorWithContainerdTest : public ::testing::Test {
     runtime_ = std::move(runtime).value();
   }
 
+  // start() as the agent does it: the mirror serves containerd's own content store and asks
+  // containerd for tags. Returns the content directory.
+  std::string start_on_containerds_store() {
+    auto paths = containerd::containerd_paths(containerd_options());
+    EXPECT_TRUE(paths.is_ok());
+    if (!paths.is_ok()) return "";
+    std::string content = containerd_content_dir(paths->root);
+    start(content, containerd_tag_resolver(paths->socket));
+    return content;
+  }
+
   Result<std::string> pull(const std::string& image, long long* took_ms = nullptr) {
     cri::v1::ImageSpec spec;
     spec.set_image(image);
@@ -942,13 +953,7 @@ class MirrorWithContainerdTest : public ::testing::Test {
 // The node's own image, imported with ctr, pulled as the kubelet pulls `image: busybox`
 // (imagePullPolicy Always) with no registry reachable.
 TEST_F(MirrorWithContainerdTest, ImportedImagePullsOfflineThroughTheMirror) {
-  std::string content;
-  {
-    auto paths = containerd::containerd_paths(containerd_options());
-    ASSERT_TRUE(paths.is_ok());
-    content = containerd_content_dir(paths->root);
-    start(content, containerd_tag_resolver(paths->socket));
-  }
+  std::string content = start_on_containerds_store();
   if (HasFatalFailure()) return;
   auto t0 = Clock::now();
   Status imported = import_image_tar(supervisor_->address(), busybox_tar_, "");
@@ -1061,13 +1066,7 @@ TEST_F(MirrorWithContainerdTest, ImportedImagePullsOfflineThroughTheMirror) {
 // a pull from a registry leaves it) is not served, by tag or by digest; importing its archive again
 // marks it, and then it is.
 TEST_F(MirrorWithContainerdTest, OnlyImportedImagesAreServed) {
-  std::string content;
-  {
-    auto paths = containerd::containerd_paths(containerd_options());
-    ASSERT_TRUE(paths.is_ok());
-    content = containerd_content_dir(paths->root);
-    start(content, containerd_tag_resolver(paths->socket));
-  }
+  std::string content = start_on_containerds_store();
   if (HasFatalFailure()) return;
   ImportOptions unmarked;
   unmarked.mark_imported = false;
