@@ -31,6 +31,7 @@ void install_admission(Registry& registry) {
     return registry.cached_list(key_prefix);
   };
   registry.add_admission(new_limit_ranger(list));
+  registry.add_admission(new_priority_admission(registry.store(), list));
   registry.add_admission(new_resource_quota_admission(registry.store(), list));
 }
 

@@ -11,6 +11,8 @@
 // The built-in plugins, in the order they run:
 // - LimitRanger: LimitRange defaults for containers (annotated on the pod) and LimitRange
 //   min/max/ratio checks for pods and claims (and upstream's defaults of LimitRanges);
+// - Priority: resolves a new pod's priority and preemption policy from its PriorityClass (or
+//   the global default class) and allows one global default class;
 // - ResourceQuota: refuses objects whose usage would exceed a ResourceQuota of the namespace
 //   and charges the usage of those it admits to the quotas' status.used.
 //
@@ -88,6 +90,8 @@ using CachedLister =
 std::unique_ptr<AdmissionPlugin> new_limit_ranger(CachedLister list);
 std::unique_ptr<AdmissionPlugin> new_resource_quota_admission(storage::Store& store,
                                                               CachedLister list);
+// Priority reads PriorityClasses through `list`, and from `store` a named one `list` lacks.
+std::unique_ptr<AdmissionPlugin> new_priority_admission(storage::Store& store, CachedLister list);
 
 // Upstream's defaults of a LimitRange (Container items: default from max, defaultRequest from
 // default, then from min).

@@ -226,7 +226,16 @@ struct ApiServer::Impl {
                {"ports", {{{"name", "https"}, {"port", server->port()}, {"protocol", "TCP"}}}}};
     const api::ResourceInfo* slices = schema->resource("discovery.k8s.io", "v1", "endpointslices");
     SKIFF_CHECK(slices != nullptr, "schema lacks endpointslices");
-    return registry->ensure(*slices, slice);
+    SKIFF_RETURN_IF_ERROR(registry->ensure(*slices, slice));
+    const api::ResourceInfo* classes =
+        schema->resource("scheduling.k8s.io", "v1", "priorityclasses");
+    SKIFF_CHECK(classes != nullptr, "schema lacks priorityclasses");
+    for (const SystemPriorityClass& c : system_priority_classes()) {
+      SKIFF_RETURN_IF_ERROR(registry->ensure(*classes, json{{"metadata", {{"name", c.name}}},
+                                                            {"value", c.value},
+                                                            {"description", c.description}}));
+    }
+    return Status::ok();
   }
 };
 

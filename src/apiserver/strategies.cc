@@ -401,6 +401,16 @@ void admit_pod(json& spec) {
 
 }  // namespace
 
+const std::vector<SystemPriorityClass>& system_priority_classes() {
+  static const std::vector<SystemPriorityClass> kClasses = {
+      {"system-node-critical", 2000001000,
+       "Used for system critical pods that must not be moved from their current node."},
+      {"system-cluster-critical", 2000000000,
+       "Used for system critical pods that must run in the cluster, but can be moved to "
+       "another node if necessary."}};
+  return kClasses;
+}
+
 void default_pod_spec(json& spec) {
   set_default(spec, "restartPolicy", "Always");
   set_default(spec, "terminationGracePeriodSeconds", 30);
@@ -758,6 +768,76 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
   Strategy leases;
   leases.allow_create_on_update = false;
   registry.set_strategy("coordination.k8s.io", "leases", std::move(leases));
+
+  // As upstream's PriorityClass strategy and REST storage: system classes are reserved and
+  // cannot be deleted, user classes stay at or below 1,000,000,000, value and policy are fixed.
+  Strategy priority_classes;
+  priority_classes.prepare_for_create = [](json& obj) {
+    set_default(obj, "preemptionPolicy", "PreemptLowerPriority");
+  };
+  priority_classes.prepare_for_update = [](json& obj, const json& old) {
+    set_default(obj, "preemptionPolicy", old.value("preemptionPolicy", "PreemptLowerPriority"));
+  };
+  priority_classes.validate = [](const json& obj, api::FieldErrors& errors) {
+    const std::string name = obj["metadata"].value("name", "");
+    const json& value = obj.contains("value") ? obj["value"] : json();
+    if (!value.is_number_integer()) {
+      errors.required("value");
+      return;
+    }
+    if (name.rfind(kSystemPriorityClassPrefix, 0) == 0) {
+      std::string why;
+      const SystemPriorityClass* known = nullptr;
+      for (const SystemPriorityClass& c : system_priority_classes()) {
+        if (c.name == name) known = &c;
+      }
+      if (!known) {
+        why = name + " is not a known system priority class";
+      } else if (value.get<int64_t>() != known->value) {
+        why = "value of " + name + " PriorityClass must be " + std::to_string(known->value);
+      } else if (obj.value("globalDefault", false)) {
+        why = "globalDefault of " + name + " PriorityClass must be false";
+      }
+      if (!why.empty()) {
+        errors.forbidden("metadata.name",
+                         "priority class names with 'system-' prefix are reserved for system use "
+                         "only. error: " +
+                             why);
+      }
+    } else if (value.get<int64_t>() > kHighestUserDefinablePriority) {
+      errors.forbidden("value", "maximum allowed value of a user defined priority is " +
+                                    std::to_string(kHighestUserDefinablePriority));
+    }
+    std::string policy = obj.value("preemptionPolicy", "PreemptLowerPriority");
+    if (policy != "PreemptLowerPriority" && policy != "Never") {
+      errors.not_supported("preemptionPolicy", policy, {"Never", "PreemptLowerPriority"});
+    }
+  };
+  priority_classes.validate_update = [](const json& obj, const json& old,
+                                        api::FieldErrors& errors) {
+    if (obj.value("value", json()) != old.value("value", json())) {
+      errors.forbidden("value", "may not be changed in an update.");
+    }
+    if (obj.value("preemptionPolicy", json()) != old.value("preemptionPolicy", json())) {
+      errors.invalid_value("preemptionPolicy", obj.value("preemptionPolicy", json()),
+                           "field is immutable");
+    }
+  };
+  priority_classes.before_delete = [](json& obj) -> std::optional<api::ApiError> {
+    const std::string name = obj["metadata"].value("name", "");
+    for (const SystemPriorityClass& c : system_priority_classes()) {
+      if (c.name != name) continue;
+      api::ApiError e = api::ApiError::forbidden(
+          "priorityclasses.scheduling.k8s.io \"" + name +
+          "\" is forbidden: this is a system priority class and cannot be deleted");
+      e.name = name;
+      e.group = "scheduling.k8s.io";
+      e.kind = "priorityclasses";
+      return e;
+    }
+    return std::nullopt;
+  };
+  registry.set_strategy("scheduling.k8s.io", "priorityclasses", std::move(priority_classes));
   return Status::ok();
 }
 

@@ -3,7 +3,10 @@
 // Per-resource behaviour: upstream's defaulting, validation and update rules for each kind,
 // installed into the generic registry.
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "api/errors.h"
 #include "apiserver/registry.h"
@@ -18,6 +21,17 @@ struct StrategyConfig {
 };
 
 Status install_strategies(Registry& registry, const StrategyConfig& config);
+
+// The PriorityClasses the API server creates and keeps (upstream's SystemPriorityClasses); other
+// names with the prefix are refused, as are user classes above kHighestUserDefinablePriority.
+constexpr char kSystemPriorityClassPrefix[] = "system-";
+constexpr int64_t kHighestUserDefinablePriority = 1000000000;
+struct SystemPriorityClass {
+  std::string name;
+  int64_t value;
+  std::string description;
+};
+const std::vector<SystemPriorityClass>& system_priority_classes();
 
 // Upstream's defaults for a PodSpec (also used inside pod templates).
 void default_pod_spec(nlohmann::json& spec);

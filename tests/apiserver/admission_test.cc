@@ -312,6 +312,10 @@ TEST_F(AdmissionTest, ScopedQuotasCountOnlyMatchingPods) {
                    "free-2");
   // Not best-effort, and no priority class: neither quota applies.
   ASSERT_EQ(create("pods", pod("sized", {container("c", {{"cpu", "100m"}})})).status, 201);
+  ASSERT_EQ(serve("POST", "/apis/scheduling.k8s.io/v1/priorityclasses",
+                  {{"metadata", {{"name", "high"}}}, {"value", 1000}})
+                .status,
+            201);
   json important = pod("important", {container("c", {{"cpu", "100m"}})});
   important["spec"]["priorityClassName"] = "high";
   ASSERT_EQ(create("pods", important).status, 201);
@@ -567,6 +571,147 @@ TEST_F(AdmissionTest, LimitRangeDefaultsSatisfyAComputeQuota) {
                    "pods \"b\" is forbidden: exceeded quota: compute, requested: "
                    "requests.cpu=200m, used: requests.cpu=200m, limited: requests.cpu=300m",
                    "b");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Priority
+
+constexpr char kClasses[] = "/apis/scheduling.k8s.io/v1/priorityclasses";
+
+json priority_class(const std::string& name, int64_t value, json extra = json::object()) {
+  json pc = {{"apiVersion", "scheduling.k8s.io/v1"},
+             {"kind", "PriorityClass"},
+             {"metadata", {{"name", name}}},
+             {"value", value}};
+  pc.update(extra);
+  return pc;
+}
+
+json with_spec(json obj, const json& fields) {
+  obj["spec"].update(fields);
+  return obj;
+}
+
+TEST_F(AdmissionTest, PodsTakeThePriorityOfTheirClass) {
+  ASSERT_EQ(
+      serve("POST", kClasses, priority_class("high", 1000, {{"preemptionPolicy", "Never"}})).status,
+      201);
+  Reply r = create("pods", with_spec(pod("p"), {{"priorityClassName", "high"}}));
+  ASSERT_EQ(r.status, 201) << r.body.dump();
+  EXPECT_EQ(r.body["spec"]["priority"], 1000);
+  EXPECT_EQ(r.body["spec"]["preemptionPolicy"], "Never");
+
+  // Without a class and without a default class: 0, and the default policy.
+  r = create("pods", pod("plain"));
+  ASSERT_EQ(r.status, 201) << r.body.dump();
+  EXPECT_EQ(r.body["spec"]["priority"], 0);
+  EXPECT_EQ(r.body["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+  EXPECT_FALSE(r.body["spec"].contains("priorityClassName"));
+
+  // A replacement that leaves them out keeps what the pod was admitted with.
+  Reply got = serve("GET", path("pods", "p"));
+  json next = got.body;
+  next["spec"].erase("priority");
+  next["spec"].erase("preemptionPolicy");
+  next["metadata"]["labels"]["tier"] = "web";
+  r = serve("PUT", path("pods", "p"), next);
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(r.body["spec"]["priority"], 1000);
+  EXPECT_EQ(r.body["spec"]["preemptionPolicy"], "Never");
+}
+
+TEST_F(AdmissionTest, UnknownClassOrAContradictingPriorityIsForbidden) {
+  expect_forbidden(create("pods", with_spec(pod("p"), {{"priorityClassName", "nope"}})),
+                   "pods \"p\" is forbidden: no PriorityClass with name nope was found", "p");
+  EXPECT_FALSE(exists("pods", "p"));
+
+  ASSERT_EQ(serve("POST", kClasses, priority_class("high", 1000)).status, 201);
+  expect_forbidden(
+      create("pods", with_spec(pod("p"), {{"priorityClassName", "high"}, {"priority", 5}})),
+      "pods \"p\" is forbidden: the integer value of priority (5) must not be provided in pod "
+      "spec; priority admission controller computed 1000 from the given PriorityClass name",
+      "p");
+  expect_forbidden(create("pods", with_spec(pod("p"), {{"priorityClassName", "high"},
+                                                       {"preemptionPolicy", "Never"}})),
+                   "pods \"p\" is forbidden: the string value of PreemptionPolicy (Never) must not "
+                   "be provided in pod spec; priority admission controller computed "
+                   "PreemptLowerPriority from the given PriorityClass name",
+                   "p");
+  EXPECT_FALSE(exists("pods", "p"));
+  // Stating what the class says is fine.
+  EXPECT_EQ(create("pods", with_spec(pod("p"), {{"priorityClassName", "high"}, {"priority", 1000}}))
+                .status,
+            201);
+}
+
+TEST_F(AdmissionTest, OneGlobalDefaultClassAppliesToPodsWithoutAClass) {
+  ASSERT_EQ(serve("POST", kClasses, priority_class("def", 50, {{"globalDefault", true}})).status,
+            201);
+  Reply r = create("pods", pod("p"));
+  ASSERT_EQ(r.status, 201) << r.body.dump();
+  EXPECT_EQ(r.body["spec"]["priorityClassName"], "def");
+  EXPECT_EQ(r.body["spec"]["priority"], 50);
+
+  expect_forbidden(
+      serve("POST", kClasses, priority_class("other", 60, {{"globalDefault", true}})),
+      "priorityclasses.scheduling.k8s.io \"other\" is forbidden: PriorityClass def is already "
+      "marked as default. Only one default can exist",
+      "other", "priorityclasses");
+  EXPECT_EQ(serve("GET", std::string(kClasses) + "/other").status, 404);
+  // The default itself may be updated, and another class may be made default once it is not.
+  Reply def = serve("GET", std::string(kClasses) + "/def");
+  def.body["description"] = "the default";
+  EXPECT_EQ(serve("PUT", std::string(kClasses) + "/def", def.body).status, 200);
+  def = serve("GET", std::string(kClasses) + "/def");
+  def.body["globalDefault"] = false;
+  EXPECT_EQ(serve("PUT", std::string(kClasses) + "/def", def.body).status, 200);
+  EXPECT_EQ(serve("POST", kClasses, priority_class("other", 60, {{"globalDefault", true}})).status,
+            201);
+}
+
+TEST_F(AdmissionTest, PriorityClassValidationAsUpstream) {
+  auto invalid = [&](const json& pc, const std::string& field, const std::string& message) {
+    Reply r = serve("POST", kClasses, pc);
+    EXPECT_EQ(r.status, 422) << r.body.dump();
+    ASSERT_TRUE(r.body["details"]["causes"].is_array()) << r.body.dump();
+    EXPECT_EQ(r.body["details"]["causes"][0].value("field", ""), field);
+    EXPECT_NE(r.body["details"]["causes"][0].value("message", "").find(message), std::string::npos)
+        << r.body.dump();
+  };
+  invalid(priority_class("huge", 1000000001), "value",
+          "maximum allowed value of a user defined priority is 1000000000");
+  invalid(priority_class("system-mine", 10), "metadata.name",
+          "system-mine is not a known system priority class");
+  invalid(priority_class("system-node-critical", 5), "metadata.name",
+          "value of system-node-critical PriorityClass must be 2000001000");
+  invalid(priority_class("odd", 5, {{"preemptionPolicy", "Sometimes"}}), "preemptionPolicy",
+          "Unsupported value");
+  json no_value = priority_class("none", 0);
+  no_value.erase("value");
+  invalid(no_value, "value", "Required value");
+
+  // The known system classes are accepted as they are, and cannot be deleted.
+  ASSERT_EQ(serve("POST", kClasses, priority_class("system-node-critical", 2000001000)).status,
+            201);
+  Reply del = serve("DELETE", std::string(kClasses) + "/system-node-critical");
+  EXPECT_EQ(del.status, 403) << del.body.dump();
+  EXPECT_EQ(del.body.value("message", ""),
+            "priorityclasses.scheduling.k8s.io \"system-node-critical\" is forbidden: this is a "
+            "system priority class and cannot be deleted");
+  EXPECT_EQ(serve("GET", std::string(kClasses) + "/system-node-critical").status, 200);
+
+  // Value and policy are fixed once written; a user class can be deleted.
+  ASSERT_EQ(serve("POST", kClasses, priority_class("mine", 10)).status, 201);
+  Reply got = serve("GET", std::string(kClasses) + "/mine");
+  EXPECT_EQ(got.body["preemptionPolicy"], "PreemptLowerPriority");
+  json changed = got.body;
+  changed["value"] = 11;
+  Reply r = serve("PUT", std::string(kClasses) + "/mine", changed);
+  EXPECT_EQ(r.status, 422) << r.body.dump();
+  changed = got.body;
+  changed["preemptionPolicy"] = "Never";
+  EXPECT_EQ(serve("PUT", std::string(kClasses) + "/mine", changed).status, 422);
+  EXPECT_EQ(serve("DELETE", std::string(kClasses) + "/mine").status, 200);
 }
 
 }  // namespace

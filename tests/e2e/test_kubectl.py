@@ -300,6 +300,52 @@ class KubectlCreateGenerators(ServerTestCase):
 
 
 @requires_modern_kubectl
+class KubectlPriorityClasses(ServerTestCase):
+    """PriorityClasses: the system classes the server keeps, `kubectl create priorityclass`, and
+    pods getting their class's priority at admission."""
+
+    def test_priority_classes_and_pod_priority(self):
+        names = self.ok("get", "priorityclasses", "-o", "name").split()
+        self.assertIn("priorityclass.scheduling.k8s.io/system-node-critical", names)
+        self.assertIn("priorityclass.scheduling.k8s.io/system-cluster-critical", names)
+        self.assertEqual(self.get_json("pc", "system-node-critical")["value"], 2000001000)
+        out = self.fails("delete", "priorityclass", "system-cluster-critical")
+        self.assertIn('Error from server (Forbidden): priorityclasses.scheduling.k8s.io '
+                      '"system-cluster-critical" is forbidden: this is a system priority class '
+                      'and cannot be deleted', out)
+
+        high = self.uniq("high")
+        out = self.ok("create", "priorityclass", high, "--value=1000", "--description=important",
+                      "--preemption-policy=Never")
+        self.assertEqual(out.strip(), "priorityclass.scheduling.k8s.io/%s created" % high)
+        pc = self.get_json("pc", high)
+        self.assertEqual((pc["value"], pc["description"], pc["preemptionPolicy"]),
+                         (1000, "important", "Never"))
+        out = self.fails("create", "priorityclass", "system-mine", "--value=5")
+        self.assertIn('PriorityClass.scheduling.k8s.io "system-mine" is invalid: metadata.name: '
+                      "Forbidden: priority class names with 'system-' prefix are reserved for "
+                      "system use only. error: system-mine is not a known system priority class",
+                      out)
+
+        ns = self.make_namespace("prio")
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vip"},
+               "spec": {"priorityClassName": high,
+                        "containers": [{"name": "c", "image": "busybox:1.36"}]}}
+        self.create_json(pod, namespace=ns)
+        spec = self.get_json("pod", "vip", "-n", ns)["spec"]
+        self.assertEqual((spec["priority"], spec["preemptionPolicy"]), (1000, "Never"))
+
+        pod["metadata"]["name"] = "lost"
+        pod["spec"]["priorityClassName"] = "no-such-class"
+        rc, _, err = self.kubectl("create", "-f", "-", "--validate=false", "-n", ns,
+                                  input=json.dumps(pod))
+        self.assertEqual(rc, 1)
+        self.assertIn('Error from server (Forbidden): error when creating "STDIN": pods "lost" is '
+                      'forbidden: no PriorityClass with name no-such-class was found', err)
+        self.fails("get", "pod", "lost", "-n", ns)
+        self.ok("delete", "pc", high)
+
+
 class KubectlApplyReplace(ServerTestCase):
 
     def deployment_yaml(self, name, image, replicas=1, extra_spec=""):
