@@ -4,7 +4,9 @@
 #include <condition_variable>
 #include <map>
 #include <optional>
+#include <string_view>
 #include <thread>
+#include <unordered_set>
 
 #include "api/managed_fields.h"
 #include "api/patch.h"
@@ -198,8 +200,24 @@ void Registry::handle(const RequestInfo& info, Request& request, Responder& resp
     responder.respond(error_response(api::ApiError::not_found_path()));
     return;
   }
-  if (!info.subresource.empty() && !res->subresource(info.subresource)) {
-    responder.respond(error_response(api::ApiError::not_found_path()));
+  const api::SubresourceInfo* sub = nullptr;
+  if (!info.subresource.empty()) {
+    sub = res->subresource(info.subresource);
+    // The subresources served here; log, exec, attach and portforward are proxied to the
+    // kubelet before this, the proxy and ephemeralcontainers subresources are not served.
+    static const std::unordered_set<std::string_view> kServed = {"status", "scale", "binding",
+                                                                 "eviction", "finalize"};
+    if (!sub || !kServed.count(info.subresource)) {
+      responder.respond(error_response(api::ApiError::not_found_path()));
+      return;
+    }
+  }
+  // As upstream, a verb the resource (or subresource) does not have is 405: namespaces have no
+  // deletecollection, a status has no create, a binding no get.
+  const std::vector<std::string>& verbs = sub ? sub->verbs : res->verbs;
+  if (std::find(verbs.begin(), verbs.end(), info.verb) == verbs.end()) {
+    responder.respond(error_response(api::ApiError::method_not_allowed(
+        "the server does not allow this method on the requested resource")));
     return;
   }
   Ctx c{info, request, *res, strategy(*res), {}};

@@ -889,6 +889,37 @@ class KubectlErrors(ServerTestCase):
         self.assertEqual((status["kind"], status["reason"], status["code"]),
                          ("Status", "BadRequest", 400))
 
+    def test_verbs_a_resource_lacks_are_405(self):
+        def status_of(method, path, body=None):
+            st, _, raw = self.server.request(method, path, body=body)
+            return st, json.loads(raw)
+
+        # Namespaces have no deletecollection: nothing is deleted or marked.
+        st, status = status_of("DELETE", "/api/v1/namespaces")
+        self.assertEqual((st, status["reason"]), (405, "MethodNotAllowed"))
+        self.assertEqual(status["message"],
+                         "the server does not allow this method on the requested resource")
+        ns = self.get_json("ns", "kube-public")
+        self.assertEqual(ns["status"]["phase"], "Active")
+        self.assertNotIn("deletionTimestamp", ns["metadata"])
+        # A status cannot be created, a binding cannot be read.
+        self.assertEqual(status_of("POST", "/api/v1/namespaces/default/services/kubernetes/status",
+                                   body={"apiVersion": "v1", "kind": "Service"})[0], 405)
+        self.assertEqual(status_of("GET", "/api/v1/namespaces/default/pods/p/binding")[0], 405)
+        # Subresources not served here are not found, not the object.
+        st, status = status_of("GET", "/api/v1/namespaces/default/services/kubernetes/proxy")
+        self.assertEqual((st, status["reason"]), (404, "NotFound"))
+
+    def test_deletecollection_by_label(self):
+        ns = self.make_namespace("delcoll")
+        self.make_configmap(ns, "a", labels={"tier": "web"})
+        self.make_configmap(ns, "b", labels={"tier": "web"})
+        self.make_configmap(ns, "c", labels={"tier": "db"})
+        st, _, body = self.server.request(
+            "DELETE", "/api/v1/namespaces/%s/configmaps?labelSelector=tier%%3Dweb" % ns)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(self.ok("get", "cm", "-n", ns, "-o", "name").split(), ["configmap/c"])
+
     def test_unknown_field_strict(self):
         """needs: OpenAPI v3 (kubectl's default --validate=strict)."""
         ns = self.make_namespace("strict")
