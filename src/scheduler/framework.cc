@@ -217,11 +217,12 @@ PluginStatus Framework::run_filter(const CycleState& state, const PodInfo& pod,
 }
 
 PluginStatus Framework::run_post_filter(CycleState& state, const PodInfo& pod,
-                                        const NodeToStatus& failed_nodes,
+                                        const NodeToStatus& failed_nodes, const NodeLister& nodes,
                                         std::string& nominated) const {
   PluginStatus last(Code::kUnschedulable, std::vector<std::string>{});
+  const PostFilterContext ctx{nodes, *this};
   for (PostFilterPlugin* pl : post_filter_) {
-    PluginStatus s = pl->post_filter(state, pod, failed_nodes, nominated);
+    PluginStatus s = pl->post_filter(state, pod, failed_nodes, ctx, nominated);
     if (s.is_success()) return s;
     if (!s.is_rejected()) {
       s.set_plugin(pl->name());

@@ -193,12 +193,21 @@ class FilterPlugin : public virtual Plugin {
                               const NodeInfo& node) const = 0;
 };
 
+class Framework;
+
+// What a PostFilter plugin may use besides the failed nodes: the cycle's nodes, and the
+// profile's filters to try the pod on a changed copy of a node.
+struct PostFilterContext {
+  const NodeLister& nodes;
+  const Framework& framework;
+};
+
 class PostFilterPlugin : public virtual Plugin {
  public:
   // Runs when no node fits. May free room (preemption) and name a node for the pod. Success
   // means the pod may fit later on `nominated_node`.
   virtual PluginStatus post_filter(CycleState& state, const PodInfo& pod,
-                                   const NodeToStatus& failed_nodes,
+                                   const NodeToStatus& failed_nodes, const PostFilterContext& ctx,
                                    std::string& nominated_node) const = 0;
 };
 
@@ -304,7 +313,8 @@ class Framework {
   // The first failing Filter's status (with its plugin name), or success.
   PluginStatus run_filter(const CycleState& state, const PodInfo& pod, const NodeInfo& node) const;
   PluginStatus run_post_filter(CycleState& state, const PodInfo& pod,
-                               const NodeToStatus& failed_nodes, std::string& nominated) const;
+                               const NodeToStatus& failed_nodes, const NodeLister& nodes,
+                               std::string& nominated) const;
   PluginStatus run_pre_score(CycleState& state, const PodInfo& pod,
                              std::span<const NodeInfo* const> feasible,
                              const NodeLister& nodes) const;

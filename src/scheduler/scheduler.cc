@@ -219,7 +219,7 @@ CycleOutcome Scheduler::schedule_one(const PodRef& pod) {
     if (failure.fit_error) {
       std::string nominated;
       PluginStatus pf = framework_->run_post_filter(
-          *state, *pod, failure.fit_error->diagnosis.node_statuses, nominated);
+          *state, *pod, failure.fit_error->diagnosis.node_statuses, snapshot_, nominated);
       if (pf.is_success()) {
         failure.nominated_node = nominated;
       } else if (pf.code() == Code::kError) {

@@ -25,7 +25,8 @@
 //     // queue.move_all_to_active_or_backoff(assigned_pod_delete_event(qp->pod.get()))
 //   }
 //
-// Preemption (DefaultPreemption) is not implemented; PostFilter plugins run if registered.
+// PostFilter plugins (DefaultPreemption, which the scheduler component registers) run when no
+// node fits; a node they nominate is tried first in the pod's next cycle.
 //
 // Thread-safety: schedule_pod() and schedule_one() must be called from one scheduling thread
 // (they own the snapshot). bind() may run concurrently on other threads. The Cache is shared.

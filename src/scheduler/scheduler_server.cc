@@ -13,6 +13,7 @@
 #include "client/leader_election.h"
 #include "scheduler/cache.h"
 #include "scheduler/events.h"
+#include "scheduler/plugins/default_preemption.h"
 #include "scheduler/plugins/registry.h"
 #include "scheduler/queue.h"
 #include "scheduler/scheduler.h"
@@ -73,7 +74,14 @@ class SchedulerRunner {
       return Result<std::unique_ptr<Plugin>>(std::make_unique<DefaultBinder>(api_));
     });
     SKIFF_RETURN_IF_ERROR(added);
+    added = registry.add(std::string(plugins::DefaultPreemption::kName), [this](const Json&) {
+      return Result<std::unique_ptr<Plugin>>(std::make_unique<plugins::DefaultPreemption>(
+          [this](const PodInfo& preemptor, const std::string& node,
+                 const std::vector<PodRef>& victims) { return evict(preemptor, node, victims); }));
+    });
+    SKIFF_RETURN_IF_ERROR(added);
     Profile profile = plugins::default_profile();
+    profile.plugins.push_back({std::string(plugins::DefaultPreemption::kName), 0, nullptr});
     profile.plugins.push_back({"DefaultBinder", 0, nullptr});
     SKIFF_ASSIGN_OR_RETURN(auto framework, Framework::create(registry, profile));
     scheduler_name_ = framework->scheduler_name();
@@ -244,7 +252,7 @@ class SchedulerRunner {
       const ScheduleFailure& f = r.outcome.failure();
       const std::string uid = pod->uid;
       qp->unschedulable_plugins = f.unschedulable_plugins;
-      record_failure(*pod, f.message, f.is_error());
+      record_failure(*pod, f.message, f.is_error(), f.nominated_node);
       (void)queue_->add_unschedulable_if_not_present(std::move(*qp));
       queue_->done(uid);
     }
@@ -266,7 +274,7 @@ class SchedulerRunner {
         std::string message = "Binding rejected: " + s.message();
         SKIFF_LOG_DEBUG("scheduler: bind {} to {}: {}", job.pod->key(), job.node, s.message());
         if (still_pending(*job.pod)) {
-          record_failure(*job.pod, message, true);
+          record_failure(*job.pod, message, true, job.pod->nominated_node_name);
           job.info.unschedulable_plugins.clear();
           (void)queue_->add_unschedulable_if_not_present(std::move(job.info));
         }
@@ -276,13 +284,14 @@ class SchedulerRunner {
     }
   }
 
-  // PodScheduled=False with the reason, and a FailedScheduling event (upstream's
-  // handleSchedulingFailure).
-  void record_failure(const PodInfo& pod, const std::string& message, bool error) {
+  // PodScheduled=False with the reason, status.nominatedNodeName (set by a preemption, cleared
+  // when none was made), and a FailedScheduling event (upstream's handleSchedulingFailure).
+  void record_failure(const PodInfo& pod, const std::string& message, bool error,
+                      const std::string& nominated_node) {
     recorder_.event(*pod.object, "Warning", "FailedScheduling", message, "Pod", "v1");
     std::string reason = error ? "SchedulerError" : "Unschedulable";
     const Json& status = pod.object->contains("status") ? (*pod.object)["status"] : Json();
-    if (status.is_object()) {
+    if (status.is_object() && pod.nominated_node_name == nominated_node) {
       for (const auto& c : status.value("conditions", Json::array())) {
         if (c.value("type", "") == "PodScheduled" && c.value("status", "") == "False" &&
             c.value("reason", "") == reason && c.value("message", "") == message) {
@@ -301,11 +310,51 @@ class SchedulerRunner {
     }
     conditions.push_back(condition);
     Json patch = {{"status", {{"conditions", conditions}}}};
+    if (pod.nominated_node_name != nominated_node) {
+      patch["status"]["nominatedNodeName"] = nominated_node.empty() ? Json() : Json(nominated_node);
+    }
     auto r = api_.patch(res::kPods, std::string(pod.namespace_name.str()), pod.name,
                         client::PatchType::kMerge, patch.dump(), {}, "status");
     if (!r.is_ok() && r.status().code() != StatusCode::kNotFound) {
       SKIFF_LOG_DEBUG("scheduler: status of {}: {}", pod.key(), r.status().to_string());
     }
+  }
+
+  // Upstream's prepareCandidate: each victim is marked with a DisruptionTarget condition, then
+  // deleted (with its grace period) and told why in a Preempted event.
+  Status evict(const PodInfo& preemptor, const std::string& node,
+               const std::vector<PodRef>& victims) {
+    for (const PodRef& v : victims) {
+      const std::string ns(v->namespace_name.str());
+      Json conditions = Json::array();
+      if (const auto st = v->object->find("status"); st != v->object->end() && st->is_object()) {
+        for (const auto& c : st->value("conditions", Json::array())) {
+          if (c.value("type", "") != "DisruptionTarget") conditions.push_back(c);
+        }
+      }
+      conditions.push_back(
+          {{"type", "DisruptionTarget"},
+           {"status", "True"},
+           {"reason", "PreemptionByScheduler"},
+           {"message", scheduler_name_ + ": preempting to accommodate a higher priority pod"},
+           {"lastTransitionTime", rfc3339_now()}});
+      Json patch = {{"status", {{"conditions", conditions}}}};
+      auto marked = api_.patch(res::kPods, ns, v->name, client::PatchType::kMerge, patch.dump(), {},
+                               "status");
+      if (!marked.is_ok() && marked.status().code() != StatusCode::kNotFound) {
+        return marked.status();
+      }
+      client::DeleteOptions options;
+      options.precondition_uid = v->uid;
+      auto removed = api_.remove(res::kPods, ns, v->name, options);
+      if (!removed.is_ok() && removed.status().code() != StatusCode::kNotFound &&
+          removed.status().code() != StatusCode::kAborted) {
+        return removed.status();
+      }
+      recorder_.event(*v->object, "Normal", "Preempted",
+                      "Preempted by pod " + preemptor.uid + " on node " + node, "Pod", "v1");
+    }
+    return Status::ok();
   }
 
   client::ApiClient& api_;

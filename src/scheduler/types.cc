@@ -456,6 +456,7 @@ std::shared_ptr<const PodInfo> PodInfo::from_json(const nlohmann::json& pod) {
   if (info->scheduler_name.empty()) info->scheduler_name = "default-scheduler";
   info->priority = static_cast<int32_t>(int_field(spec, "priority", 0));
   info->nominated_node_name = str_field(status, "nominatedNodeName");
+  info->preempts = str_field(spec, "preemptionPolicy") != "Never";
 
   info->requests = pod_requests(spec, container_requests);
   Resources non_zero = pod_requests(spec, non_zero_requests);

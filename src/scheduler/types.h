@@ -161,6 +161,7 @@ struct PodInfo {
   std::string nominated_node_name;
   Labels labels;
   int32_t priority = 0;
+  bool preempts = true;      // spec.preemptionPolicy is not Never
   bool terminating = false;  // metadata.deletionTimestamp is set
   std::string controller_uid;
   uint64_t controller_uid_hash = 0;  // hash_string(controller_uid)

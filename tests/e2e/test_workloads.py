@@ -251,6 +251,55 @@ class Workloads(ServerTestCase):
             return len(running) == 2
         self.wait(moved, timeout=90, msg="pods not recreated on healthy nodes")
 
+    def test_preemption_makes_room_for_a_higher_priority_pod(self):
+        # A node of its own (tainted, so only this test's pods go there) with 2 CPUs.
+        prefix = PREFIX + "prio-"
+        proc, log, _ = start_hollow(self.server, "hollow-prio.log", 1, prefix, ("--cpu", "2"))
+        node = prefix + "0"
+        try:
+            self.wait(lambda: node in self.ready_nodes_of(self.server), timeout=60)
+            self.ok("taint", "node", node, "e2e-preempt=yes:NoSchedule")
+            ns = self.ns("preempt")
+            low, high = self.uniq("low"), self.uniq("high")
+            self.ok("create", "priorityclass", low, "--value=100")
+            self.ok("create", "priorityclass", high, "--value=1000")
+
+            def pod(name, cls, cpu):
+                return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                        "spec": {"priorityClassName": cls,
+                                 "nodeSelector": {"kubernetes.io/hostname": node},
+                                 "tolerations": [{"key": "e2e-preempt", "operator": "Exists"}],
+                                 "containers": [{"name": "c", "image": "busybox:1.36",
+                                                 "resources": {"requests": {"cpu": cpu}}}]}}
+            for name in ("low-a", "low-b"):
+                self.create_json(pod(name, low, "800m"), ns)
+            self.wait(lambda: all(p["status"].get("phase") == "Running"
+                                  for p in self.pods(ns)) and len(self.pods(ns)) == 2,
+                      msg="low-priority pods not running")
+            self.create_json(pod("vip", high, "1"), ns)
+
+            def vip_running():
+                p = self.get_json("pod", "vip", "-n", ns)
+                return p if (p["spec"].get("nodeName") == node and
+                             p["status"].get("phase") == "Running") else None
+            vip = self.wait(vip_running, timeout=90, msg="the high-priority pod did not run")
+            self.assertEqual(vip["spec"]["priority"], 1000)
+            left = [p["metadata"]["name"] for p in self.pods(ns)
+                    if p["metadata"]["name"] != "vip"]
+            self.assertEqual(len(left), 1, left)  # one victim was enough
+
+            def preempted_event():
+                events = self.get_json("events", "-n", ns,
+                                       "--field-selector", "reason=Preempted")["items"]
+                return events
+            events = self.wait(preempted_event, msg="no Preempted event")
+            self.assertEqual(events[0]["message"], "Preempted by pod %s on node %s" % (
+                vip["metadata"]["uid"], node))
+            self.assertNotIn(events[0]["involvedObject"]["name"], left + ["vip"])
+        finally:
+            stop_hollow(proc, log)
+            self.kubectl("delete", "node", node)
+
 
 if __name__ == "__main__":
     unittest.main()
