@@ -65,6 +65,13 @@ void add_server_flags(CLI::App* cmd, ServerFlags& f) {
   cmd->add_option("--event-ttl", o.event_ttl_seconds,
                   "Seconds an Event is kept after its last update")
       ->capture_default_str();
+  cmd->add_option("--default-not-ready-toleration-seconds", o.default_not_ready_toleration_seconds,
+                  "tolerationSeconds of the not-ready toleration every new pod gets")
+      ->capture_default_str();
+  cmd->add_option("--default-unreachable-toleration-seconds",
+                  o.default_unreachable_toleration_seconds,
+                  "tolerationSeconds of the unreachable toleration every new pod gets")
+      ->capture_default_str();
   cmd->add_option("--store", o.store.backend, "Store backend: embedded or etcd")
       ->capture_default_str();
   cmd->add_option("--etcd-servers", o.store.etcd_endpoints, "etcd client URLs (--store etcd)")
@@ -132,8 +139,6 @@ void add_controller_manager_flags(CLI::App* cmd, ControllerManagerFlags& f) {
       ->capture_default_str();
   add_duration_option(cmd, "--node-monitor-grace-period", o.controller.node_monitor_grace_period,
                       "How long a node may go without renewing before it is marked unhealthy");
-  add_duration_option(cmd, "--pod-eviction-timeout", o.controller.pod_eviction_timeout,
-                      "Default grace before pods leave an unhealthy node");
   cmd->add_option("--concurrent-workers", o.controller.workers, "Workers per controller")
       ->capture_default_str();
   cmd->add_option("--allocate-node-cidrs", o.allocate_node_cidrs,

@@ -274,6 +274,8 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options) {
   StrategyConfig strategy_config;
   strategy_config.service_cidr = s.options.service_cidr;
   strategy_config.event_ttl_seconds = s.options.event_ttl_seconds;
+  strategy_config.not_ready_toleration_seconds = s.options.default_not_ready_toleration_seconds;
+  strategy_config.unreachable_toleration_seconds = s.options.default_unreachable_toleration_seconds;
   SKIFF_RETURN_IF_ERROR(install_strategies(*s.registry, strategy_config));
   install_tables(*s.registry);
   install_admission(*s.registry);

@@ -33,6 +33,10 @@ struct ApiServerOptions {
   std::string kubelet_certificate_authority;
   int worker_threads = 32;
   int64_t event_ttl_seconds = 3600;
+  // How long new pods tolerate a not-ready / unreachable node (upstream's DefaultTolerationSeconds
+  // admission); after that the node lifecycle controller evicts them.
+  int64_t default_not_ready_toleration_seconds = 300;
+  int64_t default_unreachable_toleration_seconds = 300;
 };
 
 class ApiServer {

@@ -372,15 +372,18 @@ void event_to_core(json& obj) {
 }
 
 // What upstream's admission plugins add to a new pod: the default service account, tolerations
-// for not-ready and unreachable nodes (300 s), and the priority of its class (0 without one).
-void admit_pod(json& spec) {
+// for not-ready and unreachable nodes (--default-*-toleration-seconds, 300 s), and priority 0
+// with the default policy when the Priority plugin is not installed.
+void admit_pod(json& spec, const StrategyConfig& config) {
   if (!spec.contains("serviceAccountName") || spec["serviceAccountName"] == "") {
     spec["serviceAccountName"] = "default";
   }
   spec["serviceAccount"] = spec["serviceAccountName"];
   json& tolerations = spec["tolerations"];
   if (!tolerations.is_array()) tolerations = json::array();
-  for (const char* key : {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}) {
+  for (const auto& [key, seconds] :
+       {std::pair{"node.kubernetes.io/not-ready", config.not_ready_toleration_seconds},
+        std::pair{"node.kubernetes.io/unreachable", config.unreachable_toleration_seconds}}) {
     bool present = false;
     for (const json& t : tolerations) {
       if (t.is_object() && t.value("key", "") == key &&
@@ -392,7 +395,7 @@ void admit_pod(json& spec) {
       tolerations.push_back({{"key", key},
                              {"operator", "Exists"},
                              {"effect", "NoExecute"},
-                             {"tolerationSeconds", 300}});
+                             {"tolerationSeconds", seconds}});
     }
   }
   set_default(spec, "priority", 0);
@@ -484,10 +487,10 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
   pods.selectable_fields = {
       "spec.nodeName",    "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
       "spec.hostNetwork", "status.phase",       "status.podIP",       "status.nominatedNodeName"};
-  pods.prepare_for_create = [](json& obj) {
+  pods.prepare_for_create = [config](json& obj) {
     if (!obj.contains("spec") || !obj["spec"].is_object()) obj["spec"] = json::object();
     default_pod_spec(obj["spec"]);
-    admit_pod(obj["spec"]);
+    admit_pod(obj["spec"], config);
     obj["status"] = json{{"phase", "Pending"}, {"qosClass", qos_class(obj["spec"])}};
   };
   pods.validate = [](const json& obj, api::FieldErrors& errors) {

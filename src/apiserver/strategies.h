@@ -18,6 +18,8 @@ struct StrategyConfig {
   int node_port_min = 30000;
   int node_port_max = 32767;
   int64_t event_ttl_seconds = 3600;
+  int64_t not_ready_toleration_seconds = 300;
+  int64_t unreachable_toleration_seconds = 300;
 };
 
 Status install_strategies(Registry& registry, const StrategyConfig& config);

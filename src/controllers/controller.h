@@ -38,7 +38,6 @@ struct ControllerOptions {
   // Node lifecycle.
   std::chrono::milliseconds node_monitor_period{5000};
   std::chrono::milliseconds node_monitor_grace_period{40000};
-  std::chrono::milliseconds pod_eviction_timeout{300000};
   // Garbage collector / namespace deletion re-check period.
   std::chrono::milliseconds namespace_sync_period{300000};
   // Resource quota full recalculation.

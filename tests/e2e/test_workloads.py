@@ -22,8 +22,11 @@ PREFIX = "e2e-wl-"
 @unittest.skipUnless(harness.KUBECTL_MODE == "modern", "needs kubectl 1.27-1.33")
 class Workloads(ServerTestCase):
     API_ONLY = False
-    # Short node health periods so a stopped node is noticed within seconds.
-    SERVER_ARGS = ("--node-monitor-grace-period", "6s", "--node-monitor-period", "1s")
+    # Short node health periods so a stopped node is noticed within seconds, and pods leave it
+    # 2 s later (the tolerations every new pod gets).
+    SERVER_ARGS = ("--node-monitor-grace-period", "6s", "--node-monitor-period", "1s",
+                   "--default-not-ready-toleration-seconds", "2",
+                   "--default-unreachable-toleration-seconds", "2")
 
     @classmethod
     def setUpClass(cls):
@@ -211,10 +214,6 @@ class Workloads(ServerTestCase):
         node = spare_prefix + "0"
         self.wait(lambda: node in self.ready_nodes_of(self.server), timeout=60)
         ns = self.ns("nodefail")
-        tolerate_briefly = [{"key": k, "operator": "Exists", "effect": "NoExecute",
-                             "tolerationSeconds": 2}
-                            for k in ("node.kubernetes.io/unreachable",
-                                      "node.kubernetes.io/not-ready")]
         # Allowed on the spare node and one other, preferring the spare.
         other = PREFIX + "0"
         affinity = {"nodeAffinity": {
@@ -227,12 +226,16 @@ class Workloads(ServerTestCase):
         dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mv"},
                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "mv"}},
                         "template": {"metadata": {"labels": {"app": "mv"}}, "spec": {
-                            "affinity": affinity, "tolerations": tolerate_briefly,
+                            "affinity": affinity,
                             "containers": [{"name": "c", "image": "busybox:1.36"}]}}}}
         self.create_json(dep, ns)
         self.ok("rollout", "status", "deployment/mv", "-n", ns, "--timeout=60s", timeout=90)
         on_spare = [p for p in self.pods(ns, "app=mv") if p["spec"].get("nodeName") == node]
         self.assertTrue(on_spare, "the preferred node got no pod")
+        tolerations = {(t["key"], t.get("tolerationSeconds"))
+                       for t in on_spare[0]["spec"]["tolerations"]}
+        self.assertEqual(tolerations, {("node.kubernetes.io/not-ready", 2),
+                                       ("node.kubernetes.io/unreachable", 2)})
         stop_hollow(proc, log)
         type(self).spare = None
 
