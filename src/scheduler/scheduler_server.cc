@@ -105,7 +105,10 @@ class SchedulerRunner {
                            cache_.update_node(after);
                            queue_->node_updated(*before, *after);
                          },
-                         [this](const ObjectPtr& n) { cache_.remove_node(client::name_of(*n)); }});
+                         [this](const ObjectPtr& n) {
+                           cache_.remove_node(client::name_of(*n));
+                           queue_->node_deleted(*Node::from_json(n));
+                         }});
     namespaces_.add_handlers(
         {[this](const ObjectPtr& n) { set_namespace(*n); },
          [this](const ObjectPtr&, const ObjectPtr& n) { set_namespace(*n); },
