@@ -154,19 +154,21 @@ Registry::Registry(storage::Store& store, const api::Schema& schema)
   ticker_ = std::thread([this] { ticker_loop(); });
 }
 
+// As upstream's lease manager: writes share a lease granted for the TTL plus a reuse window
+// (5 % of the TTL, at most 60 s) as long as it still outlasts the TTL from now, so an object
+// lives between its TTL and the TTL plus that window.
 Result<int64_t> Registry::lease_for(int64_t ttl_seconds) {
-  constexpr auto kReuse = std::chrono::seconds(60);
+  const auto ttl = std::chrono::seconds(ttl_seconds);
+  const auto reuse = std::chrono::seconds(std::min<int64_t>(60, ttl_seconds * 5 / 100));
   std::lock_guard lock(lease_mu_);
   auto now = std::chrono::steady_clock::now();
-  if (lease_id_ != 0 && lease_ttl_ == ttl_seconds && now - lease_granted_ < kReuse) {
+  if (lease_id_ != 0 && now + ttl < lease_expiry_ && now + ttl + reuse >= lease_expiry_) {
     return lease_id_;
   }
-  // The lease outlives its last user by the full TTL.
-  auto granted = store_.lease_grant(ttl_seconds + kReuse.count());
+  auto granted = store_.lease_grant((ttl + reuse).count());
   if (!granted.is_ok()) return granted.status();
   lease_id_ = *granted;
-  lease_ttl_ = ttl_seconds;
-  lease_granted_ = now;
+  lease_expiry_ = now + ttl + reuse;
   return lease_id_;
 }
 

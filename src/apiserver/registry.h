@@ -189,8 +189,7 @@ class Registry {
   const api::Schema& schema_;
   std::mutex lease_mu_;
   int64_t lease_id_ = 0;                                  // guarded by lease_mu_
-  int64_t lease_ttl_ = 0;                                 // guarded by lease_mu_
-  std::chrono::steady_clock::time_point lease_granted_;   // guarded by lease_mu_
+  std::chrono::steady_clock::time_point lease_expiry_;    // guarded by lease_mu_
   std::unordered_map<std::string, Strategy> strategies_;  // "group/resource"; set before serving
   std::unordered_map<std::string, std::vector<TableColumn>> tables_;
   std::vector<std::unique_ptr<AdmissionPlugin>> admission_;  // set before serving
