@@ -1,8 +1,8 @@
 """A smoke run with every versioned kubectl installed next to the gcloud dispatcher.
 
-1.29 and later: version, get ns, create/get/delete configmap (1.32+ send protobuf for `create
-configmap`), apply -f with default validation (OpenAPI v3). 1.27 and 1.28 validate against OpenAPI
-v2, which skiff does not serve: they apply with --validate=false.
+Every version: version, get ns, create/get/delete configmap (1.32+ send protobuf for `create
+configmap`), apply -f with default validation, and an unknown field refused by it: every one of
+these kubectls asks the server for strict field validation ("strict decoding error").
 """
 
 import json
@@ -45,7 +45,7 @@ class KubectlVersions(ServerTestCase):
         self.fails("get", "configmap", "gen", "-n", ns, **v)
 
         path = self.server.write("cm-%s.yaml" % ns, CM_YAML % ("applied", version))
-        extra = ["--validate=false"] if minor < 29 else []
+        extra = []
         out = self.ok("apply", "-f", path, "-n", ns, *extra, **v)
         self.assertEqual(out.strip(), "configmap/applied created")
         out = self.ok("apply", "-f", path, "-n", ns, *extra, **v)
@@ -56,14 +56,17 @@ class KubectlVersions(ServerTestCase):
         got = json.loads(self.ok("get", "configmap", "applied", "-n", ns, "-o", "json", **v))
         self.assertEqual(got["data"], {"who": version + "-changed"})
 
+        bad = self.server.write("bad-%s.yaml" % ns, CM_YAML % ("typo", version) + "bogus: 1\n")
+        out = self.fails("apply", "-f", bad, "-n", ns, **v)
+        self.assertIn('unknown field "bogus"', out)
+        self.fails("get", "configmap", "typo", "-n", ns, **v)
+
 
 def _add(version):
     def test(self):
         self.smoke(version)
     minor = int(version.split(".")[1])
-    needs = []
-    if minor >= 29:
-        needs.append("OpenAPI v3 for apply")
+    needs = ["OpenAPI and strict field validation for apply"]
     if minor >= 32:
         needs.append("protobuf bodies for create configmap")
     test.__doc__ = "kubectl %s smoke%s" % (version, " (needs: %s)" % ", ".join(needs) if needs else "")
