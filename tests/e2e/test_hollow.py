@@ -1,8 +1,8 @@
 """`skiff hollow-node` against a real skiff server: simulated nodes register, stay Ready, and play
 the kubelet's part for pods bound to them.
 
-No scheduler runs in the server these tests start, so pods are bound through pods/binding here
-(and name a scheduler of their own, so one added to the server later leaves them alone).
+The server runs its scheduler and controllers, but the pods here name a scheduler of their own,
+so the tests bind them through pods/binding themselves and choose their nodes.
 """
 
 import ipaddress
@@ -245,51 +245,39 @@ class HollowNode(ServerTestCase):
         self.assertIn("NotFound", out)
 
     def test_a_job_completes_on_hollow_nodes(self):
-        """needs: `skiff controller-manager` (the Job controller)."""
-        if subprocess.run([harness.SKIFF_BIN, "controller-manager", "--help"],
-                          capture_output=True, timeout=10).returncode != 0:
-            self.skipTest("no controller-manager subcommand")
+        """The server's Job controller, pods that end after the hollow-exit-after annotation."""
         self.wait_nodes_ready()
         ns = self.make_namespace("hollow-job")
-        log_path = os.path.join(self.server.dir, "controller-manager.log")
-        with open(log_path, "ab") as log:
-            cm = subprocess.Popen(
-                [harness.SKIFF_BIN, "controller-manager", "--kubeconfig", self.server.kubeconfig],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=harness._die_with_parent)
-        try:
-            template = {"metadata": {"annotations": {"skiff.dev/hollow-exit-after": "500ms"}},
-                        "spec": {"restartPolicy": "Never", "schedulerName": "e2e-manual",
-                                 "containers": [{"name": "work", "image": "busybox:1.36",
-                                                 "command": ["perl", "-e", "1"]}]}}
-            job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "work"},
-                   "spec": {"completions": 3, "parallelism": 2, "template": template}}
-            status, body = self.api("POST", "/apis/batch/v1/namespaces/%s/jobs" % ns, job)
-            self.assertEqual(status, 201, body)
-            bound = set()
+        template = {"metadata": {"annotations": {"skiff.dev/hollow-exit-after": "500ms"}},
+                    "spec": {"restartPolicy": "Never", "schedulerName": "e2e-manual",
+                             "containers": [{"name": "work", "image": "busybox:1.36",
+                                             "command": ["perl", "-e", "1"]}]}}
+        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "work"},
+               "spec": {"completions": 3, "parallelism": 2, "template": template}}
+        status, body = self.api("POST", "/apis/batch/v1/namespaces/%s/jobs" % ns, job)
+        self.assertEqual(status, 201, body)
+        bound = set()
 
-            def complete():
-                # No scheduler: bind the Job's pods as they appear.
-                _, pods = self.api("GET", "/api/v1/namespaces/%s/pods" % ns)
-                for p in pods["items"]:
-                    name = p["metadata"]["name"]
-                    if not p["spec"].get("nodeName") and name not in bound:
-                        binding = {"apiVersion": "v1", "kind": "Binding",
-                                   "metadata": {"name": name},
-                                   "target": {"apiVersion": "v1", "kind": "Node",
-                                              "name": PREFIX + str(len(bound) % COUNT)}}
-                        self.api("POST", "/api/v1/namespaces/%s/pods/%s/binding" % (ns, name),
-                                 binding)
-                        bound.add(name)
-                _, j = self.api("GET", "/apis/batch/v1/namespaces/%s/jobs/work" % ns)
-                return any(c["type"] == "Complete" and c["status"] == "True"
-                           for c in j.get("status", {}).get("conditions", []))
-
-            self.assertTrue(wait_for(complete, timeout=60), "job did not complete")
+        def complete():
+            # Their scheduler is "e2e-manual": bind the Job's pods as they appear.
+            _, pods = self.api("GET", "/api/v1/namespaces/%s/pods" % ns)
+            for p in pods["items"]:
+                name = p["metadata"]["name"]
+                if not p["spec"].get("nodeName") and name not in bound:
+                    binding = {"apiVersion": "v1", "kind": "Binding",
+                               "metadata": {"name": name},
+                               "target": {"apiVersion": "v1", "kind": "Node",
+                                          "name": PREFIX + str(len(bound) % COUNT)}}
+                    self.api("POST", "/api/v1/namespaces/%s/pods/%s/binding" % (ns, name),
+                             binding)
+                    bound.add(name)
             _, j = self.api("GET", "/apis/batch/v1/namespaces/%s/jobs/work" % ns)
-            self.assertEqual(j["status"]["succeeded"], 3)
-        finally:
-            stop_hollow(cm, None)
+            return any(c["type"] == "Complete" and c["status"] == "True"
+                       for c in j.get("status", {}).get("conditions", []))
+
+        self.assertTrue(wait_for(complete, timeout=60), "job did not complete")
+        _, j = self.api("GET", "/apis/batch/v1/namespaces/%s/jobs/work" % ns)
+        self.assertEqual(j["status"]["succeeded"], 3)
 
 
 if __name__ == "__main__":
