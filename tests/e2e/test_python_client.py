@@ -264,6 +264,61 @@ class PythonClient(ServerTestCase):
         st = self.assertApiError(422, "Invalid", self.core.create_namespaced_pod, ns, nocontainers)
         self.assertIn("spec.containers: Required value", st["message"])
 
+    def test_pod_defaults_and_validation_as_upstream(self):
+        ns = self.new_ns("podrules")
+        raw = "/api/v1/namespaces/%s/pods" % ns
+
+        def post(name, containers):
+            st, _, body = self.server.request("POST", raw, body={
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                "spec": {"containers": containers}})
+            return st, json.loads(body)
+
+        # imagePullPolicy: Always for :latest and untagged images, else IfNotPresent.
+        st, p = post("pulls", [{"name": "a", "image": "busybox"},
+                               {"name": "b", "image": "busybox:latest"},
+                               {"name": "c", "image": "busybox:1.36"},
+                               {"name": "d", "image": "busybox@sha256:" + "0" * 64}])
+        self.assertEqual(st, 201, p)
+        self.assertEqual([c["imagePullPolicy"] for c in p["spec"]["containers"]],
+                         ["Always", "Always", "IfNotPresent", "IfNotPresent"])
+        # Duplicate container names and out-of-range ports: one cause per field, nothing stored.
+        st, status = post("twins", [{"name": "x", "image": "busybox:1.36"},
+                                    {"name": "x", "image": "busybox:1.36",
+                                     "ports": [{"containerPort": 70000}]}])
+        self.assertEqual((st, status["reason"]), (422, "Invalid"))
+        fields = {c["field"]: c["reason"] for c in status["details"]["causes"]}
+        self.assertEqual(fields.get("spec.containers[1].name"), "FieldValueDuplicate", status)
+        self.assertEqual(fields.get("spec.containers[1].ports[0].containerPort"),
+                         "FieldValueInvalid", status)
+        self.assertEqual(self.server.request("GET", raw + "/twins")[0], 404)
+
+    def test_service_defaults(self):
+        ns = self.new_ns("svcdef")
+        svc = self.core.create_namespaced_service(ns, client.V1Service(
+            metadata=client.V1ObjectMeta(name="plain"),
+            spec=client.V1ServiceSpec(selector={"app": "x"},
+                                      ports=[client.V1ServicePort(port=80)])))
+        self.assertEqual((svc.spec.type, svc.spec.session_affinity), ("ClusterIP", "None"))
+        self.assertEqual(svc.spec.ports[0].target_port, 80)
+        self.assertEqual(svc.spec.ports[0].protocol, "TCP")
+        bad = client.V1Service(metadata=client.V1ObjectMeta(name="bad"),
+                               spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=0)]))
+        st = self.assertApiError(422, "Invalid", self.core.create_namespaced_service, ns, bad)
+        self.assertEqual(st["details"]["causes"][0]["field"], "spec.ports[0].port")
+
+    def test_generation_counts_spec_changes_only(self):
+        ns = self.new_ns("gen")
+        d = self.apps.create_namespaced_deployment(ns, self.deployment("web"))
+        self.assertEqual(d.metadata.generation, 1)
+        d = self.apps.patch_namespaced_deployment("web", ns, {"metadata": {"labels": {"t": "1"}}})
+        self.assertEqual(d.metadata.generation, 1)
+        d = self.apps.patch_namespaced_deployment("web", ns, {"spec": {"replicas": 3}})
+        self.assertEqual(d.metadata.generation, 2)
+        d = self.apps.patch_namespaced_deployment_status(
+            "web", ns, {"status": {"observedGeneration": 2}})
+        self.assertEqual(d.metadata.generation, 2)
+
     # ---- deployments -----------------------------------------------------------------------
 
     def test_deployments(self):
