@@ -540,6 +540,30 @@ Response Registry::list(Ctx& c) {
   }
   std::string_view rv_param = req.param("resourceVersion");
   std::string_view rv_match = req.param("resourceVersionMatch");
+  if (!rv_match.empty()) {
+    // Upstream's ValidateListOptions.
+    api::FieldErrors errors;
+    if (rv_param.empty()) {
+      errors.forbidden("resourceVersionMatch",
+                       "resourceVersionMatch is forbidden unless resourceVersion is provided");
+    }
+    if (!req.param("continue").empty()) {
+      errors.forbidden("resourceVersionMatch",
+                       "resourceVersionMatch is forbidden when continue is provided");
+    }
+    if (rv_match != "Exact" && rv_match != "NotOlderThan") {
+      errors.not_supported("resourceVersionMatch", std::string(rv_match),
+                           {"Exact", "NotOlderThan", ""});
+    }
+    if (rv_match == "Exact" && rv_param == "0") {
+      errors.forbidden("resourceVersionMatch",
+                       "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"");
+    }
+    if (!errors.empty()) {
+      return error_response(
+          api::ApiError::invalid("ListOptions", "meta.k8s.io", "", errors.take()));
+    }
+  }
   bool has_continue = false;
   std::string continue_start;
   int64_t not_older_than = 0;
@@ -566,9 +590,6 @@ Response Registry::list(Ctx& c) {
     } else {
       not_older_than = rv;
     }
-  } else if (!rv_match.empty() && rv_match != "NotOlderThan") {
-    return error_response(api::ApiError::bad_request(
-        "resourceVersionMatch is forbidden unless resourceVersion is provided"));
   }
 
   // Upstream's rule for what the watch cache serves (see registry.h).

@@ -975,6 +975,31 @@ TEST_F(RegistryCacheTest, ResourceVersionSemantics) {
   EXPECT_EQ(cache_lists(), before + 3);
 }
 
+TEST_F(RegistryCacheTest, ListOptionsAreValidatedAsUpstream) {
+  create_pod("a", "one", "web");
+  auto invalid = [&](const std::string& query, const std::string& message) {
+    Response r = serve(cached_, "GET", "/api/v1/namespaces/a/pods?" + query);
+    EXPECT_EQ(r.status, 422) << query << ": " << r.body;
+    json status = json::parse(r.body, nullptr, false);
+    EXPECT_EQ(status.value("reason", ""), "Invalid") << r.body;
+    EXPECT_NE(status.value("message", "").find(message), std::string::npos) << r.body;
+  };
+  invalid("resourceVersionMatch=NotOlderThan",
+          "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless "
+          "resourceVersion is provided");
+  invalid("resourceVersionMatch=Newest&resourceVersion=1",
+          "resourceVersionMatch: Unsupported value: \"Newest\"");
+  invalid("resourceVersionMatch=Exact&resourceVersion=0",
+          "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"");
+  json page = list(cached_, "/api/v1/namespaces/a/pods?limit=1");
+  EXPECT_EQ(names(page), std::vector<std::string>{"a/one"});
+  EXPECT_EQ(list(cached_,
+                 "/api/v1/namespaces/a/pods?resourceVersionMatch=NotOlderThan&"
+                 "resourceVersion=0")["items"]
+                .size(),
+            1u);
+}
+
 TEST_F(RegistryCacheTest, PagesFromTheCacheCarryTokensThatStayValid) {
   for (int i = 0; i < 7; ++i) create_pod("a", "p" + std::to_string(i), "web");
   list(cached_, "/api/v1/namespaces/a/pods");  // consistent: the cache has every pod now
