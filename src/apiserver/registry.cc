@@ -1460,6 +1460,7 @@ std::optional<api::ApiError> Registry::create_object(const api::ResourceInfo& re
     api::FieldErrors errors;
     api::validate_object_meta(meta, res.namespaced, name_rule(st), errors);
     if (st.validate) st.validate(obj, errors);
+    if (st.validate_create) st.validate_create(obj, errors);
     if (!errors.empty()) {
       unreserve();
       return api::ApiError::invalid(res.kind, res.group, meta.value("name", ""), errors.take());

@@ -52,6 +52,8 @@ struct Strategy {
   // Carries over what an update may not change, given the stored object.
   std::function<void(nlohmann::json& obj, const nlohmann::json& old)> prepare_for_update;
   std::function<void(const nlohmann::json& obj, api::FieldErrors& errors)> validate;
+  // Rules for new objects only (after validate).
+  std::function<void(const nlohmann::json& obj, api::FieldErrors& errors)> validate_create;
   std::function<void(const nlohmann::json& obj, const nlohmann::json& old,
                      api::FieldErrors& errors)>
       validate_update;

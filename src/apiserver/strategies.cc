@@ -1,9 +1,11 @@
 #include "apiserver/strategies.h"
 
 #include <arpa/inet.h>
+#include <strings.h>
 
 #include <set>
 
+#include "api/cron_schedule.h"
 #include "api/selector.h"
 #include "api/validation.h"
 #include "apiserver/object.h"
@@ -165,6 +167,92 @@ void validate_workload(const json& obj, bool map_selector, api::FieldErrors& err
   if (!selector->matches(labels)) {
     errors.invalid_value("spec.template.metadata.labels", labels,
                          "`selector` does not match template `labels`");
+  }
+}
+
+// A CronJob's jobTemplate: pod defaults for its pod template.
+void default_job_template(json& obj) {
+  if (!obj.contains("spec") || !obj["spec"].is_object()) return;
+  json& spec = obj["spec"];
+  if (!spec.contains("jobTemplate") || !spec["jobTemplate"].is_object()) return;
+  json& job = spec["jobTemplate"];
+  if (!job.contains("spec") || !job["spec"].is_object()) return;
+  json& tmpl = job["spec"];
+  if (tmpl.contains("template") && tmpl["template"].is_object() &&
+      tmpl["template"].contains("spec") && tmpl["template"]["spec"].is_object()) {
+    default_pod_spec(tmpl["template"]["spec"]);
+  }
+}
+
+// Upstream's validateCronJobSpec, but for the rules about TZ in the schedule, which depend on
+// the stored object (validate_schedule_zone).
+void validate_cronjob(const json& obj, api::FieldErrors& errors) {
+  const json spec = obj.value("spec", json::object());
+  const json zone_name = spec.value("timeZone", json());
+  std::shared_ptr<const api::TimeZone> zone = api::TimeZone::utc();
+  if (zone_name.is_string()) {
+    const std::string name = zone_name.get<std::string>();
+    if (name.empty()) {
+      errors.invalid("spec.timeZone", name, "timeZone must be nil or non-empty string");
+    } else if (strcasecmp(name.c_str(), "Local") == 0) {
+      errors.invalid("spec.timeZone", name,
+                     "timeZone must be an explicit time zone as defined in "
+                     "https://www.iana.org/time-zones");
+    } else if (auto loaded = api::TimeZone::load(name); !loaded.is_ok()) {
+      errors.invalid("spec.timeZone", name, "unknown time zone " + name);
+    } else {
+      zone = *loaded;
+    }
+  }
+  const std::string schedule = spec.value("schedule", "");
+  if (schedule.empty()) {
+    errors.required("spec.schedule");
+  } else if (auto parsed = api::CronSchedule::parse(schedule, zone); !parsed.is_ok()) {
+    errors.invalid("spec.schedule", schedule, parsed.status().message());
+  }
+  if (spec.contains("concurrencyPolicy")) {
+    std::string policy = spec.value("concurrencyPolicy", "");
+    if (policy.empty()) {
+      errors.required("spec.concurrencyPolicy");
+    } else if (policy != "Allow" && policy != "Forbid" && policy != "Replace") {
+      errors.not_supported("spec.concurrencyPolicy", policy, {"Allow", "Forbid", "Replace"});
+    }
+  }
+  for (const char* f :
+       {"startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"}) {
+    auto it = spec.find(f);
+    if (it != spec.end() && it->is_number_integer() && it->get<int64_t>() < 0) {
+      errors.invalid_value(std::string("spec.") + f, *it, "must be greater than or equal to 0");
+    }
+  }
+  const json job = spec.value("jobTemplate", json::object()).value("spec", json::object());
+  const json tmpl = job.value("template", json::object());
+  if (!tmpl.contains("spec") || !tmpl["spec"].is_object()) {
+    errors.required("spec.jobTemplate.spec.template.spec");
+    return;
+  }
+  const std::string at = "spec.jobTemplate.spec.template.spec";
+  validate_pod_spec(tmpl["spec"], at, errors);
+  std::string restart = tmpl["spec"].value("restartPolicy", "");
+  if (restart != "OnFailure" && restart != "Never") {
+    errors.not_supported(at + ".restartPolicy", restart, {"OnFailure", "Never"});
+  }
+}
+
+// TZ= and CRON_TZ= in a schedule: refused in new CronJobs (timeZone says it), kept in those that
+// already had one, and never together with timeZone.
+void validate_schedule_zone(const json& obj, const json* old, api::FieldErrors& errors) {
+  const json spec = obj.value("spec", json::object());
+  const std::string schedule = spec.value("schedule", "");
+  if (schedule.find("TZ") == std::string::npos) return;
+  const bool allowed = old && old->value("spec", json::object()).value("schedule", "").find("TZ") !=
+                                  std::string::npos;
+  if (!allowed) {
+    errors.invalid("spec.schedule", schedule,
+                   "cannot use TZ or CRON_TZ in schedule, use timeZone field instead");
+  } else if (spec.contains("timeZone") && !spec["timeZone"].is_null()) {
+    errors.invalid("spec.schedule", schedule,
+                   "cannot use both timeZone field and TZ or CRON_TZ in schedule");
   }
 }
 
@@ -674,6 +762,15 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
     set_default(spec, "suspend", false);
     set_default(spec, "successfulJobsHistoryLimit", 3);
     set_default(spec, "failedJobsHistoryLimit", 1);
+    default_job_template(obj);
+  };
+  cronjobs.prepare_for_update = [](json& obj, const json&) { default_job_template(obj); };
+  cronjobs.validate = validate_cronjob;
+  cronjobs.validate_create = [](const json& obj, api::FieldErrors& errors) {
+    validate_schedule_zone(obj, nullptr, errors);
+  };
+  cronjobs.validate_update = [](const json& obj, const json& old, api::FieldErrors& errors) {
+    validate_schedule_zone(obj, &old, errors);
   };
   registry.set_strategy("batch", "cronjobs", std::move(cronjobs));
 

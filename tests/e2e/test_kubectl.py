@@ -910,6 +910,38 @@ class KubectlErrors(ServerTestCase):
         st, status = status_of("GET", "/api/v1/namespaces/default/services/kubernetes/proxy")
         self.assertEqual((st, status["reason"]), (404, "NotFound"))
 
+    def test_cronjob_validation(self):
+        ns = self.make_namespace("cj")
+        out = self.fails("create", "cronjob", "bad", "--image=busybox:1.36", "--schedule=every day",
+                         "-n", ns)
+        self.assertIn('error: failed to create cronjob: CronJob.batch "bad" is invalid: '
+                      'spec.schedule: Invalid value: "every day"', out)
+        cj = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "always"},
+              "spec": {"schedule": "*/5 * * * *", "timeZone": "Mars/Olympus",
+                       "jobTemplate": {"spec": {"template": {"spec": {
+                           "containers": [{"name": "c", "image": "busybox:1.36"}]}}}}}}
+        rc, _, err = self.kubectl("create", "-f", "-", "--validate=false", "-n", ns,
+                                  input=json.dumps(cj))
+        self.assertEqual(rc, 1)
+        self.assertIn("spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone "
+                      "Mars/Olympus", err)
+        # The pod template gets pod defaults, so its restartPolicy is Always: not for a Job.
+        self.assertIn('spec.jobTemplate.spec.template.spec.restartPolicy: Unsupported value: '
+                      '"Always": supported values: "OnFailure", "Never"', err)
+        cj["spec"]["schedule"] = "CRON_TZ=UTC */5 * * * *"
+        del cj["spec"]["timeZone"]
+        cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"] = "Never"
+        rc, _, err = self.kubectl("create", "-f", "-", "--validate=false", "-n", ns,
+                                  input=json.dumps(cj))
+        self.assertEqual(rc, 1)
+        self.assertIn("cannot use TZ or CRON_TZ in schedule, use timeZone field instead", err)
+        self.fails("get", "cronjob", "always", "-n", ns)
+        out = self.ok("create", "cronjob", "good", "--image=busybox:1.36",
+                      "--schedule=*/5 * * * *", "-n", ns)
+        self.assertEqual(out.strip(), "cronjob.batch/good created")
+        tmpl = self.get_json("cronjob", "good", "-n", ns)["spec"]["jobTemplate"]["spec"]["template"]
+        self.assertEqual(tmpl["spec"]["dnsPolicy"], "ClusterFirst")
+
     def test_deletecollection_by_label(self):
         ns = self.make_namespace("delcoll")
         self.make_configmap(ns, "a", labels={"tier": "web"})

@@ -22,10 +22,13 @@
 #include <optional>
 #include <string>
 
+#include "api/cron_schedule.h"
 #include "controllers/controller.h"
-#include "controllers/cronjob/cron_schedule.h"
 
 namespace skiff::controllers {
+
+using api::CronSchedule;
+using api::TimeZone;
 
 std::unique_ptr<Controller> new_cronjob_controller(ControllerContext& ctx);
 

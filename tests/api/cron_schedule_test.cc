@@ -1,12 +1,12 @@
-#include "controllers/cronjob/cron_schedule.h"
+#include "api/cron_schedule.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include "base/time.h"
-#include "controllers/cronjob/time_zone.h"
+#include "api/time_zone.h"
 
-namespace skiff::controllers {
+namespace skiff::api {
 namespace {
 
 int64_t at(const char* text) {
@@ -286,4 +286,4 @@ TEST(CronSchedule, DaylightSavingChanges) {
 }
 
 }  // namespace
-}  // namespace skiff::controllers
+}  // namespace skiff::api

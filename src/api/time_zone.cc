@@ -1,4 +1,4 @@
-#include "controllers/cronjob/time_zone.h"
+#include "api/time_zone.h"
 
 #include <algorithm>
 #include <cctype>
@@ -10,7 +10,7 @@
 #include <mutex>
 #include <sstream>
 
-namespace skiff::controllers {
+namespace skiff::api {
 namespace {
 
 using std::chrono::day;
@@ -417,4 +417,4 @@ std::string format_rfc3339_in(int64_t unix_seconds, const TimeZone& zone) {
   return out + buf;
 }
 
-}  // namespace skiff::controllers
+}  // namespace skiff::api

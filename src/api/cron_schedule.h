@@ -24,10 +24,10 @@
 #include <string>
 #include <string_view>
 
+#include "api/time_zone.h"
 #include "base/status.h"
-#include "controllers/cronjob/time_zone.h"
 
-namespace skiff::controllers {
+namespace skiff::api {
 
 class CronSchedule {
  public:
@@ -64,4 +64,4 @@ class CronSchedule {
   std::shared_ptr<const TimeZone> zone_;
 };
 
-}  // namespace skiff::controllers
+}  // namespace skiff::api

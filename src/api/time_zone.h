@@ -17,7 +17,7 @@
 
 #include "base/status.h"
 
-namespace skiff::controllers {
+namespace skiff::api {
 
 class TimeZone {
  public:
@@ -76,4 +76,4 @@ class TimeZone {
 // offset is zero (as Go formats time.RFC3339).
 std::string format_rfc3339_in(int64_t unix_seconds, const TimeZone& zone);
 
-}  // namespace skiff::controllers
+}  // namespace skiff::api

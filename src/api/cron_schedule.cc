@@ -1,4 +1,4 @@
-#include "controllers/cronjob/cron_schedule.h"
+#include "api/cron_schedule.h"
 
 #include <algorithm>
 #include <cctype>
@@ -6,7 +6,7 @@
 #include <map>
 #include <vector>
 
-namespace skiff::controllers {
+namespace skiff::api {
 namespace {
 
 constexpr int64_t kDay = 86400;
@@ -396,4 +396,4 @@ std::optional<int64_t> CronSchedule::prev(int64_t t) const {
   return best;
 }
 
-}  // namespace skiff::controllers
+}  // namespace skiff::api
