@@ -218,9 +218,9 @@ PluginStatus Framework::run_filter(const CycleState& state, const PodInfo& pod,
 
 PluginStatus Framework::run_post_filter(CycleState& state, const PodInfo& pod,
                                         const NodeToStatus& failed_nodes, const NodeLister& nodes,
-                                        std::string& nominated) const {
+                                        const FilterFn& filter, std::string& nominated) const {
   PluginStatus last(Code::kUnschedulable, std::vector<std::string>{});
-  const PostFilterContext ctx{nodes, *this};
+  const PostFilterContext ctx{nodes, filter};
   for (PostFilterPlugin* pl : post_filter_) {
     PluginStatus s = pl->post_filter(state, pod, failed_nodes, ctx, nominated);
     if (s.is_success()) return s;

@@ -193,13 +193,15 @@ class FilterPlugin : public virtual Plugin {
                               const NodeInfo& node) const = 0;
 };
 
-class Framework;
+// Runs the profile's filters for a pod on a node, counting the pods nominated there as the
+// scheduler does (see nominator.h).
+using FilterFn = std::function<PluginStatus(const CycleState&, const PodInfo&, const NodeInfo&)>;
 
-// What a PostFilter plugin may use besides the failed nodes: the cycle's nodes, and the
-// profile's filters to try the pod on a changed copy of a node.
+// What a PostFilter plugin may use besides the failed nodes: the cycle's nodes, and the filters
+// to try the pod on a changed copy of a node.
 struct PostFilterContext {
   const NodeLister& nodes;
-  const Framework& framework;
+  const FilterFn& filter;
 };
 
 class PostFilterPlugin : public virtual Plugin {
@@ -314,7 +316,7 @@ class Framework {
   PluginStatus run_filter(const CycleState& state, const PodInfo& pod, const NodeInfo& node) const;
   PluginStatus run_post_filter(CycleState& state, const PodInfo& pod,
                                const NodeToStatus& failed_nodes, const NodeLister& nodes,
-                               std::string& nominated) const;
+                               const FilterFn& filter, std::string& nominated) const;
   PluginStatus run_pre_score(CycleState& state, const PodInfo& pod,
                              std::span<const NodeInfo* const> feasible,
                              const NodeLister& nodes) const;

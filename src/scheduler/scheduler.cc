@@ -73,7 +73,25 @@ Scheduler::Scheduler(Cache& cache, std::unique_ptr<Framework> framework, Schedul
     : cache_(cache),
       framework_(std::move(framework)),
       options_(options),
+      filter_fn_([this](const CycleState& state, const PodInfo& pod, const NodeInfo& node) {
+        return filter(state, pod, node);
+      }),
       rng_(options.seed != 0 ? options.seed : std::random_device{}()) {}
+
+PluginStatus Scheduler::filter(const CycleState& state, const PodInfo& pod,
+                               const NodeInfo& node) const {
+  if (!nominator_.empty()) {
+    std::vector<PodRef> nominated = nominator_.on_node(node.name(), pod.uid);
+    std::erase_if(nominated, [&](const PodRef& p) { return p->priority < pod.priority; });
+    if (!nominated.empty()) {
+      NodeInfo with = node;
+      for (const PodRef& p : nominated) with.add_pod(p);
+      PluginStatus s = framework_->run_filter(state, pod, with);
+      if (!s.is_success()) return s;
+    }
+  }
+  return framework_->run_filter(state, pod, node);
+}
 
 ScheduleOutcome Scheduler::schedule_pod(CycleState& state, const PodInfo& pod) {
   cache_.update_snapshot(snapshot_);
@@ -124,7 +142,7 @@ ScheduleOutcome Scheduler::schedule_pod(CycleState& state, const PodInfo& pod) {
   if (!pod.nominated_node_name.empty()) {
     const NodeInfo* nominated = snapshot_.get(pod.nominated_node_name);
     if (nominated != nullptr && std::find(nodes.begin(), nodes.end(), nominated) != nodes.end() &&
-        fw.run_filter(state, pod, *nominated).is_success()) {
+        filter(state, pod, *nominated).is_success()) {
       feasible_.push_back(nominated);
     }
   }
@@ -142,7 +160,7 @@ ScheduleOutcome Scheduler::schedule_pod(CycleState& state, const PodInfo& pod) {
     } else {
       for (int i = 0; i < n; ++i) {
         const NodeInfo* node = nodes[(start + i) % n];
-        PluginStatus fs = fw.run_filter(state, pod, *node);
+        PluginStatus fs = filter(state, pod, *node);
         ++processed;
         if (fs.is_success()) {
           feasible_.push_back(node);
@@ -218,8 +236,9 @@ CycleOutcome Scheduler::schedule_one(const PodRef& pod) {
     ScheduleFailure failure = outcome.failure();
     if (failure.fit_error) {
       std::string nominated;
-      PluginStatus pf = framework_->run_post_filter(
-          *state, *pod, failure.fit_error->diagnosis.node_statuses, snapshot_, nominated);
+      PluginStatus pf =
+          framework_->run_post_filter(*state, *pod, failure.fit_error->diagnosis.node_statuses,
+                                      snapshot_, filter_fn_, nominated);
       if (pf.is_success()) {
         failure.nominated_node = nominated;
       } else if (pf.code() == Code::kError) {

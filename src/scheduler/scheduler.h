@@ -42,6 +42,7 @@
 
 #include "scheduler/cache.h"
 #include "scheduler/framework.h"
+#include "scheduler/nominator.h"
 #include "scheduler/types.h"
 
 namespace skiff::scheduler {
@@ -124,6 +125,8 @@ class Scheduler {
 
   Framework& framework() { return *framework_; }
   const Snapshot& snapshot() const { return snapshot_; }
+  // Pods waiting on the node a preemption nominated them to; kept by the API-facing loop.
+  Nominator& nominator() { return nominator_; }
 
   // The algorithm alone: no change to the cache.
   ScheduleOutcome schedule_pod(CycleState& state, const PodInfo& pod);
@@ -138,11 +141,17 @@ class Scheduler {
  private:
   std::string select_host(std::span<const NodeInfo* const> nodes,
                           const std::vector<int64_t>& scores);
+  // The filters on `node`, first with the pods nominated there of at least the pod's priority
+  // placed on it, then (if that passes and there were any) as it is (upstream's
+  // RunFilterPluginsWithNominatedPods).
+  PluginStatus filter(const CycleState& state, const PodInfo& pod, const NodeInfo& node) const;
 
   Cache& cache_;
   std::unique_ptr<Framework> framework_;
   const SchedulerOptions options_;
   Snapshot snapshot_;
+  Nominator nominator_;
+  FilterFn filter_fn_;
   size_t next_start_node_index_ = 0;
   std::mt19937_64 rng_;
   // Scratch reused across cycles.

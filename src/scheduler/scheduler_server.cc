@@ -177,7 +177,9 @@ class SchedulerRunner {
     }
     if (is_terminal(*obj) || !responsible_for(*obj)) return;
     if ((*obj)["metadata"].contains("deletionTimestamp")) return;
-    queue_->add(PodInfo::from_json(obj));
+    auto pod = PodInfo::from_json(obj);
+    if (!pod->nominated_node_name.empty()) nominator().set(pod, pod->nominated_node_name);
+    queue_->add(std::move(pod));
   }
 
   void on_pod_update(const ObjectPtr& old_obj, const ObjectPtr& obj) {
@@ -188,6 +190,7 @@ class SchedulerRunner {
       auto pod = PodInfo::from_json(obj);
       if (!was_assigned) {
         queue_->remove(pod->uid);  // bound (by us or someone else)
+        nominator().remove(pod->uid);
         if (!is_terminal(*obj)) {
           (void)cache_.add_pod(pod);
           queue_->assigned_pod_added(*pod);
@@ -209,15 +212,19 @@ class SchedulerRunner {
     if (!responsible_for(*obj)) return;
     if (is_terminal(*obj) || (*obj)["metadata"].contains("deletionTimestamp")) {
       queue_->remove(client::uid_of(*obj));
+      nominator().remove(client::uid_of(*obj));
       return;
     }
-    queue_->update(PodInfo::from_json(obj));
+    auto pod = PodInfo::from_json(obj);
+    nominator().set(pod, pod->nominated_node_name);
+    queue_->update(std::move(pod));
   }
 
   void on_pod_delete(const ObjectPtr& obj) {
     std::string uid = client::uid_of(*obj);
     if (node_name_of(*obj).empty()) {
       queue_->remove(uid);
+      nominator().remove(uid);
       // An assumed pod deleted before its binding was seen.
       if (cache_.is_assumed(uid)) (void)cache_.forget_pod(uid);
       return;
@@ -255,6 +262,8 @@ class SchedulerRunner {
       const ScheduleFailure& f = r.outcome.failure();
       const std::string uid = pod->uid;
       qp->unschedulable_plugins = f.unschedulable_plugins;
+      // The nomination holds from now, not from when the pod's status comes back.
+      nominator().set(pod, f.nominated_node);
       record_failure(*pod, f.message, f.is_error(), f.nominated_node);
       (void)queue_->add_unschedulable_if_not_present(std::move(*qp));
       queue_->done(uid);
@@ -327,6 +336,16 @@ class SchedulerRunner {
   // deleted (with its grace period) and told why in a Preempted event.
   Status evict(const PodInfo& preemptor, const std::string& node,
                const std::vector<PodRef>& victims) {
+    // Pods of lower priority nominated to the node lose their claim to it (upstream's
+    // getLowerPriorityNominatedPods); they are scheduled afresh.
+    for (const PodRef& p : nominator().on_node(node, preemptor.uid)) {
+      if (p->priority >= preemptor.priority) continue;
+      nominator().remove(p->uid);
+      Json patch = {{"status", {{"nominatedNodeName", nullptr}}}};
+      auto r = api_.patch(res::kPods, std::string(p->namespace_name.str()), p->name,
+                          client::PatchType::kMerge, patch.dump(), {}, "status");
+      if (!r.is_ok() && r.status().code() != StatusCode::kNotFound) return r.status();
+    }
     for (const PodRef& v : victims) {
       const std::string ns(v->namespace_name.str());
       Json conditions = Json::array();
@@ -371,6 +390,7 @@ class SchedulerRunner {
   std::string scheduler_name_;
   std::unique_ptr<SchedulingQueue> queue_;
   std::unique_ptr<Scheduler> scheduler_;
+  Nominator& nominator() { return scheduler_->nominator(); }
 
   std::mutex bind_mu_;
   std::condition_variable bind_cv_;

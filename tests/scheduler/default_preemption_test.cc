@@ -194,6 +194,42 @@ TEST_F(DefaultPreemptionTest, WaitsWhileEarlierVictimsTerminateOnItsNominatedNod
       << failure.message;
 }
 
+TEST_F(DefaultPreemptionTest, NominatedPodsKeepTheirRoomFromPodsOfLowerPriority) {
+  node(NodeBuilder("n1").capacity("2", "8Gi"));
+  // The victims are gone; "vip" waits for the room, nominated to n1.
+  PodBuilder vip("vip");
+  vip.req("2", "").priority(10);
+  vip.json_ref()["status"]["nominatedNodeName"] = "n1";
+  scheduler->nominator().set(vip.build(), "n1");
+
+  PodBuilder lower("lower");
+  lower.req("1", "").priority(5);
+  EXPECT_EQ(schedule(lower), "");
+  EXPECT_EQ(failure.message,
+            "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 "
+            "No preemption victims found for incoming pod.");
+  PodBuilder peer("peer");  // equal priority: the nominated pod counts too
+  peer.req("1", "").priority(10);
+  EXPECT_EQ(schedule(peer), "");
+  PodBuilder higher("higher");  // a pod more important than the nominated one ignores it
+  higher.req("1", "").priority(20);
+  EXPECT_EQ(schedule(higher), "n1");
+
+  // The nominated pod itself is not in its own way; once it is gone, the room is free again.
+  scheduler->nominator().remove(vip.build()->uid);
+  EXPECT_EQ(schedule(lower), "n1");
+  EXPECT_TRUE(evicted.empty());
+}
+
+TEST_F(DefaultPreemptionTest, APreemptorDoesNotWaitForItsOwnNomination) {
+  node(NodeBuilder("n1").capacity("2", "8Gi"));
+  PodBuilder vip("vip");
+  vip.req("2", "").priority(10);
+  vip.json_ref()["status"]["nominatedNodeName"] = "n1";
+  scheduler->nominator().set(vip.build(), "n1");
+  EXPECT_EQ(schedule(vip), "n1");
+}
+
 TEST_F(DefaultPreemptionTest, AFailedEvictionFailsTheCycle) {
   node(NodeBuilder("n1").capacity("2", "8Gi"));
   pod_on("n1", "low", 1, "2");

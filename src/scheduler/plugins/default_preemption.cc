@@ -39,7 +39,7 @@ struct Candidate {
 
 // The victims on `node`, or the status saying why evicting cannot make the pod fit there.
 PluginStatus select_victims(const CycleState& state, const PodInfo& pod, const NodeInfo& node,
-                            const Framework& framework, std::vector<PodRef>& victims) {
+                            const FilterFn& filter, std::vector<PodRef>& victims) {
   std::vector<PodRef> lower;
   for (const PodRef& p : node.pods()) {
     if (p->priority < pod.priority) lower.push_back(p);
@@ -47,12 +47,12 @@ PluginStatus select_victims(const CycleState& state, const PodInfo& pod, const N
   if (lower.empty()) return {Code::kUnschedulableAndUnresolvable, kNoVictims};
   NodeInfo trial = node;
   for (const PodRef& p : lower) trial.remove_pod(p->uid);
-  PluginStatus fits = framework.run_filter(state, pod, trial);
+  PluginStatus fits = filter(state, pod, trial);
   if (!fits.is_success()) return fits;
   std::sort(lower.begin(), lower.end(), more_important);
   for (const PodRef& p : lower) {
     trial.add_pod(p);
-    if (!framework.run_filter(state, pod, trial).is_success()) {
+    if (!filter(state, pod, trial).is_success()) {
       trial.remove_pod(p->uid);
       victims.push_back(p);
     }
@@ -141,7 +141,7 @@ PluginStatus DefaultPreemption::post_filter(CycleState& state, const PodInfo& po
     }
     if (candidates.size() >= wanted) continue;
     Candidate c{node, {}};
-    PluginStatus s = select_victims(state, pod, *node, ctx.framework, c.victims);
+    PluginStatus s = select_victims(state, pod, *node, ctx.filter, c.victims);
     if (!s.is_success()) {
       if (s.code() == Code::kError) return s;
       for (const std::string& r : s.reasons()) reasons[r]++;

@@ -17,10 +17,13 @@
 //   priority, then the lowest sum of victim priorities, then the fewest victims, then the latest
 //   start of its most important victims, then the first found; candidates are looked for among
 //   all nodes until max(100, 10% of the nodes) are found.
-// Not done here: PodDisruptionBudgets (no such resource yet), re-running PreFilter for the
-// inter-pod affinity and topology spread plugins with the victims removed (their counts still
-// include the victims, so such pods find fewer candidates than upstream), and holding the freed
-// room for the nominated pod against pods of lower priority (upstream's nominator).
+// Pods nominated to a node count there when filtering (see nominator.h); evicting on a node
+// takes the nomination from pods of lower priority nominated to it (the scheduler component
+// does that, in its evict callback).
+// Not done here: PodDisruptionBudgets (no such resource yet), and re-running PreFilter for the
+// inter-pod affinity and topology spread plugins with the victims removed or nominated pods
+// added (their counts still include the victims, so such pods find fewer candidates than
+// upstream).
 //
 // Thread-safety: post_filter runs on the scheduling thread; the evict callback is called there.
 
