@@ -7,24 +7,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import unittest
 
 import harness
+from test_hollow import wait_for
 
 ETCD = "/usr/bin/etcd"
 ETCDCTL = "/usr/bin/etcdctl"
-
-
-def wait_for(fn, timeout=30, interval=0.2):
-    deadline = time.time() + timeout
-    value = None
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    return value
 
 
 @unittest.skipUnless(os.access(ETCD, os.X_OK) and os.access(ETCDCTL, os.X_OK),
