@@ -207,7 +207,8 @@ struct PostFilterContext {
 class PostFilterPlugin : public virtual Plugin {
  public:
   // Runs when no node fits. May free room (preemption) and name a node for the pod. Success
-  // means the pod may fit later on `nominated_node`.
+  // means the pod may fit later on `nominated_node`; whatever the outcome, `nominated_node` is
+  // the node the pod stays nominated to ("" for none).
   virtual PluginStatus post_filter(CycleState& state, const PodInfo& pod,
                                    const NodeToStatus& failed_nodes, const PostFilterContext& ctx,
                                    std::string& nominated_node) const = 0;

@@ -234,16 +234,13 @@ CycleOutcome Scheduler::schedule_one(const PodRef& pod) {
   ScheduleOutcome outcome = schedule_pod(*state, *pod);
   if (!outcome.ok()) {
     ScheduleFailure failure = outcome.failure();
+    // The pod stays nominated where it was unless a PostFilter plugin says otherwise.
+    failure.nominated_node = pod->nominated_node_name;
     if (failure.fit_error) {
-      std::string nominated;
       PluginStatus pf =
           framework_->run_post_filter(*state, *pod, failure.fit_error->diagnosis.node_statuses,
-                                      snapshot_, filter_fn_, nominated);
-      if (pf.is_success()) {
-        failure.nominated_node = nominated;
-      } else if (pf.code() == Code::kError) {
-        failure.fit_error->diagnosis.post_filter_msg = pf.message();
-      } else if (!pf.reasons().empty()) {
+                                      snapshot_, filter_fn_, failure.nominated_node);
+      if (!pf.is_success() && !pf.reasons().empty()) {
         failure.fit_error->diagnosis.post_filter_msg = pf.message();
       }
       failure.message = failure.fit_error->message();
@@ -258,6 +255,7 @@ CycleOutcome Scheduler::schedule_one(const PodRef& pod) {
     framework_->run_unreserve(*state, *pod, node);
     (void)cache_.forget_pod(pod->uid);
     ScheduleFailure f;
+    f.nominated_node = pod->nominated_node_name;
     f.code = s.is_rejected() ? s.code() : Code::kError;
     f.message = s.message();
     if (s.is_rejected() && !s.plugin().empty())

@@ -93,7 +93,9 @@ struct ScheduleFailure {
   // The plugins that rejected the pod (what the queue needs to park it).
   std::set<std::string> unschedulable_plugins;
   std::optional<FitError> fit_error;  // when no node fit
-  std::string nominated_node;         // from a PostFilter plugin
+  // The node the pod is nominated to after this cycle: its earlier one, or what a PostFilter
+  // plugin set or cleared.
+  std::string nominated_node;
   bool is_error() const { return code == Code::kError; }
 };
 

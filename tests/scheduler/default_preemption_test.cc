@@ -192,6 +192,7 @@ TEST_F(DefaultPreemptionTest, WaitsWhileEarlierVictimsTerminateOnItsNominatedNod
                 "preemption: not eligible due to a terminating pod on the nominated node."),
             std::string::npos)
       << failure.message;
+  EXPECT_EQ(failure.nominated_node, "n1");  // it keeps waiting there
 }
 
 TEST_F(DefaultPreemptionTest, NominatedPodsKeepTheirRoomFromPodsOfLowerPriority) {

@@ -108,6 +108,9 @@ PluginStatus DefaultPreemption::post_filter(CycleState& state, const PodInfo& po
                                             const NodeToStatus& failed_nodes,
                                             const PostFilterContext& ctx,
                                             std::string& nominated_node) const {
+  // As upstream: a pod not eligible to preempt keeps the node it was nominated to (if any); one
+  // for which no candidate is found loses it.
+  nominated_node = pod.nominated_node_name;
   if (!pod.preempts) {
     return {Code::kUnschedulable, "preemption: not eligible due to preemptionPolicy=Never."};
   }
@@ -162,6 +165,7 @@ PluginStatus DefaultPreemption::post_filter(CycleState& state, const PodInfo& po
     std::sort(histogram.begin(), histogram.end());
     std::string msg = "preemption: 0/" + std::to_string(all.size()) + " nodes are available:";
     for (size_t i = 0; i < histogram.size(); ++i) msg += (i ? ", " : " ") + histogram[i];
+    nominated_node.clear();
     return {Code::kUnschedulableAndUnresolvable, msg + "."};
   }
   const Candidate* best = pick(candidates);
