@@ -6,6 +6,10 @@
 // - updated pods keep the priority and policy they were admitted with;
 // - PriorityClasses: only one may be the global default.
 
+#include <mutex>
+#include <utility>
+#include <vector>
+
 #include "apiserver/admission.h"
 
 namespace skiff::apiserver {
@@ -134,9 +138,15 @@ class PriorityAdmission final : public AdmissionPlugin {
     return json::parse(stored->value, nullptr, false);
   }
 
-  // As upstream's getDefaultPriority: of the classes marked globalDefault, the highest.
+  // As upstream's getDefaultPriority: of the classes marked globalDefault, the highest. Every
+  // pod create asks, so the answer is kept until a class is added, changed or removed.
   Result<json> global_default() {
     SKIFF_ASSIGN_OR_RETURN(auto classes, list_(kClassesPrefix));
+    std::vector<std::pair<std::string, int64_t>> seen;
+    seen.reserve(classes.size());
+    for (const storage::KeyValuePtr& kv : classes) seen.emplace_back(kv->key, kv->mod_revision);
+    std::lock_guard lock(default_mu_);
+    if (seen == default_seen_) return default_;
     json best;
     for (const storage::KeyValuePtr& kv : classes) {
       json pc = json::parse(kv->value, nullptr, false);
@@ -145,11 +155,16 @@ class PriorityAdmission final : public AdmissionPlugin {
         best = std::move(pc);
       }
     }
+    default_seen_ = std::move(seen);
+    default_ = best;
     return best;
   }
 
   storage::Store& store_;
   CachedLister list_;
+  std::mutex default_mu_;
+  std::vector<std::pair<std::string, int64_t>> default_seen_;  // guarded by default_mu_
+  json default_;                                               // guarded by default_mu_
 };
 
 }  // namespace

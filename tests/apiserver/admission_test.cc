@@ -645,6 +645,9 @@ TEST_F(AdmissionTest, UnknownClassOrAContradictingPriorityIsForbidden) {
 }
 
 TEST_F(AdmissionTest, OneGlobalDefaultClassAppliesToPodsWithoutAClass) {
+  Reply before = create("pods", pod("before"));
+  ASSERT_EQ(before.status, 201) << before.body.dump();
+  EXPECT_FALSE(before.body["spec"].contains("priorityClassName"));
   ASSERT_EQ(serve("POST", kClasses, priority_class("def", 50, {{"globalDefault", true}})).status,
             201);
   Reply r = create("pods", pod("p"));
@@ -667,6 +670,11 @@ TEST_F(AdmissionTest, OneGlobalDefaultClassAppliesToPodsWithoutAClass) {
   EXPECT_EQ(serve("PUT", std::string(kClasses) + "/def", def.body).status, 200);
   EXPECT_EQ(serve("POST", kClasses, priority_class("other", 60, {{"globalDefault", true}})).status,
             201);
+  // New pods follow the change of default.
+  Reply after = create("pods", pod("after"));
+  ASSERT_EQ(after.status, 201) << after.body.dump();
+  EXPECT_EQ(after.body["spec"]["priorityClassName"], "other");
+  EXPECT_EQ(after.body["spec"]["priority"], 60);
 }
 
 TEST_F(AdmissionTest, PriorityClassValidationAsUpstream) {
