@@ -156,9 +156,11 @@ Figures run(const Config& cfg, Kind kind) {
   }
 
   Registry registry = skiff::scheduler::plugins::default_registry();
-  (void)registry.add("NoopBinder", [](const json&) -> skiff::Result<std::unique_ptr<Plugin>> {
-    return std::unique_ptr<Plugin>(std::make_unique<NoopBinder>());
-  });
+  (void)registry.add(
+      "NoopBinder",
+      [](const json&, skiff::scheduler::Handle&) -> skiff::Result<std::unique_ptr<Plugin>> {
+        return std::unique_ptr<Plugin>(std::make_unique<NoopBinder>());
+      });
   Profile profile = skiff::scheduler::plugins::default_profile();
   profile.plugins.push_back({"NoopBinder", 0, nullptr});
   auto fw = Framework::create(registry, profile);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "api/protobuf.h"
+
 namespace skiff::scheduler {
 
 std::string_view code_name(Code code) {
@@ -103,12 +105,21 @@ Result<std::unique_ptr<Framework>> Framework::create(const Registry& registry,
     if (factory == nullptr) {
       return Status(StatusCode::kInvalidArgument, "plugin \"" + spec.name + "\" does not exist");
     }
-    Result<std::unique_ptr<Plugin>> built = (*factory)(spec.args);
+    Result<std::unique_ptr<Plugin>> built = (*factory)(spec.args, *fw);
     if (!built.is_ok()) {
       return Status(StatusCode::kInvalidArgument,
                     "initializing plugin \"" + spec.name + "\": " + built.status().message());
     }
     Plugin* p = built.value().get();
+    if (auto* x = dynamic_cast<QueueSortPlugin*>(p)) {
+      if (fw->queue_sort_ != nullptr) {
+        return Status(StatusCode::kInvalidArgument,
+                      "only one QueueSort plugin can be enabled in profile \"" +
+                          profile.scheduler_name + "\"");
+      }
+      fw->queue_sort_ = x;
+    }
+    if (auto* x = dynamic_cast<PreEnqueuePlugin*>(p)) fw->pre_enqueue_.push_back(x);
     if (auto* x = dynamic_cast<PreFilterPlugin*>(p)) fw->pre_filter_.push_back(x);
     if (auto* x = dynamic_cast<FilterPlugin*>(p)) fw->filter_.push_back(x);
     if (auto* x = dynamic_cast<PostFilterPlugin*>(p)) fw->post_filter_.push_back(x);
@@ -152,6 +163,28 @@ const Plugin* Framework::plugin(std::string_view name) const {
     if (p->name() == name) return p.get();
   }
   return nullptr;
+}
+
+Framework::~Framework() {
+  close_waiting();
+}
+
+bool Framework::queue_less(const QueuedPodInfo& a, const QueuedPodInfo& b) const {
+  return queue_sort_ != nullptr ? queue_sort_->less(a, b) : priority_sort_less(a, b);
+}
+
+PluginStatus Framework::run_pre_enqueue(const PodInfo& pod) const {
+  for (PreEnqueuePlugin* pl : pre_enqueue_) {
+    PluginStatus s = pl->pre_enqueue(pod);
+    if (s.is_success()) continue;
+    if (!s.is_rejected()) {
+      s = PluginStatus::error("running PreEnqueue plugin \"" + std::string(pl->name()) +
+                              "\": " + s.message());
+    }
+    s.set_plugin(pl->name());
+    return s;
+  }
+  return {};
 }
 
 PluginStatus Framework::run_pre_filter(CycleState& state, const PodInfo& pod,
@@ -319,22 +352,187 @@ void Framework::run_unreserve(CycleState& state, const PodInfo& pod,
   for (auto it = reserve_.rbegin(); it != reserve_.rend(); ++it) (*it)->unreserve(state, pod, node);
 }
 
-PluginStatus Framework::run_permit(CycleState& state, const PodInfo& pod,
-                                   const std::string& node) const {
+PluginStatus Framework::run_permit(CycleState& state, const PodRef& pod, const std::string& node) {
+  std::map<std::string, WaitingPod::Pending, std::less<>> waits;
+  const auto now = WaitingPod::Clock::now();
   for (PermitPlugin* pl : permit_) {
-    PluginStatus s = pl->permit(state, pod, node);
+    std::chrono::milliseconds timeout{0};
+    PluginStatus s = pl->permit(state, *pod, node, timeout);
     if (s.is_success()) continue;
+    if (s.code() == Code::kWait) {
+      timeout = std::clamp(timeout, std::chrono::milliseconds(0), kMaxPermitTimeout);
+      waits[std::string(pl->name())] = {now + timeout, timeout};
+      continue;
+    }
     if (!s.is_rejected()) {
-      s = PluginStatus::error(s.code() == Code::kWait
-                                  ? "Permit plugin \"" + std::string(pl->name()) +
-                                        "\" asked to wait, which is not supported"
-                                  : "running Permit plugin \"" + std::string(pl->name()) +
-                                        "\": " + s.message());
+      s = PluginStatus::error("running Permit plugin \"" + std::string(pl->name()) +
+                              "\": " + s.message());
     }
     s.set_plugin(pl->name());
     return s;
   }
-  return {};
+  if (waits.empty()) return {};
+  auto wp = std::make_shared<WaitingPod>(pod, node, this);
+  wp->pending_ = std::move(waits);
+  {
+    std::lock_guard lock(waiting_mu_);
+    if (waiting_closed_) return PluginStatus::error("the scheduler is stopping");
+    waiting_[pod->uid] = std::move(wp);
+    ++waiting_added_;
+    if (!timeout_thread_.joinable()) {
+      timeout_thread_ = std::jthread([this](std::stop_token stop) { timeout_loop(stop); });
+    }
+  }
+  waiting_cv_.notify_all();
+  return PluginStatus(Code::kWait, "one or more plugins asked to wait and no plugin rejected pod");
+}
+
+void Framework::wait_on_permit(const std::string& uid, std::function<void(PluginStatus)> done) {
+  std::unique_lock lock(waiting_mu_);
+  auto it = waiting_.find(uid);
+  if (it == waiting_.end()) {
+    lock.unlock();
+    done({});
+    return;
+  }
+  std::shared_ptr<WaitingPod> wp = it->second;
+  std::unique_lock pod_lock(wp->mu_);
+  if (!wp->outcome_) {
+    wp->done_ = std::move(done);
+    return;
+  }
+  PluginStatus outcome = *wp->outcome_;
+  waiting_.erase(it);
+  pod_lock.unlock();
+  lock.unlock();
+  done(std::move(outcome));
+}
+
+void Framework::forget_waiting(const std::string& uid) {
+  std::lock_guard lock(waiting_mu_);
+  waiting_.erase(uid);
+}
+
+void Framework::close_waiting() {
+  {
+    std::lock_guard lock(waiting_mu_);
+    waiting_closed_ = true;
+    for (auto& [uid, wp] : waiting_) {
+      std::lock_guard pod_lock(wp->mu_);
+      wp->done_ = nullptr;
+      if (!wp->outcome_) wp->outcome_ = PluginStatus::error("the scheduler is stopping");
+    }
+    waiting_.clear();
+  }
+  if (timeout_thread_.joinable()) {
+    timeout_thread_.request_stop();
+    timeout_thread_.join();
+  }
+}
+
+std::shared_ptr<WaitingPod> Framework::get_waiting_pod(std::string_view uid) const {
+  std::lock_guard lock(waiting_mu_);
+  auto it = waiting_.find(std::string(uid));
+  return it == waiting_.end() ? nullptr : it->second;
+}
+
+void Framework::iterate_over_waiting_pods(const std::function<void(WaitingPod&)>& fn) const {
+  std::vector<std::shared_ptr<WaitingPod>> pods;
+  {
+    std::lock_guard lock(waiting_mu_);
+    pods.reserve(waiting_.size());
+    for (const auto& [uid, wp] : waiting_) pods.push_back(wp);
+  }
+  for (const auto& wp : pods) fn(*wp);
+}
+
+bool Framework::reject_waiting_pod(std::string_view uid, std::string_view plugin,
+                                   std::string message) {
+  std::shared_ptr<WaitingPod> wp = get_waiting_pod(uid);
+  if (!wp) return false;
+  wp->reject(plugin, std::move(message));
+  return true;
+}
+
+void Framework::timeout_loop(std::stop_token stop) {
+  using Clock = WaitingPod::Clock;
+  std::unique_lock lock(waiting_mu_);
+  while (!stop.stop_requested()) {
+    const auto now = Clock::now();
+    auto next = Clock::time_point::max();
+    std::vector<std::pair<std::shared_ptr<WaitingPod>, std::string>> expired;
+    for (const auto& [uid, wp] : waiting_) {
+      std::lock_guard pod_lock(wp->mu_);
+      if (wp->outcome_) continue;
+      for (const auto& [plugin, pending] : wp->pending_) {
+        if (pending.deadline <= now) {
+          expired.emplace_back(wp, plugin);
+          break;
+        }
+        next = std::min(next, pending.deadline);
+      }
+    }
+    if (!expired.empty()) {
+      lock.unlock();
+      for (auto& [wp, plugin] : expired) {
+        std::chrono::milliseconds waited{0};
+        {
+          std::lock_guard pod_lock(wp->mu_);
+          auto it = wp->pending_.find(plugin);
+          if (it == wp->pending_.end()) continue;
+          waited = it->second.timeout;
+        }
+        wp->reject(plugin, "rejected due to timeout after waiting " +
+                               api::format_go_duration(std::chrono::nanoseconds(waited).count()) +
+                               " at plugin " + plugin);
+      }
+      lock.lock();
+      continue;
+    }
+    const uint64_t seen = waiting_added_;
+    auto added = [&] { return waiting_added_ != seen; };
+    if (next == Clock::time_point::max()) {
+      waiting_cv_.wait(lock, stop, added);
+    } else {
+      waiting_cv_.wait_until(lock, stop, next, added);
+    }
+  }
+}
+
+// ---- WaitingPod ----
+
+std::vector<std::string> WaitingPod::pending_plugins() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [plugin, pending] : pending_) out.push_back(plugin);
+  return out;
+}
+
+void WaitingPod::allow(std::string_view plugin) {
+  std::unique_lock lock(mu_);
+  if (outcome_) return;
+  auto it = pending_.find(plugin);
+  if (it != pending_.end()) pending_.erase(it);
+  if (pending_.empty()) settle(lock, {});
+}
+
+void WaitingPod::reject(std::string_view plugin, std::string message) {
+  std::unique_lock lock(mu_);
+  if (outcome_) return;
+  PluginStatus s(Code::kUnschedulable, std::move(message));
+  // The status keeps a view of the name: take the plugin's own.
+  if (const Plugin* p = framework_->plugin(plugin)) s.set_plugin(p->name());
+  settle(lock, std::move(s));
+}
+
+void WaitingPod::settle(std::unique_lock<std::mutex>& lock, PluginStatus status) {
+  outcome_ = status;
+  if (!done_) return;  // wait_on_permit collects it
+  Done done = std::move(done_);
+  done_ = nullptr;
+  lock.unlock();
+  framework_->forget_waiting(pod_->uid);
+  done(std::move(status));
 }
 
 PluginStatus Framework::run_pre_bind(CycleState& state, const PodInfo& pod,

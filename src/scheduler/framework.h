@@ -1,9 +1,11 @@
 #pragma once
 
-// The scheduling framework: one small interface per extension point (PreFilter, Filter,
-// PostFilter, PreScore, Score with an optional NormalizeScore, Reserve/Unreserve, Permit, PreBind,
-// Bind, PostBind, plus EnqueueExtensions for the cluster events a plugin cares about), a Registry
-// that builds plugins by name, and a Framework that runs a profile's plugins at each point.
+// The scheduling framework: one small interface per extension point (QueueSort, PreEnqueue,
+// PreFilter, Filter, PostFilter, PreScore, Score with an optional NormalizeScore,
+// Reserve/Unreserve, Permit, PreBind, Bind, PostBind, plus EnqueueExtensions for the cluster
+// events a plugin cares about), a Registry that builds plugins by name, and a Framework that runs
+// a profile's plugins at each point. Plugins reach the framework through a Handle (the pods
+// Permit plugins hold waiting).
 // Plugins report outcomes as PluginStatus codes (Success, Unschedulable,
 // UnschedulableAndUnresolvable, Error, Skip, Wait) with reasons, never by throwing. Per-cycle data
 // travels in a CycleState.
@@ -15,16 +17,26 @@
 // concurrently for different nodes of one cycle. Reserve, Permit and the bind points may be
 // called from a binding thread while another cycle runs; plugins that keep state there
 // synchronise it themselves. A CycleState belongs to one cycle and is not shared while written.
+// QueueSort and PreEnqueue run under the scheduling queue's lock, from any thread: they must be
+// pure functions of their arguments and must not call into the queue. The waiting pods (Permit's
+// kWait) are thread-safe; their outcome is delivered on the thread that decides it (an allow or
+// reject call, or the framework's timer thread for time-outs).
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -171,12 +183,46 @@ struct NodeScore {
 // Failed nodes with the status that rejected each.
 using NodeToStatus = std::vector<std::pair<std::string, PluginStatus>>;
 
+// A pod in the scheduling queue, as QueueSort sees it.
+struct QueuedPodInfo {
+  PodRef pod;
+  std::chrono::steady_clock::time_point timestamp;  // when it last entered a queue
+  std::chrono::steady_clock::time_point initial_attempt_timestamp;
+  int attempts = 0;   // scheduling attempts so far (pop() increments)
+  int64_t cycle = 0;  // the scheduling cycle of the pop() that handed it out
+  // Plugins that rejected the pod in its last cycle (or the PreEnqueue plugin gating it); empty
+  // after an error.
+  std::set<std::string> unschedulable_plugins;
+  bool gated = false;  // a PreEnqueue plugin keeps it out of activeQ
+};
+
 // ---- Extension points ----
 
 class Plugin {
  public:
   virtual ~Plugin() = default;
   virtual std::string_view name() const = 0;
+};
+
+// PrioritySort's order: higher spec.priority first, then the earlier timestamp.
+inline bool priority_sort_less(const QueuedPodInfo& a, const QueuedPodInfo& b) {
+  if (a.pod->priority != b.pod->priority) return a.pod->priority > b.pod->priority;
+  return a.timestamp < b.timestamp;
+}
+
+class QueueSortPlugin : public virtual Plugin {
+ public:
+  // Whether `a` is tried before `b`. A profile enables at most one QueueSort plugin; without one
+  // the queue orders as PrioritySort does.
+  virtual bool less(const QueuedPodInfo& a, const QueuedPodInfo& b) const = 0;
+};
+
+class PreEnqueuePlugin : public virtual Plugin {
+ public:
+  // Runs whenever the pod is about to enter activeQ. Anything but success keeps it parked
+  // ("gated", with this plugin as its unschedulable plugin) until an update of the pod, or a
+  // cluster event this plugin registered for, lets the queue ask again.
+  virtual PluginStatus pre_enqueue(const PodInfo& pod) const = 0;
 };
 
 class PreFilterPlugin : public virtual Plugin {
@@ -243,8 +289,64 @@ class ReservePlugin : public virtual Plugin {
 
 class PermitPlugin : public virtual Plugin {
  public:
-  // kSuccess, a rejection, or kError. (kWait is not supported and is treated as an error.)
-  virtual PluginStatus permit(CycleState& state, const PodInfo& pod, const std::string& node) = 0;
+  // kSuccess, a rejection, kError, or kWait with `timeout` set: the pod then waits, its binding
+  // cycle held, until every plugin that asked it to wait allows it (WaitingPod::allow through the
+  // Handle), a plugin rejects it, or a plugin's timeout passes (a rejection). Timeouts are capped
+  // at kMaxPermitTimeout.
+  virtual PluginStatus permit(CycleState& state, const PodInfo& pod, const std::string& node,
+                              std::chrono::milliseconds& timeout) = 0;
+};
+
+inline constexpr std::chrono::milliseconds kMaxPermitTimeout = std::chrono::minutes(15);
+
+class Framework;
+
+// A pod that Permit plugins hold (upstream's WaitingPod).
+class WaitingPod {
+ public:
+  WaitingPod(PodRef pod, std::string node, Framework* framework)
+      : pod_(std::move(pod)), node_(std::move(node)), framework_(framework) {}
+
+  const PodRef& pod() const { return pod_; }
+  const std::string& node() const { return node_; }
+  // The plugins that have not allowed the pod yet.
+  std::vector<std::string> pending_plugins() const;
+  // `plugin` lets the pod through; when the last pending plugin has, its binding cycle goes on.
+  void allow(std::string_view plugin);
+  // Any plugin may reject the pod: it is unreserved and goes back to the queue with `message`
+  // (kUnschedulable, with `plugin` as the plugin that rejected it).
+  void reject(std::string_view plugin, std::string message);
+
+ private:
+  friend class Framework;
+  using Clock = std::chrono::steady_clock;
+  struct Pending {
+    Clock::time_point deadline;
+    std::chrono::milliseconds timeout;
+  };
+  using Done = std::function<void(PluginStatus)>;
+  // Records the outcome (first one wins) and hands it to the callback, if one is waiting.
+  void settle(std::unique_lock<std::mutex>& lock, PluginStatus status);
+
+  const PodRef pod_;
+  const std::string node_;
+  Framework* const framework_;
+  mutable std::mutex mu_;
+  std::map<std::string, Pending, std::less<>> pending_;  // guarded by mu_
+  std::optional<PluginStatus> outcome_;                  // guarded by mu_
+  Done done_;                                            // guarded by mu_
+};
+
+// What plugins may use of the framework that runs them (upstream's framework.Handle).
+class Handle {
+ public:
+  virtual ~Handle() = default;
+  // The pod Permit plugins hold, or null.
+  virtual std::shared_ptr<WaitingPod> get_waiting_pod(std::string_view uid) const = 0;
+  virtual void iterate_over_waiting_pods(const std::function<void(WaitingPod&)>& fn) const = 0;
+  // Rejects a waiting pod (as when it is deleted); false if it was not waiting.
+  virtual bool reject_waiting_pod(std::string_view uid, std::string_view plugin,
+                                  std::string message) = 0;
 };
 
 class PreBindPlugin : public virtual Plugin {
@@ -272,8 +374,9 @@ class EnqueueExtensions : public virtual Plugin {
 // ---- Registry and profiles ----
 
 // Builds a plugin from its args (the pluginConfig args of a KubeSchedulerConfiguration, as
-// JSON; null when none were given).
-using PluginFactory = std::function<Result<std::unique_ptr<Plugin>>(const nlohmann::json& args)>;
+// JSON; null when none were given) and the framework's Handle (valid for the plugin's lifetime).
+using PluginFactory =
+    std::function<Result<std::unique_ptr<Plugin>>(const nlohmann::json& args, Handle& handle)>;
 
 class Registry {
  public:
@@ -297,16 +400,24 @@ struct Profile {
   std::vector<PluginSpec> plugins;
 };
 
-class Framework {
+class Framework final : public Handle {
  public:
-  // kInvalidArgument for an unknown plugin, a duplicate, or more than 64 plugins at one point.
+  // kInvalidArgument for an unknown plugin, a duplicate, more than 64 plugins at one point, or
+  // more than one QueueSort plugin.
   static Result<std::unique_ptr<Framework>> create(const Registry& registry,
                                                    const Profile& profile);
+  ~Framework() override;
 
   const std::string& scheduler_name() const { return scheduler_name_; }
   const Plugin* plugin(std::string_view name) const;
   bool has_filter_plugins() const { return !filter_.empty(); }
   bool has_score_plugins() const { return !score_.empty(); }
+
+  // The QueueSort plugin's order, or PrioritySort's (higher priority first, then earlier
+  // timestamp) when the profile has none.
+  bool queue_less(const QueuedPodInfo& a, const QueuedPodInfo& b) const;
+  // The first PreEnqueue rejection (with its plugin's name), or success.
+  PluginStatus run_pre_enqueue(const PodInfo& pod) const;
 
   // Runs every PreFilter plugin. On success `result` holds the intersection of the plugins'
   // node restrictions and `narrowing` the plugins that restricted nodes. A rejection carries the
@@ -328,7 +439,22 @@ class Framework {
   PluginStatus run_reserve(CycleState& state, const PodInfo& pod, const std::string& node) const;
   // Unreserve runs in the reverse order of Reserve.
   void run_unreserve(CycleState& state, const PodInfo& pod, const std::string& node) const;
-  PluginStatus run_permit(CycleState& state, const PodInfo& pod, const std::string& node) const;
+  // A rejection (with the plugin) or error from the first plugin that gave one; else kWait when
+  // any plugin asked to wait (the pod is then a waiting pod until wait_on_permit settles it);
+  // else success.
+  PluginStatus run_permit(CycleState& state, const PodRef& pod, const std::string& node);
+  // Calls `done` with the outcome of the pod's wait at Permit: at once (on this thread) when it
+  // is not waiting or already settled, else later on the thread that settles it. The pod is no
+  // longer a waiting pod when `done` runs.
+  void wait_on_permit(const std::string& uid, std::function<void(PluginStatus)> done);
+  // Drops every waiting pod without calling its callback and stops the time-out thread (for
+  // shutdown, before whatever the callbacks refer to goes away).
+  void close_waiting();
+
+  std::shared_ptr<WaitingPod> get_waiting_pod(std::string_view uid) const override;
+  void iterate_over_waiting_pods(const std::function<void(WaitingPod&)>& fn) const override;
+  bool reject_waiting_pod(std::string_view uid, std::string_view plugin,
+                          std::string message) override;
   PluginStatus run_pre_bind(CycleState& state, const PodInfo& pod, const std::string& node) const;
   // kError "no bind plugin" when no plugin accepted the pod.
   PluginStatus run_bind(CycleState& state, const PodInfo& pod, const std::string& node) const;
@@ -340,8 +466,14 @@ class Framework {
  private:
   Framework() = default;
 
+  void timeout_loop(std::stop_token stop);
+  // Removes a settled pod from the waiting pods.
+  void forget_waiting(const std::string& uid);
+
   std::string scheduler_name_;
   std::vector<std::unique_ptr<Plugin>> plugins_;
+  const QueueSortPlugin* queue_sort_ = nullptr;
+  std::vector<PreEnqueuePlugin*> pre_enqueue_;
   std::vector<PreFilterPlugin*> pre_filter_;
   std::vector<FilterPlugin*> filter_;
   // For each PreFilter plugin, the position of the same plugin among filter_ (or -1).
@@ -357,6 +489,16 @@ class Framework {
   std::vector<BindPlugin*> bind_;
   std::vector<PostBindPlugin*> post_bind_;
   std::vector<EnqueueExtensions*> enqueue_;
+
+  friend class WaitingPod;
+  // Pods held at Permit, and the thread that rejects them when a timeout passes (started with
+  // the first waiting pod).
+  mutable std::mutex waiting_mu_;
+  std::condition_variable_any waiting_cv_;
+  std::unordered_map<std::string, std::shared_ptr<WaitingPod>> waiting_;  // guarded by waiting_mu_
+  uint64_t waiting_added_ = 0;   // guarded by waiting_mu_: wakes the timeout thread
+  bool waiting_closed_ = false;  // guarded by waiting_mu_
+  std::jthread timeout_thread_;
 };
 
 // Upstream's DefaultNormalizeScore: scales scores so the highest becomes `max_priority`

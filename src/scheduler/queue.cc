@@ -30,9 +30,36 @@ bool pod_changed(const PodInfo& before, const PodInfo& after) {
 
 SchedulingQueue::SchedulingQueue(
     std::map<std::string, std::vector<ClusterEventWithHint>> plugin_events, QueueOptions options)
-    : plugin_events_(std::move(plugin_events)), options_(std::move(options)) {
+    : plugin_events_(std::move(plugin_events)),
+      options_(std::move(options)),
+      active_(ActiveOrder{&options_}) {
   if (!options_.now) options_.now = [] { return std::chrono::steady_clock::now(); };
   last_unschedulable_flush_ = now();
+}
+
+namespace {
+QueueOptions with_framework(const Framework& framework, QueueOptions options) {
+  options.less = [&framework](const QueuedPodInfo& a, const QueuedPodInfo& b) {
+    return framework.queue_less(a, b);
+  };
+  options.pre_enqueue = [&framework](const PodInfo& pod) { return framework.run_pre_enqueue(pod); };
+  return options;
+}
+}  // namespace
+
+SchedulingQueue::SchedulingQueue(const Framework& framework, QueueOptions options)
+    : SchedulingQueue(framework.events_to_register(),
+                      with_framework(framework, std::move(options))) {}
+
+bool SchedulingQueue::ActiveOrder::operator()(const ActiveKey& a, const ActiveKey& b) const {
+  if (options->less) {
+    if (options->less(*a.info, *b.info)) return true;
+    if (options->less(*b.info, *a.info)) return false;
+  } else {
+    if (priority_sort_less(*a.info, *b.info)) return true;
+    if (priority_sort_less(*b.info, *a.info)) return false;
+  }
+  return a.seq < b.seq;
 }
 
 SchedulingQueue::~SchedulingQueue() {
@@ -56,10 +83,24 @@ bool SchedulingQueue::is_backing_off_locked(const QueuedPodInfo& info, TimePoint
   return backoff_expiry_locked(info) > now;
 }
 
+bool SchedulingQueue::gated_locked(Entry& e) const {
+  e.info.gated = false;
+  if (!options_.pre_enqueue) return false;
+  PluginStatus s = options_.pre_enqueue(*e.info.pod);
+  if (s.is_success()) return false;
+  e.info.gated = true;
+  e.info.unschedulable_plugins.clear();
+  if (!s.plugin().empty()) e.info.unschedulable_plugins.insert(std::string(s.plugin()));
+  return true;
+}
+
 void SchedulingQueue::push_active_locked(const std::string& uid, Entry& e) {
-  ActiveKey key{e.info.pod->priority, e.info.timestamp, ++seq_};
-  active_.emplace(key, uid);
-  active_keys_[uid] = key;
+  if (gated_locked(e)) {
+    push_unschedulable_locked(uid, e);
+    return;
+  }
+  e.active_seq = ++seq_;
+  active_.insert(ActiveKey{&e.info, &e.info.pod->uid, e.active_seq});
   e.where = Where::kActive;
   cv_.notify_one();
 }
@@ -80,14 +121,9 @@ void SchedulingQueue::push_unschedulable_locked(const std::string& uid, Entry& e
 
 void SchedulingQueue::unlink_locked(const std::string& uid, Entry& e) {
   switch (e.where) {
-    case Where::kActive: {
-      auto it = active_keys_.find(uid);
-      if (it != active_keys_.end()) {
-        active_.erase(it->second);
-        active_keys_.erase(it);
-      }
+    case Where::kActive:
+      active_.erase(ActiveKey{&e.info, nullptr, e.active_seq});
       break;
-    }
     case Where::kBackoff: {
       auto it = backoff_keys_.find(uid);
       if (it != backoff_keys_.end()) {
@@ -107,7 +143,8 @@ void SchedulingQueue::unlink_locked(const std::string& uid, Entry& e) {
 void SchedulingQueue::move_to_active_or_backoff_locked(const std::string& uid, Entry& e,
                                                        TimePoint now) {
   unlink_locked(uid, e);
-  if (is_backing_off_locked(e.info, now)) {
+  // A gated pod never backs off: it only asks its PreEnqueue plugins again.
+  if (!e.info.gated && is_backing_off_locked(e.info, now)) {
     push_backoff_locked(uid, e);
   } else {
     push_active_locked(uid, e);
@@ -126,25 +163,15 @@ void SchedulingQueue::add_locked(PodRef pod, TimePoint t) {
     }
     unlink_locked(uid, e);
     e.info.pod = std::move(pod);
-    e.info.gated = !e.info.pod->scheduling_gates.empty();
-    if (e.info.gated) {
-      push_unschedulable_locked(uid, e);
-    } else {
-      push_active_locked(uid, e);
-    }
+    push_active_locked(uid, e);
     return;
   }
   Entry e;
   e.info.pod = std::move(pod);
   e.info.timestamp = t;
   e.info.initial_attempt_timestamp = t;
-  e.info.gated = !e.info.pod->scheduling_gates.empty();
   Entry& stored = entries_.emplace(uid, std::move(e)).first->second;
-  if (stored.info.gated) {
-    push_unschedulable_locked(uid, stored);
-  } else {
-    push_active_locked(uid, stored);
-  }
+  push_active_locked(uid, stored);
 }
 
 void SchedulingQueue::add(PodRef pod) {
@@ -181,10 +208,8 @@ void SchedulingQueue::update(PodRef pod) {
       bool changed = pod_changed(*e.info.pod, *pod);
       e.info.pod = std::move(pod);
       if (e.info.gated) {
-        if (!e.info.pod->scheduling_gates.empty()) return;
-        e.info.gated = false;
         unlink_locked(uid, e);
-        push_active_locked(uid, e);
+        push_active_locked(uid, e);  // PreEnqueue again
         return;
       }
       if (changed) move_to_active_or_backoff_locked(uid, e, t);
@@ -207,9 +232,8 @@ void SchedulingQueue::remove(std::string_view uid_view) {
 
 std::optional<QueuedPodInfo> SchedulingQueue::pop_locked() {
   auto first = active_.begin();
-  std::string uid = first->second;
+  std::string uid = *first->uid;
   active_.erase(first);
-  active_keys_.erase(uid);
   Entry& e = entries_.at(uid);
   e.where = Where::kInFlight;
   e.updated_in_flight = false;
@@ -281,11 +305,10 @@ Status SchedulingQueue::add_unschedulable_if_not_present(QueuedPodInfo info) {
   }
   Entry& e = it->second;
   info.timestamp = t;
-  info.gated = !info.pod->scheduling_gates.empty();
   e.info = std::move(info);
   e.updated_in_flight = false;
   e.deleted_in_flight = false;
-  if (e.info.gated) {
+  if (gated_locked(e)) {
     push_unschedulable_locked(uid, e);
   } else if (updated || e.info.unschedulable_plugins.empty() ||
              move_request_cycle_ >= e.info.cycle) {
@@ -298,7 +321,8 @@ Status SchedulingQueue::add_unschedulable_if_not_present(QueuedPodInfo info) {
 
 bool SchedulingQueue::event_helps_locked(const QueuedPodInfo& info,
                                          const ClusterEvent& event) const {
-  if (info.gated) return false;
+  // A gated pod goes by the events of the PreEnqueue plugin that gates it (its unschedulable
+  // plugin); moving it asks that plugin again.
   if (event.resource == EventResource::kWildcard) return true;
   if (info.unschedulable_plugins.empty()) return true;
   for (const std::string& plugin : info.unschedulable_plugins) {

@@ -1,21 +1,25 @@
 #pragma once
 
 // The scheduling queue (upstream's PriorityQueue):
-// - activeQ: pods ready to be tried, highest priority first, then earliest enqueue time;
+// - activeQ: pods ready to be tried, in the profile's QueueSort order (PrioritySort: highest
+//   priority first, then earliest enqueue time);
 // - backoffQ: pods that failed and wait out a per-pod exponential back-off (1 s doubling up to
 //   10 s by default, by attempt count) before returning to activeQ;
 // - unschedulable pods: parked after a cycle found no node, until a cluster event that one of
 //   the plugins that rejected them registered for (a node added, an assigned pod deleted, ...)
 //   moves them, or until they have been parked for 5 minutes (then they are flushed back).
-// Pods with scheduling gates are parked until an update removes the gates. An event that arrives
+// PreEnqueue plugins run whenever a pod is about to enter activeQ; a pod one of them refuses (the
+// SchedulingGates plugin: a pod with scheduling gates) is parked, gated, until an update of the
+// pod or an event its gating plugin registered for lets them pass it. An event that arrives
 // while a pod is being scheduled is remembered, so a failure at the end of that cycle sends the
 // pod to backoffQ instead of parking it (no lost wake-up).
 //
 // pop() blocks on a condition variable until a pod is ready, waking only when a pod is added or
 // moved, when the earliest back-off expires, or for the periodic leftover flush; it never polls.
 //
-// Queueing hints run under the queue's lock and must not call back into the queue; they may
-// refer to their plugins, so the Framework must outlive the queue's use of them.
+// Queueing hints, the QueueSort order and PreEnqueue run under the queue's lock and must not
+// call back into the queue; they may refer to their plugins, so the Framework must outlive the
+// queue.
 //
 // Thread-safety: every method is safe from any thread.
 
@@ -35,20 +39,10 @@
 
 #include "base/status.h"
 #include "scheduler/events.h"
+#include "scheduler/framework.h"
 #include "scheduler/types.h"
 
 namespace skiff::scheduler {
-
-struct QueuedPodInfo {
-  PodRef pod;
-  std::chrono::steady_clock::time_point timestamp;  // when it last entered a queue
-  std::chrono::steady_clock::time_point initial_attempt_timestamp;
-  int attempts = 0;   // scheduling attempts so far (pop() increments)
-  int64_t cycle = 0;  // the scheduling cycle of the pop() that handed it out
-  // Plugins that rejected the pod in its last cycle; empty after an error.
-  std::set<std::string> unschedulable_plugins;
-  bool gated = false;
-};
 
 struct QueueOptions {
   std::chrono::milliseconds initial_backoff = std::chrono::seconds(1);
@@ -57,23 +51,31 @@ struct QueueOptions {
   // How often pop() checks for pods parked longer than max_in_unschedulable.
   std::chrono::milliseconds unschedulable_flush_interval = std::chrono::seconds(30);
   std::function<std::chrono::steady_clock::time_point()> now;  // injectable clock
+  // activeQ's order; empty: PrioritySort's.
+  std::function<bool(const QueuedPodInfo&, const QueuedPodInfo&)> less;
+  // The PreEnqueue plugins; empty: no pod is gated.
+  std::function<PluginStatus(const PodInfo&)> pre_enqueue;
 };
 
 class SchedulingQueue {
  public:
   using TimePoint = std::chrono::steady_clock::time_point;
+  using PluginEvents = std::map<std::string, std::vector<ClusterEventWithHint>>;
 
   // `plugin_events` is Framework::events_to_register().
-  SchedulingQueue(std::map<std::string, std::vector<ClusterEventWithHint>> plugin_events,
-                  QueueOptions options = {});
+  explicit SchedulingQueue(PluginEvents plugin_events, QueueOptions options = {});
+  // With `framework`'s events, QueueSort and PreEnqueue plugins (options.less and
+  // options.pre_enqueue are replaced). `framework` must outlive the queue.
+  SchedulingQueue(const Framework& framework, QueueOptions options);
   ~SchedulingQueue();
   SchedulingQueue(const SchedulingQueue&) = delete;
   SchedulingQueue& operator=(const SchedulingQueue&) = delete;
 
-  // A new pending pod (or one seen again): into activeQ, or parked when gated.
+  // A new pending pod (or one seen again): into activeQ, or parked when a PreEnqueue plugin
+  // gates it.
   void add(PodRef pod);
   // The pending pod changed. A parked pod whose spec or labels changed is tried again (after any
-  // back-off still due); a gated pod whose gates are gone becomes active.
+  // back-off still due); a gated pod is offered to the PreEnqueue plugins again.
   void update(PodRef pod);
   // The pod was deleted or bound elsewhere.
   void remove(std::string_view uid);
@@ -126,16 +128,17 @@ class SchedulingQueue {
     Where where = Where::kActive;
     bool updated_in_flight = false;
     bool deleted_in_flight = false;
+    uint64_t active_seq = 0;  // its ActiveKey's seq while in activeQ
   };
+  // An activeQ position. `info` is not changed while the key is in activeQ.
   struct ActiveKey {
-    int32_t priority;
-    TimePoint timestamp;
+    const QueuedPodInfo* info;
+    const std::string* uid;
     uint64_t seq;
-    bool operator<(const ActiveKey& o) const {
-      if (priority != o.priority) return priority > o.priority;
-      if (timestamp != o.timestamp) return timestamp < o.timestamp;
-      return seq < o.seq;
-    }
+  };
+  struct ActiveOrder {
+    const QueueOptions* options;
+    bool operator()(const ActiveKey& a, const ActiveKey& b) const;
   };
   struct BackoffKey {
     TimePoint expiry;
@@ -149,7 +152,9 @@ class SchedulingQueue {
   TimePoint now() const { return options_.now(); }
   TimePoint backoff_expiry_locked(const QueuedPodInfo& info) const;
   bool is_backing_off_locked(const QueuedPodInfo& info, TimePoint now) const;
+  // Into activeQ if the PreEnqueue plugins let it, else parked as gated.
   void push_active_locked(const std::string& uid, Entry& e);
+  bool gated_locked(Entry& e) const;
   void push_backoff_locked(const std::string& uid, Entry& e);
   void push_unschedulable_locked(const std::string& uid, Entry& e);
   void unlink_locked(const std::string& uid, Entry& e);
@@ -168,9 +173,8 @@ class SchedulingQueue {
   std::condition_variable cv_;
   // Every pod the queue knows, including pods popped and not yet done().
   std::unordered_map<std::string, Entry> entries_;            // guarded by mu_
-  std::map<ActiveKey, std::string> active_;                   // guarded by mu_
+  std::set<ActiveKey, ActiveOrder> active_;                   // guarded by mu_
   std::map<BackoffKey, std::string> backoff_;                 // guarded by mu_
-  std::unordered_map<std::string, ActiveKey> active_keys_;    // guarded by mu_
   std::unordered_map<std::string, BackoffKey> backoff_keys_;  // guarded by mu_
   std::set<std::string> unschedulable_;                       // guarded by mu_
   uint64_t seq_ = 0;                                          // guarded by mu_

@@ -264,17 +264,21 @@ CycleOutcome Scheduler::schedule_one(const PodRef& pod) {
   };
   PluginStatus s = framework_->run_reserve(*state, *pod, node);
   if (!s.is_success()) return undo(s);
-  s = framework_->run_permit(*state, *pod, node);
-  if (!s.is_success()) return undo(s);
-  return {std::move(outcome), std::move(state)};
+  s = framework_->run_permit(*state, pod, node);
+  if (!s.is_success() && s.code() != Code::kWait) return undo(s);
+  return {std::move(outcome), std::move(state), s.code() == Code::kWait};
+}
+
+void Scheduler::abandon(const PodRef& pod, const std::string& node, CycleState& state) {
+  framework_->run_unreserve(state, *pod, node);
+  (void)cache_.forget_pod(pod->uid);
 }
 
 PluginStatus Scheduler::bind(const PodRef& pod, const std::string& node, CycleState& state) {
   PluginStatus s = framework_->run_pre_bind(state, *pod, node);
   if (s.is_success()) s = framework_->run_bind(state, *pod, node);
   if (!s.is_success()) {
-    framework_->run_unreserve(state, *pod, node);
-    (void)cache_.forget_pod(pod->uid);
+    abandon(pod, node, state);
     return s;
   }
   (void)cache_.finish_binding(pod->uid);

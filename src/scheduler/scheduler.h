@@ -19,10 +19,12 @@
 //     queue.add_unschedulable_if_not_present(*qp);   // + PodScheduled=False, event
 //   } else {
 //     queue.done(qp->pod->uid);
-//     // on a binding thread:
-//     PluginStatus s = scheduler.bind(qp->pod, r.outcome.result().node, *r.state);
-//     // on failure: requeue the pod (error → backoff) and
-//     // queue.move_all_to_active_or_backoff(assigned_pod_delete_event(qp->pod.get()))
+//     scheduler.framework().wait_on_permit(uid, [](PluginStatus permit) {
+//       // on a binding thread: if permit failed, scheduler.abandon(...) and requeue; else
+//       PluginStatus s = scheduler.bind(qp->pod, r.outcome.result().node, *r.state);
+//       // on failure: requeue the pod (error → backoff) and
+//       // queue.move_all_to_active_or_backoff(assigned_pod_delete_event(qp->pod.get()))
+//     });
 //   }
 //
 // PostFilter plugins (DefaultPreemption, which the scheduler component registers) run when no
@@ -116,6 +118,8 @@ struct CycleOutcome {
   ScheduleOutcome outcome;
   // On success: the cycle's state, for bind().
   std::shared_ptr<CycleState> state;
+  // On success: a Permit plugin holds the pod (see Framework::wait_on_permit).
+  bool waiting_on_permit = false;
 };
 
 class Scheduler {
@@ -139,6 +143,9 @@ class Scheduler {
 
   // The binding cycle for a pod schedule_one() assumed on `node`.
   PluginStatus bind(const PodRef& pod, const std::string& node, CycleState& state);
+  // Gives up on a pod schedule_one() assumed (a Permit plugin rejected it while it waited):
+  // Unreserve, and forget the assumed pod.
+  void abandon(const PodRef& pod, const std::string& node, CycleState& state);
 
  private:
   std::string select_host(std::span<const NodeInfo* const> nodes,

@@ -70,11 +70,12 @@ class SchedulerRunner {
 
   Status init() {
     auto registry = plugins::default_registry();
-    Status added = registry.add("DefaultBinder", [this](const Json&) {
+    Status added = registry.add("DefaultBinder", [this](const Json&, Handle&) {
       return Result<std::unique_ptr<Plugin>>(std::make_unique<DefaultBinder>(api_));
     });
     SKIFF_RETURN_IF_ERROR(added);
-    added = registry.add(std::string(plugins::DefaultPreemption::kName), [this](const Json&) {
+    added = registry.add(std::string(plugins::DefaultPreemption::kName), [this](const Json&,
+                                                                                Handle&) {
       return Result<std::unique_ptr<Plugin>>(std::make_unique<plugins::DefaultPreemption>(
           [this](const PodInfo& preemptor, const std::string& node,
                  const std::vector<PodRef>& victims) { return evict(preemptor, node, victims); }));
@@ -82,13 +83,17 @@ class SchedulerRunner {
     SKIFF_RETURN_IF_ERROR(added);
     Profile profile = plugins::default_profile();
     profile.plugins.push_back({std::string(plugins::DefaultPreemption::kName), 0, nullptr});
+    for (const auto& [name, factory] : options_.extra_plugins) {
+      SKIFF_RETURN_IF_ERROR(registry.add(name, factory));
+      profile.plugins.push_back({name, 0, nullptr});
+    }
     profile.plugins.push_back({"DefaultBinder", 0, nullptr});
     SKIFF_ASSIGN_OR_RETURN(auto framework, Framework::create(registry, profile));
     scheduler_name_ = framework->scheduler_name();
-    queue_ = std::make_unique<SchedulingQueue>(framework->events_to_register());
     SchedulerOptions so;
     so.percentage_of_nodes_to_score = options_.percentage_of_nodes_to_score;
     scheduler_ = std::make_unique<Scheduler>(cache_, std::move(framework), so);
+    queue_ = std::make_unique<SchedulingQueue>(scheduler_->framework(), QueueOptions{});
 
     pods_.add_handlers({[this](const ObjectPtr& p) { on_pod_add(p); },
                         [this](const ObjectPtr& o, const ObjectPtr& p) { on_pod_update(o, p); },
@@ -131,6 +136,8 @@ class SchedulerRunner {
     std::thread loop([this] { schedule_loop(); });
     std::stop_callback on_stop(stop, [this] { queue_->close(); });
     loop.join();
+    // Pods held at Permit are dropped; their callbacks refer to the binding queue.
+    scheduler_->framework().close_waiting();
     {
       std::lock_guard lock(bind_mu_);
       binding_closed_ = true;
@@ -147,6 +154,7 @@ class SchedulerRunner {
     std::string node;
     std::shared_ptr<CycleState> state;
     QueuedPodInfo info;
+    PluginStatus permit;  // how the wait at Permit ended (success when there was none)
   };
 
   bool responsible_for(const Json& pod) const {
@@ -223,6 +231,7 @@ class SchedulerRunner {
   void on_pod_delete(const ObjectPtr& obj) {
     std::string uid = client::uid_of(*obj);
     if (node_name_of(*obj).empty()) {
+      scheduler_->framework().reject_waiting_pod(uid, "", "removed");
       queue_->remove(uid);
       nominator().remove(uid);
       // An assumed pod deleted before its binding was seen.
@@ -252,11 +261,19 @@ class SchedulerRunner {
       CycleOutcome r = scheduler_->schedule_one(pod);
       if (r.outcome.ok()) {
         queue_->done(pod->uid);
-        {
-          std::lock_guard lock(bind_mu_);
-          bind_jobs_.push_back({pod, r.outcome.result().node, r.state, std::move(*qp)});
-        }
-        bind_cv_.notify_one();
+        // The binding cycle starts once Permit lets the pod through (at once, unless a Permit
+        // plugin holds it).
+        const std::string uid = pod->uid;
+        auto job = std::make_shared<BindJob>(
+            BindJob{pod, r.outcome.result().node, r.state, std::move(*qp), {}});
+        scheduler_->framework().wait_on_permit(uid, [this, job](PluginStatus permit) {
+          job->permit = std::move(permit);
+          {
+            std::lock_guard lock(bind_mu_);
+            bind_jobs_.push_back(std::move(*job));
+          }
+          bind_cv_.notify_one();
+        });
         continue;
       }
       const ScheduleFailure& f = r.outcome.failure();
@@ -278,16 +295,27 @@ class SchedulerRunner {
       BindJob job = std::move(bind_jobs_.front());
       bind_jobs_.pop_front();
       lock.unlock();
-      PluginStatus s = scheduler_->bind(job.pod, job.node, *job.state);
+      PluginStatus s = job.permit;
+      if (s.is_success()) {
+        s = scheduler_->bind(job.pod, job.node, *job.state);
+      } else {
+        scheduler_->abandon(job.pod, job.node, *job.state);
+      }
       if (s.is_success()) {
         recorder_.event(*job.pod->object, "Normal", "Scheduled",
                         "Successfully assigned " + job.pod->key() + " to " + job.node, "Pod", "v1");
       } else {
-        std::string message = "Binding rejected: " + s.message();
+        // Upstream's handleBindingCycleError: a rejection at Permit parks the pod on the
+        // rejecting plugin's events; an error backs it off.
+        const bool rejected = s.is_rejected();
+        std::string message = rejected ? s.message() : "Binding rejected: " + s.message();
         SKIFF_LOG_DEBUG("scheduler: bind {} to {}: {}", job.pod->key(), job.node, s.message());
         if (still_pending(*job.pod)) {
-          record_failure(*job.pod, message, true, job.pod->nominated_node_name);
+          record_failure(*job.pod, message, !rejected, job.pod->nominated_node_name);
           job.info.unschedulable_plugins.clear();
+          if (rejected && !s.plugin().empty()) {
+            job.info.unschedulable_plugins.insert(std::string(s.plugin()));
+          }
           (void)queue_->add_unschedulable_if_not_present(std::move(job.info));
         }
         queue_->move_all_to_active_or_backoff(assigned_pod_delete_event(job.pod.get()));
@@ -388,8 +416,8 @@ class SchedulerRunner {
   client::EventRecorder recorder_;
   Cache cache_;
   std::string scheduler_name_;
-  std::unique_ptr<SchedulingQueue> queue_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<SchedulingQueue> queue_;  // uses scheduler_'s framework
   Nominator& nominator() { return scheduler_->nominator(); }
 
   std::mutex bind_mu_;

@@ -11,9 +11,12 @@
 #include <chrono>
 #include <stop_token>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "base/status.h"
 #include "client/api_client.h"
+#include "scheduler/framework.h"
 
 namespace skiff::scheduler {
 
@@ -29,6 +32,9 @@ struct SchedulerServerOptions {
   int bind_workers = 16;
   // 0: adaptive (upstream's default); otherwise 1..100.
   int percentage_of_nodes_to_score = 0;
+  // Out-of-tree plugins (upstream's app.WithPlugin): registered under their names and enabled
+  // in the profile after the in-tree plugins, before the binder.
+  std::vector<std::pair<std::string, PluginFactory>> extra_plugins;
 };
 
 Status run_scheduler(const SchedulerServerOptions& options, std::stop_token stop);

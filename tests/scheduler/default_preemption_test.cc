@@ -29,11 +29,11 @@ class DefaultPreemptionTest : public ::testing::Test {
   DefaultPreemptionTest() {
     Registry r = plugins::default_registry();
     auto must = [](Status s) { ASSERT_TRUE(s.is_ok()) << s.to_string(); };
-    must(r.add("NoopBinder", [](const json&) -> Result<std::unique_ptr<Plugin>> {
+    must(r.add("NoopBinder", [](const json&, Handle&) -> Result<std::unique_ptr<Plugin>> {
       return std::unique_ptr<Plugin>(std::make_unique<NoopBinder>());
     }));
     must(r.add(std::string(plugins::DefaultPreemption::kName),
-               [this](const json&) -> Result<std::unique_ptr<Plugin>> {
+               [this](const json&, Handle&) -> Result<std::unique_ptr<Plugin>> {
                  return std::unique_ptr<Plugin>(std::make_unique<plugins::DefaultPreemption>(
                      [this](const PodInfo& preemptor, const std::string& node,
                             const std::vector<PodRef>& victims) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
+
 #include "test_util.h"
 
 namespace skiff::scheduler {
@@ -77,13 +79,15 @@ Registry scripted_registry(std::vector<std::string>* log) {
   Registry r;
   for (const char* name : {"A", "B", "C"}) {
     EXPECT_TRUE(
-        r.add(name, [name, log](const nlohmann::json& args) -> Result<std::unique_ptr<Plugin>> {
-           if (args.is_object() && args.value("fail_init", false)) {
-             return Status(StatusCode::kInvalidArgument, "bad args");
-           }
-           return std::unique_ptr<Plugin>(std::make_unique<Scripted>(
-               name, args.is_null() ? nlohmann::json::object() : args, log));
-         }).is_ok());
+        r.add(name,
+              [name, log](const nlohmann::json& args, Handle&) -> Result<std::unique_ptr<Plugin>> {
+                if (args.is_object() && args.value("fail_init", false)) {
+                  return Status(StatusCode::kInvalidArgument, "bad args");
+                }
+                return std::unique_ptr<Plugin>(std::make_unique<Scripted>(
+                    name, args.is_null() ? nlohmann::json::object() : args, log));
+              })
+            .is_ok());
   }
   return r;
 }
@@ -211,6 +215,201 @@ TEST(FrameworkTest, ReserveUnreserveAndBind) {
                                            "B:bind:n1"}));
   auto none = make(r, {{"A", 0, {{"bind", "skip"}}}});
   EXPECT_EQ(none->run_bind(state, *pod, "n1").message(), "no bind plugin bound the pod");
+}
+
+// A Permit plugin scripted by its args: "permit" is "wait" (for "timeout_ms"), "reject" or
+// absent (success). It keeps its Handle to show that factories get one.
+class Waiter final : public PermitPlugin {
+ public:
+  Waiter(std::string name, nlohmann::json args, Handle& handle)
+      : name_(std::move(name)), args_(std::move(args)), handle_(handle) {}
+  std::string_view name() const override { return name_; }
+  PluginStatus permit(CycleState&, const PodInfo&, const std::string&,
+                      std::chrono::milliseconds& timeout) override {
+    std::string mode = args_.value("permit", "");
+    if (mode == "reject") return {Code::kUnschedulable, name_ + " says no"};
+    if (mode != "wait") return {};
+    timeout = std::chrono::milliseconds(args_.value("timeout_ms", 60000));
+    return {Code::kWait, ""};
+  }
+  Handle& handle() { return handle_; }
+
+ private:
+  std::string name_;
+  nlohmann::json args_;
+  Handle& handle_;
+};
+
+Registry waiter_registry() {
+  Registry r;
+  for (const char* name : {"A", "B", "C"}) {
+    EXPECT_TRUE(r.add(name,
+                      [name](const nlohmann::json& args,
+                             Handle& handle) -> Result<std::unique_ptr<Plugin>> {
+                        return std::unique_ptr<Plugin>(std::make_unique<Waiter>(
+                            name, args.is_null() ? nlohmann::json::object() : args, handle));
+                      })
+                    .is_ok());
+  }
+  return r;
+}
+
+// Collects the outcome wait_on_permit reports.
+struct Outcome {
+  std::promise<PluginStatus> promise;
+  std::future<PluginStatus> future = promise.get_future();
+  std::function<void(PluginStatus)> callback() {
+    return [this](PluginStatus s) { promise.set_value(std::move(s)); };
+  }
+  bool ready() { return future.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }
+};
+
+TEST(FrameworkTest, PermitWaitHoldsThePodUntilEveryWaitingPluginAllowsIt) {
+  auto fw = make(waiter_registry(),
+                 {{"A", 0, {{"permit", "wait"}}}, {"B", 0, {{"permit", "wait"}}}, {"C", 0, {}}});
+  PodRef pod = PodBuilder("p").build();
+  CycleState state;
+  PluginStatus s = fw->run_permit(state, pod, "n1");
+  EXPECT_EQ(s.code(), Code::kWait);
+  auto waiting = fw->get_waiting_pod(pod->uid);
+  ASSERT_NE(waiting, nullptr);
+  EXPECT_EQ(waiting->node(), "n1");
+  EXPECT_EQ(waiting->pending_plugins(), (std::vector<std::string>{"A", "B"}));
+  // Plugins see the same waiting pods through the Handle their factory got.
+  auto* a = dynamic_cast<Waiter*>(const_cast<Plugin*>(fw->plugin("A")));
+  ASSERT_NE(a, nullptr);
+  int seen = 0;
+  a->handle().iterate_over_waiting_pods([&](WaitingPod& wp) {
+    EXPECT_EQ(wp.pod()->uid, pod->uid);
+    ++seen;
+  });
+  EXPECT_EQ(seen, 1);
+
+  Outcome outcome;
+  fw->wait_on_permit(pod->uid, outcome.callback());
+  EXPECT_FALSE(outcome.ready());
+  waiting->allow("A");
+  waiting->allow("C");  // not waiting on C: no effect
+  EXPECT_FALSE(outcome.ready());
+  waiting->allow("B");
+  ASSERT_TRUE(outcome.ready());
+  EXPECT_TRUE(outcome.future.get().is_success());
+  EXPECT_EQ(fw->get_waiting_pod(pod->uid), nullptr);
+  // A later rejection of the settled pod changes nothing.
+  EXPECT_FALSE(fw->reject_waiting_pod(pod->uid, "A", "late"));
+
+  // A pod no plugin holds goes on at once.
+  Outcome direct;
+  fw->wait_on_permit("uid-nobody", direct.callback());
+  ASSERT_TRUE(direct.ready());
+  EXPECT_TRUE(direct.future.get().is_success());
+}
+
+TEST(FrameworkTest, ARejectedWaitingPodIsUnschedulableByThatPlugin) {
+  auto fw = make(waiter_registry(), {{"A", 0, {{"permit", "wait"}}}});
+  PodRef pod = PodBuilder("p").build();
+  CycleState state;
+  ASSERT_EQ(fw->run_permit(state, pod, "n1").code(), Code::kWait);
+  Outcome outcome;
+  fw->wait_on_permit(pod->uid, outcome.callback());
+  std::string who = "A";  // the status must not keep a view of the caller's string
+  EXPECT_TRUE(fw->reject_waiting_pod(pod->uid, who, "the gang broke up"));
+  who = "overwritten";
+  ASSERT_TRUE(outcome.ready());
+  PluginStatus s = outcome.future.get();
+  EXPECT_EQ(s.code(), Code::kUnschedulable);
+  EXPECT_EQ(s.message(), "the gang broke up");
+  EXPECT_EQ(s.plugin(), "A");
+  EXPECT_EQ(fw->get_waiting_pod(pod->uid), nullptr);
+
+  // Settled before anyone waits: wait_on_permit reports it at once.
+  PodRef other = PodBuilder("q").build();
+  ASSERT_EQ(fw->run_permit(state, other, "n1").code(), Code::kWait);
+  EXPECT_TRUE(fw->reject_waiting_pod(other->uid, "", "removed"));
+  Outcome late;
+  fw->wait_on_permit(other->uid, late.callback());
+  ASSERT_TRUE(late.ready());
+  PluginStatus r = late.future.get();
+  EXPECT_EQ(r.message(), "removed");
+  EXPECT_EQ(r.plugin(), "");
+}
+
+TEST(FrameworkTest, APermitRejectionWinsOverAWait) {
+  auto fw =
+      make(waiter_registry(), {{"A", 0, {{"permit", "wait"}}}, {"B", 0, {{"permit", "reject"}}}});
+  PodRef pod = PodBuilder("p").build();
+  CycleState state;
+  PluginStatus s = fw->run_permit(state, pod, "n1");
+  EXPECT_EQ(s.code(), Code::kUnschedulable);
+  EXPECT_EQ(s.plugin(), "B");
+  EXPECT_EQ(s.message(), "B says no");
+  EXPECT_EQ(fw->get_waiting_pod(pod->uid), nullptr);
+}
+
+TEST(FrameworkTest, AWaitThatTimesOutIsARejection) {
+  auto fw = make(waiter_registry(), {{"A", 0, {{"permit", "wait"}}},
+                                     {"B", 0, {{"permit", "wait"}, {"timeout_ms", 50}}}});
+  PodRef pod = PodBuilder("p").build();
+  CycleState state;
+  ASSERT_EQ(fw->run_permit(state, pod, "n1").code(), Code::kWait);
+  Outcome outcome;
+  fw->wait_on_permit(pod->uid, outcome.callback());
+  ASSERT_EQ(outcome.future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  PluginStatus s = outcome.future.get();
+  EXPECT_EQ(s.code(), Code::kUnschedulable);
+  EXPECT_EQ(s.message(), "rejected due to timeout after waiting 50ms at plugin B");
+  EXPECT_EQ(s.plugin(), "B");
+  EXPECT_EQ(fw->get_waiting_pod(pod->uid), nullptr);
+}
+
+TEST(FrameworkTest, ClosingDropsWaitingPodsWithoutCallingBack) {
+  auto fw = make(waiter_registry(), {{"A", 0, {{"permit", "wait"}}}});
+  PodRef pod = PodBuilder("p").build();
+  CycleState state;
+  ASSERT_EQ(fw->run_permit(state, pod, "n1").code(), Code::kWait);
+  bool called = false;
+  fw->wait_on_permit(pod->uid, [&](PluginStatus) { called = true; });
+  auto waiting = fw->get_waiting_pod(pod->uid);
+  fw->close_waiting();
+  waiting->allow("A");
+  EXPECT_FALSE(called);
+  EXPECT_EQ(fw->get_waiting_pod(pod->uid), nullptr);
+  EXPECT_EQ(fw->run_permit(state, PodBuilder("q").build(), "n1").code(), Code::kError);
+}
+
+// Orders pods by name, last first.
+class ByNameDescending final : public QueueSortPlugin {
+ public:
+  std::string_view name() const override { return "ByNameDescending"; }
+  bool less(const QueuedPodInfo& a, const QueuedPodInfo& b) const override {
+    return a.pod->name > b.pod->name;
+  }
+};
+
+TEST(FrameworkTest, QueueSortIsThePluginsOrderAndThereIsAtMostOne) {
+  Registry r;
+  ASSERT_TRUE(r.add("ByNameDescending", [](const nlohmann::json&, Handle&) {
+                 return Result<std::unique_ptr<Plugin>>(std::make_unique<ByNameDescending>());
+               }).is_ok());
+  ASSERT_TRUE(r.add("Other", [](const nlohmann::json&, Handle&) {
+                 return Result<std::unique_ptr<Plugin>>(std::make_unique<ByNameDescending>());
+               }).is_ok());
+  QueuedPodInfo a;
+  a.pod = PodBuilder("a").priority(100).build();
+  QueuedPodInfo b;
+  b.pod = PodBuilder("b").priority(1).build();
+  auto fw = make(r, {{"ByNameDescending", 0, nullptr}});
+  EXPECT_TRUE(fw->queue_less(b, a));
+  EXPECT_FALSE(fw->queue_less(a, b));
+  // Without one: PrioritySort's order.
+  auto plain = make(r, {});
+  EXPECT_TRUE(plain->queue_less(a, b));
+  Profile two;
+  two.plugins = {{"ByNameDescending", 0, nullptr}, {"Other", 0, nullptr}};
+  auto bad = Framework::create(r, two);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_EQ(bad.status().message(),
+            "only one QueueSort plugin can be enabled in profile \"default-scheduler\"");
 }
 
 TEST(FrameworkTest, DefaultNormalizeScore) {

@@ -7,6 +7,7 @@
 
 #include "scheduler/plugins/node_resources.h"
 #include "scheduler/plugins/registry.h"
+#include "scheduler/plugins/scheduling_gates.h"
 #include "test_util.h"
 
 namespace skiff::scheduler {
@@ -56,7 +57,7 @@ class QueueTest : public ::testing::Test {
 };
 
 TEST_F(QueueTest, PriorityThenEnqueueOrder) {
-  SchedulingQueue q({}, options());
+  SchedulingQueue q(SchedulingQueue::PluginEvents{}, options());
   q.add(PodBuilder("low").priority(1).build());
   time.now += 1s;
   q.add(PodBuilder("high").priority(100).build());
@@ -73,7 +74,7 @@ TEST_F(QueueTest, PriorityThenEnqueueOrder) {
 }
 
 TEST_F(QueueTest, BackoffDoublesUpToTheMaximum) {
-  SchedulingQueue q({}, options());
+  SchedulingQueue q(SchedulingQueue::PluginEvents{}, options());
   EXPECT_EQ(q.backoff_duration(1), 1s);
   EXPECT_EQ(q.backoff_duration(2), 2s);
   EXPECT_EQ(q.backoff_duration(3), 4s);
@@ -83,7 +84,7 @@ TEST_F(QueueTest, BackoffDoublesUpToTheMaximum) {
 }
 
 TEST_F(QueueTest, ErrorsGoToBackoffAndReturnWhenItExpires) {
-  SchedulingQueue q({}, options());
+  SchedulingQueue q(SchedulingQueue::PluginEvents{}, options());
   q.add(PodBuilder("p").build());
   fail(q, "");  // an error: no rejecting plugin
   EXPECT_EQ(q.backoff_size(), 1u);
@@ -234,7 +235,7 @@ TEST_F(QueueTest, RemoveDropsThePodEverywhere) {
 }
 
 TEST_F(QueueTest, DuplicateFailuresAreRejected) {
-  SchedulingQueue q({}, options());
+  SchedulingQueue q(SchedulingQueue::PluginEvents{}, options());
   q.add(PodBuilder("a").build());
   auto a = q.try_pop();
   ASSERT_TRUE(q.add_unschedulable_if_not_present(*a).is_ok());
@@ -242,22 +243,115 @@ TEST_F(QueueTest, DuplicateFailuresAreRejected) {
 }
 
 TEST_F(QueueTest, GatedPodsWaitForTheirGatesToGo) {
-  SchedulingQueue q(default_events(), options());
+  auto fw = Framework::create(plugins::default_registry(), plugins::default_profile());
+  ASSERT_TRUE(fw.is_ok());
+  SchedulingQueue q(*fw.value(), options());
   PodBuilder b("gated");
-  b.spec("schedulingGates", json::array({{{"name", "example.com/wait"}}}));
+  b.spec("schedulingGates", json::array({{{"name", "example.com/wait"}, {"name", "b"}}}));
   q.add(b.build());
   EXPECT_EQ(q.unschedulable_size(), 1u);
   q.move_all_to_active_or_backoff(force_activate_event());
+  q.node_added(*NodeBuilder("n").build());
   time.now += 10min;
   q.flush_unschedulable_left_over();
+  EXPECT_EQ(pop_name(q), "");
+  EXPECT_EQ(q.unschedulable_size(), 1u);
+  // An update that keeps a gate keeps it parked; the one that removes the last lets it go,
+  // without a back-off.
+  b.spec("schedulingGates", json::array({{{"name", "b"}}}));
+  q.update(b.build());
   EXPECT_EQ(pop_name(q), "");
   b.json_ref()["spec"].erase("schedulingGates");
   q.update(b.build());
   EXPECT_EQ(pop_name(q), "gated");
 }
 
+TEST(SchedulingGatesTest, NamesTheGatesItWaitsFor) {
+  plugins::SchedulingGates gates;
+  PodBuilder b("gated");
+  EXPECT_TRUE(gates.pre_enqueue(*b.build()).is_success());
+  b.spec("schedulingGates", json::array({{{"name", "example.com/a"}}, {{"name", "b"}}}));
+  PluginStatus s = gates.pre_enqueue(*b.build());
+  EXPECT_EQ(s.code(), Code::kUnschedulableAndUnresolvable);
+  EXPECT_EQ(s.message(), "waiting for scheduling gates: [example.com/a b]");
+}
+
+// Orders pods by name; a profile's QueueSort plugin replaces PrioritySort.
+class ByName final : public QueueSortPlugin {
+ public:
+  std::string_view name() const override { return "ByName"; }
+  bool less(const QueuedPodInfo& a, const QueuedPodInfo& b) const override {
+    return a.pod->name < b.pod->name;
+  }
+};
+
+// Holds pods labelled "wait-for-node" until `*open`; only a node being added can change that.
+class NodeGate final : public PreEnqueuePlugin, public EnqueueExtensions {
+ public:
+  explicit NodeGate(const bool* open) : open_(open) {}
+  std::string_view name() const override { return "NodeGate"; }
+  PluginStatus pre_enqueue(const PodInfo& pod) const override {
+    ++calls;
+    if (*open_ || pod.labels.find("wait-for-node") == nullptr) return {};
+    return {Code::kUnschedulable, "no node yet"};
+  }
+  std::vector<ClusterEventWithHint> events_to_register() const override {
+    return {on_event(EventResource::kNode, action::kAdd)};
+  }
+  mutable int calls = 0;
+
+ private:
+  const bool* open_;
+};
+
+TEST_F(QueueTest, AProfilesQueueSortAndPreEnqueuePluginsDecide) {
+  bool open = false;
+  NodeGate* gate = nullptr;
+  Registry r;
+  ASSERT_TRUE(r.add("ByName", [](const json&, Handle&) {
+                 return Result<std::unique_ptr<Plugin>>(std::make_unique<ByName>());
+               }).is_ok());
+  ASSERT_TRUE(r.add("NodeGate", [&](const json&, Handle&) {
+                 auto g = std::make_unique<NodeGate>(&open);
+                 gate = g.get();
+                 return Result<std::unique_ptr<Plugin>>(std::move(g));
+               }).is_ok());
+  Profile p;
+  p.plugins = {{"ByName", 0, nullptr}, {"NodeGate", 0, nullptr}};
+  auto fw = Framework::create(r, p);
+  ASSERT_TRUE(fw.is_ok()) << fw.status().to_string();
+  SchedulingQueue q(*fw.value(), options());
+
+  q.add(PodBuilder("c").priority(1000).build());
+  q.add(PodBuilder("a").build());
+  q.add(PodBuilder("held").label("wait-for-node", "yes").priority(5000).build());
+  q.add(PodBuilder("b").priority(10).build());
+  EXPECT_EQ(q.active_size(), 3u);
+  EXPECT_EQ(q.unschedulable_size(), 1u);
+  EXPECT_EQ(pop_name(q), "a");
+  EXPECT_EQ(pop_name(q), "b");
+  EXPECT_EQ(pop_name(q), "c");
+  EXPECT_EQ(pop_name(q), "");
+
+  // Events the gate did not register for do not ask it again.
+  open = true;
+  int calls = gate->calls;
+  q.assigned_pod_deleted(*PodBuilder("gone").node("n").build());
+  EXPECT_EQ(gate->calls, calls);
+  EXPECT_EQ(pop_name(q), "");
+  // Its event does; a gate that still says no keeps the pod parked.
+  open = false;
+  q.node_added(*NodeBuilder("n1").build());
+  EXPECT_EQ(gate->calls, calls + 1);
+  EXPECT_EQ(q.unschedulable_size(), 1u);
+  open = true;
+  q.node_added(*NodeBuilder("n2").build());
+  EXPECT_EQ(q.unschedulable_size(), 0u);
+  EXPECT_EQ(pop_name(q), "held");  // at once: a gated pod has no back-off
+}
+
 TEST_F(QueueTest, PopBlocksUntilAPodArrives) {
-  SchedulingQueue q({});
+  SchedulingQueue q(SchedulingQueue::PluginEvents{});
   std::atomic<bool> got{false};
   std::thread t([&] {
     auto p = q.pop();
@@ -273,7 +367,7 @@ TEST_F(QueueTest, PopBlocksUntilAPodArrives) {
 TEST_F(QueueTest, PopWakesWhenBackoffExpires) {
   QueueOptions o;
   o.initial_backoff = 100ms;
-  SchedulingQueue q({}, o);
+  SchedulingQueue q(SchedulingQueue::PluginEvents{}, o);
   q.add(PodBuilder("p").build());
   auto p = q.pop();
   ASSERT_TRUE(q.add_unschedulable_if_not_present(*p).is_ok());
@@ -286,7 +380,7 @@ TEST_F(QueueTest, PopWakesWhenBackoffExpires) {
 }
 
 TEST_F(QueueTest, CloseReleasesWaiters) {
-  SchedulingQueue q({});
+  SchedulingQueue q(SchedulingQueue::PluginEvents{});
   std::thread t([&] { EXPECT_FALSE(q.pop().has_value()); });
   std::this_thread::sleep_for(20ms);
   q.close();

@@ -48,10 +48,11 @@ class SchedulerServerTest : public ::testing::Test {
     }
   }
 
-  void start() {
+  void start(std::vector<std::pair<std::string, PluginFactory>> extra_plugins = {}) {
     SchedulerServerOptions options;
     options.leader_elect = false;
     options.bind_workers = 2;
+    options.extra_plugins = std::move(extra_plugins);
     runner_ = std::jthread([this, options](std::stop_token stop) {
       Status s = run_scheduler_with(api_, options, stop);
       EXPECT_TRUE(s.is_ok()) << s.to_string();
@@ -144,6 +145,22 @@ TEST_F(SchedulerServerTest, APodDeletedFromAFullNodeMakesRoom) {
   EXPECT_TRUE(eventually([&] { return node_of("waiting") == "n1"; }));
 }
 
+TEST_F(SchedulerServerTest, AGatedPodWaitsUntilItsGatesAreRemoved) {
+  api_.seed(res::kNodes, node("n1", "4"));
+  Json gated = pod("gated", "1");
+  gated["spec"]["schedulingGates"] = {{{"name", "example.com/wait"}}};
+  api_.seed(res::kPods, gated);
+  api_.seed(res::kPods, pod("free", "1"));
+  start();
+  ASSERT_TRUE(eventually([&] { return node_of("free") == "n1"; }));
+  EXPECT_TRUE(stays([&] { return node_of("gated").empty(); }, std::chrono::milliseconds(300)));
+  EXPECT_TRUE(events("FailedScheduling", "gated").empty());
+  Json ungated = get_pod("gated");
+  ungated["spec"].erase("schedulingGates");
+  ASSERT_TRUE(api_.update(res::kPods, "default", ungated).is_ok());
+  EXPECT_TRUE(eventually([&] { return node_of("gated") == "n1"; }));
+}
+
 TEST_F(SchedulerServerTest, PreemptsLowerPriorityPodsThroughTheApi) {
   api_.seed(res::kNodes, node("n1", "2"));
   Json low = pod("low", "2", 1);
@@ -174,6 +191,110 @@ TEST_F(SchedulerServerTest, PreemptsLowerPriorityPodsThroughTheApi) {
   ASSERT_TRUE(eventually([&] { return !events("Preempted", "low").empty(); }));
   EXPECT_EQ(events("Preempted", "low")[0],
             "Preempted by pod " + vip["metadata"].value("uid", "") + " on node n1");
+}
+
+// A minimal coscheduling plugin, built as out-of-tree plugins are: holds pods labelled
+// gang=<name> at Permit until `size` of them have got there, then lets them all through.
+// Records the pods it unreserves.
+class Gang final : public ReservePlugin, public PermitPlugin {
+ public:
+  Gang(Handle& handle, size_t size, std::chrono::milliseconds timeout,
+       std::shared_ptr<std::vector<std::string>> unreserved)
+      : handle_(handle), size_(size), timeout_(timeout), unreserved_(std::move(unreserved)) {}
+  std::string_view name() const override { return "Gang"; }
+  PluginStatus reserve(CycleState&, const PodInfo&, const std::string&) override { return {}; }
+  void unreserve(CycleState&, const PodInfo& pod, const std::string&) override {
+    std::lock_guard lock(mu_);
+    unreserved_->push_back(pod.name);
+  }
+  PluginStatus permit(CycleState&, const PodInfo& pod, const std::string&,
+                      std::chrono::milliseconds& timeout) override {
+    const HString* gang = pod.labels.find("gang");
+    if (gang == nullptr) return {};
+    std::vector<std::shared_ptr<WaitingPod>> mates;
+    handle_.iterate_over_waiting_pods([&](WaitingPod& wp) {
+      const HString* other = wp.pod()->labels.find("gang");
+      if (other != nullptr && other->str() == gang->str()) {
+        mates.push_back(handle_.get_waiting_pod(wp.pod()->uid));
+      }
+    });
+    if (mates.size() + 1 < size_) {
+      timeout = timeout_;
+      return {Code::kWait, ""};
+    }
+    for (const auto& m : mates) {
+      if (m) m->allow(name());
+    }
+    return {};
+  }
+  std::vector<std::string> unreserved() {
+    std::lock_guard lock(mu_);
+    return *unreserved_;
+  }
+
+ private:
+  Handle& handle_;
+  const size_t size_;
+  const std::chrono::milliseconds timeout_;
+  std::mutex mu_;
+  std::shared_ptr<std::vector<std::string>> unreserved_;
+};
+
+Json gang_pod(const std::string& name, const std::string& gang) {
+  Json p = pod(name, "1");
+  p["metadata"]["labels"] = {{"gang", gang}};
+  return p;
+}
+
+class PermitWaitTest : public SchedulerServerTest {
+ protected:
+  void start_with_gang(size_t size, std::chrono::milliseconds timeout) {
+    start({{"Gang", [this, size, timeout](const Json&, Handle& handle) {
+              auto g = std::make_unique<Gang>(handle, size, timeout,
+                                              std::make_shared<std::vector<std::string>>());
+              gang_ = g.get();
+              return Result<std::unique_ptr<Plugin>>(std::move(g));
+            }}});
+    ASSERT_TRUE(eventually([&] { return gang_.load() != nullptr; }));
+  }
+  std::atomic<Gang*> gang_{nullptr};
+};
+
+TEST_F(PermitWaitTest, APermitPluginHoldsPodsUntilItLetsThemGo) {
+  api_.seed(res::kNodes, node("n1", "8"));
+  api_.seed(res::kPods, gang_pod("g1", "x"));
+  start_with_gang(2, std::chrono::seconds(30));
+  EXPECT_TRUE(stays([&] { return node_of("g1").empty(); }, std::chrono::milliseconds(300)));
+  ASSERT_TRUE(api_.create(res::kPods, "default", gang_pod("g2", "x")).is_ok());
+  ASSERT_TRUE(eventually([&] { return node_of("g1") == "n1" && node_of("g2") == "n1"; }));
+  EXPECT_TRUE(gang_.load()->unreserved().empty());
+}
+
+TEST_F(PermitWaitTest, AWaitThatTimesOutUndoesTheReservationAndSaysWhy) {
+  api_.seed(res::kNodes, node("n1", "8"));
+  api_.seed(res::kPods, gang_pod("solo", "y"));
+  start_with_gang(2, std::chrono::milliseconds(300));
+  ASSERT_TRUE(eventually([&] {
+    Json c = condition("solo", "PodScheduled");
+    return c.is_object() &&
+           c.value("message", "") == "rejected due to timeout after waiting 300ms at plugin Gang";
+  }));
+  EXPECT_EQ(condition("solo", "PodScheduled").value("reason", ""), "Unschedulable");
+  EXPECT_FALSE(gang_.load()->unreserved().empty());
+  EXPECT_EQ(gang_.load()->unreserved()[0], "solo");
+  EXPECT_TRUE(node_of("solo").empty());
+  EXPECT_FALSE(events("FailedScheduling", "solo").empty());
+}
+
+TEST_F(PermitWaitTest, AWaitingPodThatIsDeletedIsLetGo) {
+  api_.seed(res::kNodes, node("n1", "8"));
+  api_.seed(res::kPods, gang_pod("doomed", "z"));
+  start_with_gang(3, std::chrono::minutes(10));
+  EXPECT_TRUE(
+      stays([&] { return gang_.load()->unreserved().empty(); }, std::chrono::milliseconds(300)));
+  ASSERT_TRUE(api_.remove(res::kPods, "default", "doomed").is_ok());
+  ASSERT_TRUE(
+      eventually([&] { return gang_.load()->unreserved() == std::vector<std::string>{"doomed"}; }));
 }
 
 }  // namespace

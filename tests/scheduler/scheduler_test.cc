@@ -48,11 +48,12 @@ class SchedulerTest : public ::testing::Test {
   void make(SchedulerOptions options = {}) {
     Registry r = plugins::default_registry();
     FakeBinder** slot = &binder;
-    ASSERT_TRUE(r.add("FakeBinder", [slot](const json&) -> Result<std::unique_ptr<Plugin>> {
-                   auto b = std::make_unique<FakeBinder>();
-                   *slot = b.get();
-                   return std::unique_ptr<Plugin>(std::move(b));
-                 }).is_ok());
+    ASSERT_TRUE(
+        r.add("FakeBinder", [slot](const json&, Handle&) -> Result<std::unique_ptr<Plugin>> {
+           auto b = std::make_unique<FakeBinder>();
+           *slot = b.get();
+           return std::unique_ptr<Plugin>(std::move(b));
+         }).is_ok());
     Profile p = plugins::default_profile();
     p.plugins.push_back({"FakeBinder", 0, nullptr});
     auto fw = Framework::create(r, p);
