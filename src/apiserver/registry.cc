@@ -2323,6 +2323,12 @@ Response Registry::bind_pod(Ctx& c) {
           c.res.qualified_resource(), c.info.name,
           "pod " + c.info.name + " is already assigned to node \"" + current + "\""));
     }
+    // Upstream's setPodNodeAndMetadata.
+    if (const json& gates = pod["spec"].value("schedulingGates", json::array());
+        gates.is_array() && !gates.empty()) {
+      return error_response(
+          api::ApiError::internal("pod " + c.info.name + " has non-empty .spec.schedulingGates"));
+    }
     pod["spec"]["nodeName"] = node;
     if (binding.contains("metadata") && binding["metadata"].contains("annotations") &&
         binding["metadata"]["annotations"].is_object()) {

@@ -11,6 +11,7 @@
 #include "apiserver/object.h"
 #include "apiserver/service_allocator.h"
 #include "base/kubeconfig.h"
+#include "base/time.h"
 
 namespace skiff::apiserver {
 namespace {
@@ -272,6 +273,53 @@ void validate_template(const json& obj, api::FieldErrors& errors) {
   validate_pod_spec((*tmpl)["spec"], "spec.template.spec", errors);
 }
 
+// Upstream's validateOnlyAddedTolerations: every existing toleration stays, changed at most in
+// its tolerationSeconds; new ones may be added.
+void validate_only_added_tolerations(const json& now, const json& before,
+                                     api::FieldErrors& errors) {
+  if (!before.is_array()) return;
+  for (const json& old : before) {
+    bool found = false;
+    for (const json& t : now.is_array() ? now : json::array()) {
+      if (!t.is_object() || !old.is_object()) {
+        found |= t == old;
+        continue;
+      }
+      json clone = old;
+      clone.erase("tolerationSeconds");
+      if (t.contains("tolerationSeconds")) clone["tolerationSeconds"] = t["tolerationSeconds"];
+      if (clone == t) {
+        found = true;
+        break;
+      }
+    }
+    if (!found) {
+      errors.forbidden("spec.tolerations",
+                       "existing toleration can not be modified except its tolerationSeconds");
+      return;
+    }
+  }
+}
+
+// Upstream's validateOnlyDeletedSchedulingGates: gates may be removed, never added.
+void validate_only_deleted_scheduling_gates(const json& now, const json& before,
+                                            api::FieldErrors& errors) {
+  if (!now.is_array()) return;
+  std::set<std::string> old_names;
+  if (before.is_array()) {
+    for (const json& g : before) {
+      if (g.is_object()) old_names.insert(g.value("name", ""));
+    }
+  }
+  for (size_t i = 0; i < now.size(); ++i) {
+    std::string name = now[i].is_object() ? now[i].value("name", "") : "";
+    if (old_names.count(name) == 0) {
+      errors.forbidden("spec.schedulingGates[" + std::to_string(i) + "].name",
+                       "only deletion is allowed, but found new scheduling gate '" + name + "'");
+    }
+  }
+}
+
 // Pods may change only a few spec fields once created.
 void validate_pod_update(const json& obj, const json& old, api::FieldErrors& errors) {
   json a = obj.value("spec", json::object());
@@ -285,6 +333,7 @@ void validate_pod_update(const json& obj, const json& old, api::FieldErrors& err
     s->erase("activeDeadlineSeconds");
     s->erase("tolerations");
     s->erase("terminationGracePeriodSeconds");
+    s->erase("schedulingGates");
   }
   if (a != b) {
     errors.forbidden("spec",
@@ -294,6 +343,17 @@ void validate_pod_update(const json& obj, const json& old, api::FieldErrors& err
                      "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
                      "previously negative)");
   }
+  const json none = json();
+  auto spec_field = [&none](const json& pod, const char* field) -> const json& {
+    auto spec = pod.find("spec");
+    if (spec == pod.end() || !spec->is_object()) return none;
+    auto f = spec->find(field);
+    return f == spec->end() ? none : *f;
+  };
+  validate_only_added_tolerations(spec_field(obj, "tolerations"), spec_field(old, "tolerations"),
+                                  errors);
+  validate_only_deleted_scheduling_gates(spec_field(obj, "schedulingGates"),
+                                         spec_field(old, "schedulingGates"), errors);
 }
 
 void default_service(json& obj) {
@@ -462,11 +522,9 @@ void event_to_core(json& obj) {
 // What upstream's admission plugins add to a new pod: the default service account, tolerations
 // for not-ready and unreachable nodes (--default-*-toleration-seconds, 300 s), and priority 0
 // with the default policy when the Priority plugin is not installed.
-void admit_pod(json& spec, const StrategyConfig& config) {
-  if (!spec.contains("serviceAccountName") || spec["serviceAccountName"] == "") {
-    spec["serviceAccountName"] = "default";
-  }
-  spec["serviceAccount"] = spec["serviceAccountName"];
+// Upstream's DefaultTolerationSeconds admission, which runs on pod creates and updates: a pod
+// tolerates not-ready and unreachable nodes for the configured time unless it says otherwise.
+void add_default_tolerations(json& spec, const StrategyConfig& config) {
   json& tolerations = spec["tolerations"];
   if (!tolerations.is_array()) tolerations = json::array();
   for (const auto& [key, seconds] :
@@ -486,6 +544,14 @@ void admit_pod(json& spec, const StrategyConfig& config) {
                              {"tolerationSeconds", seconds}});
     }
   }
+}
+
+void admit_pod(json& spec, const StrategyConfig& config) {
+  if (!spec.contains("serviceAccountName") || spec["serviceAccountName"] == "") {
+    spec["serviceAccountName"] = "default";
+  }
+  spec["serviceAccount"] = spec["serviceAccountName"];
+  add_default_tolerations(spec, config);
   set_default(spec, "priority", 0);
   set_default(spec, "preemptionPolicy", "PreemptLowerPriority");
 }
@@ -535,6 +601,19 @@ void validate_pod_spec(const json& spec, const std::string& path, api::FieldErro
     errors.not_supported(path + ".dnsPolicy", dns,
                          {"ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"});
   }
+  // Upstream's validateSchedulingGates.
+  if (auto gates = spec.find("schedulingGates"); gates != spec.end() && gates->is_array()) {
+    std::set<std::string> seen;
+    for (size_t i = 0; i < gates->size(); ++i) {
+      const json& g = (*gates)[i];
+      std::string field = path + ".schedulingGates[" + std::to_string(i) + "].name";
+      std::string name = g.is_object() ? g.value("name", "") : "";
+      for (const std::string& e : api::qualified_name_errors(name)) {
+        errors.invalid(field, name, e);
+      }
+      if (!seen.insert(name).second) errors.duplicate(field, name);
+    }
+  }
 }
 
 Status install_strategies(Registry& registry, const StrategyConfig& config) {
@@ -580,6 +659,30 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
     default_pod_spec(obj["spec"]);
     admit_pod(obj["spec"], config);
     obj["status"] = json{{"phase", "Pending"}, {"qosClass", qos_class(obj["spec"])}};
+    // Upstream's applySchedulingGatedCondition.
+    const json& gates = obj["spec"].value("schedulingGates", json::array());
+    if (gates.is_array() && !gates.empty()) {
+      obj["status"]["conditions"] =
+          json::array({{{"type", "PodScheduled"},
+                        {"status", "False"},
+                        {"reason", "SchedulingGated"},
+                        {"message", "Scheduling is blocked due to non-empty scheduling gates"},
+                        {"lastProbeTime", nullptr},
+                        {"lastTransitionTime", rfc3339_now()}}});
+    }
+  };
+  pods.prepare_for_update = [config](json& obj, const json&) {
+    if (obj.contains("spec") && obj["spec"].is_object()) {
+      add_default_tolerations(obj["spec"], config);
+    }
+  };
+  pods.validate_create = [](const json& obj, api::FieldErrors& errors) {
+    const json spec = obj.value("spec", json::object());
+    const json gates = spec.value("schedulingGates", json::array());
+    const json node = spec.value("nodeName", json());
+    if (gates.is_array() && !gates.empty() && node.is_string() && !node.empty()) {
+      errors.forbidden("spec.nodeName", "cannot be set until all schedulingGates have been cleared");
+    }
   };
   pods.validate = [](const json& obj, api::FieldErrors& errors) {
     validate_pod_spec(obj.value("spec", json::object()), "spec", errors);

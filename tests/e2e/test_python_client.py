@@ -293,6 +293,85 @@ class PythonClient(ServerTestCase):
                          "FieldValueInvalid", status)
         self.assertEqual(self.server.request("GET", raw + "/twins")[0], 404)
 
+    def test_scheduling_gates_and_pod_update_rules_as_upstream(self):
+        ns = self.new_ns("gates")
+        raw = "/api/v1/namespaces/%s/pods" % ns
+        merge = {"Content-Type": "application/merge-patch+json"}
+
+        def post(name, **spec):
+            spec.setdefault("containers", [{"name": "c", "image": "busybox:1.36"}])
+            st, _, body = self.server.request("POST", raw, body={
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+            return st, json.loads(body)
+
+        def patch(name, spec):
+            st, _, body = self.server.request("PATCH", raw + "/" + name,
+                                              body=json.dumps({"spec": spec}), headers=merge)
+            return st, json.loads(body)
+
+        def scheduled_condition(pod):
+            return [c for c in pod["status"].get("conditions", []) if c["type"] == "PodScheduled"]
+
+        # A gated pod says so from the start.
+        st, p = post("gated", schedulingGates=[{"name": "example.com/a"}, {"name": "b"}])
+        self.assertEqual(st, 201, p)
+        cond = scheduled_condition(p)
+        self.assertEqual([(c["status"], c["reason"], c["message"]) for c in cond],
+                         [("False", "SchedulingGated",
+                           "Scheduling is blocked due to non-empty scheduling gates")])
+        # Bad gates: one cause per field, nothing stored.
+        st, status = post("badgates", schedulingGates=[{"name": "Bad Gate!"}, {"name": "b"},
+                                                       {"name": "b"}])
+        self.assertEqual((st, status["reason"]), (422, "Invalid"), status)
+        causes = {(c["field"], c["reason"]) for c in status["details"]["causes"]}
+        self.assertIn(("spec.schedulingGates[0].name", "FieldValueInvalid"), causes)
+        self.assertIn(("spec.schedulingGates[2].name", "FieldValueDuplicate"), causes)
+        self.assertEqual(self.server.request("GET", raw + "/badgates")[0], 404)
+        st, status = post("placed", schedulingGates=[{"name": "a"}], nodeName="n1")
+        self.assertEqual(st, 422, status)
+        self.assertIn("spec.nodeName: Forbidden: cannot be set until all schedulingGates have "
+                      "been cleared", status["message"])
+        # A gated pod cannot be bound.
+        st, _, body = self.server.request("POST", raw + "/gated/binding", body={
+            "apiVersion": "v1", "kind": "Binding", "metadata": {"name": "gated"},
+            "target": {"kind": "Node", "name": "n1"}})
+        self.assertEqual(st, 500, body)
+        self.assertIn("pod gated has non-empty .spec.schedulingGates", json.loads(body)["message"])
+        # Gates may be removed, never added.
+        st, status = patch("gated", {"schedulingGates": [{"name": "example.com/a"},
+                                                         {"name": "c"}]})
+        self.assertEqual(st, 422, status)
+        self.assertIn("spec.schedulingGates[1].name: Forbidden: only deletion is allowed, but "
+                      "found new scheduling gate 'c'", status["message"])
+        st, p = patch("gated", {"schedulingGates": [{"name": "example.com/a"}]})
+        self.assertEqual(st, 200, p)
+        self.assertEqual([g["name"] for g in p["spec"]["schedulingGates"]], ["example.com/a"])
+        st, p = patch("gated", {"schedulingGates": None})
+        self.assertEqual(st, 200, p)
+        self.assertNotIn("schedulingGates", p["spec"])
+
+        # Tolerations: existing ones may change only their tolerationSeconds; new ones may come.
+        tol = {"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}
+        st, p = post("tolerant", tolerations=[tol])
+        self.assertEqual(st, 201, p)
+        kept = [t for t in p["spec"]["tolerations"] if t.get("key") != "k"]  # admission's
+        st, p = patch("tolerant", {"tolerations": [dict(tol, tolerationSeconds=10)] + kept})
+        self.assertEqual(st, 200, p)
+        extra = {"key": "x", "operator": "Equal", "value": "y", "effect": "NoSchedule"}
+        st, p = patch("tolerant", {"tolerations": p["spec"]["tolerations"] + [extra]})
+        self.assertEqual(st, 200, p)
+        # An update that leaves out the default tolerations gets them back (admission).
+        st, p = patch("tolerant", {"tolerations": [tol, extra]})
+        self.assertEqual(st, 200, p)
+        self.assertEqual(len(p["spec"]["tolerations"]), 4, p["spec"]["tolerations"])
+        st, status = patch("tolerant", {"tolerations": [extra]})
+        self.assertEqual(st, 422, status)
+        self.assertIn("spec.tolerations: Forbidden: existing toleration can not be modified except "
+                      "its tolerationSeconds", status["message"])
+        st, status = patch("tolerant", {"tolerations": [dict(tol, effect="NoSchedule")] + kept
+                                        + [extra]})
+        self.assertEqual(st, 422, status)
+
     def test_service_defaults(self):
         ns = self.new_ns("svcdef")
         svc = self.core.create_namespaced_service(ns, client.V1Service(
