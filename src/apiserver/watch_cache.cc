@@ -216,7 +216,6 @@ void WatchCache::stop() {
     std::lock_guard lock(ctl_mu_);
     if (stopping_) return;
     stopping_ = true;
-    watching_ = false;
   }
   wake_cv_.notify_all();
   fresh_cv_.notify_all();
@@ -307,11 +306,6 @@ void WatchCache::run() {
       SKIFF_LOG_WARN("watch cache {}: the store watch ended ({}); {}", prefix_, status.to_string(),
                      status.code() == StatusCode::kCompacted ? "re-listing" : "resuming it");
       watch_.reset();
-      {
-        std::lock_guard lock(ctl_mu_);
-        watching_ = false;
-      }
-      fresh_cv_.notify_all();
       if (status.code() == StatusCode::kCompacted) need_list = true;
     }
   }
@@ -383,7 +377,6 @@ bool WatchCache::start_store_watch() {
   watch_ = std::move(w).value();
   {
     std::lock_guard lock(ctl_mu_);
-    watching_ = true;
     notified_ = true;  // poll once right away: the watch may have ended already
   }
   return true;
@@ -466,13 +459,16 @@ void WatchCache::trim_locked(Clock::time_point now) {
 bool WatchCache::wait_fresh(int64_t revision) {
   std::unique_lock lock(ctl_mu_);
   if (fresh_revision_ >= revision) return true;
-  if (!watching_ || stopping_) return false;
+  // A store watch being set up or resumed is no reason to give up (the cache is ready before
+  // its first watch starts): as upstream's waitUntilFreshAndBlock, wait for the cache to catch
+  // up, up to fresh_timeout.
+  if (stopping_) return false;
   ++waiting_readers_;
   fresh_wanted_ = true;
   wake_cv_.notify_one();  // the dispatcher asks the store for progress
   auto deadline = Clock::now() + options_.fresh_timeout;
-  bool fresh = fresh_cv_.wait_until(
-      lock, deadline, [&] { return fresh_revision_ >= revision || !watching_ || stopping_; });
+  bool fresh = fresh_cv_.wait_until(lock, deadline,
+                                    [&] { return fresh_revision_ >= revision || stopping_; });
   fresh = fresh && fresh_revision_ >= revision;
   --waiting_readers_;
   if (!fresh) ++fresh_timeouts_;

@@ -216,8 +216,8 @@ class WatchCache {
   bool start_store_watch();
   void apply(std::vector<storage::Event>& events);
   void trim_locked(std::chrono::steady_clock::time_point now);
-  // Waits until the cache is at least at `revision`; false when that did not happen in time or
-  // the cache cannot get there (its store watch is down).
+  // Waits until the cache is at least at `revision`, through store watches being set up again
+  // and re-lists; false when that did not happen within fresh_timeout or the cache is stopping.
   bool wait_fresh(int64_t revision);
 
   storage::Store& store_;
@@ -245,7 +245,6 @@ class WatchCache {
   bool notified_ = false;             // guarded by ctl_mu_; the store watch has news
   bool stopping_ = false;             // guarded by ctl_mu_
   bool started_ = false;              // guarded by ctl_mu_
-  bool watching_ = false;             // guarded by ctl_mu_; the store watch is live
   int64_t fresh_revision_ = 0;        // guarded by ctl_mu_; mirrors revision_
   int waiting_readers_ = 0;           // guarded by ctl_mu_
   bool fresh_wanted_ = false;         // guarded by ctl_mu_; a reader has just started waiting
