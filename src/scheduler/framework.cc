@@ -36,7 +36,7 @@ std::string PluginStatus::message() const {
 
 // ---- CycleState ----
 
-void CycleState::write(const StateKey& key, std::unique_ptr<StateData> data) {
+void CycleState::write(const StateKey& key, std::shared_ptr<const StateData> data) {
   for (auto& slot : slots_) {
     if (slot.first == &key) {
       slot.second = std::move(data);
@@ -46,7 +46,7 @@ void CycleState::write(const StateKey& key, std::unique_ptr<StateData> data) {
   slots_.emplace_back(&key, std::move(data));
 }
 
-StateData* CycleState::read(const StateKey& key) const {
+const StateData* CycleState::read(const StateKey& key) const {
   for (const auto& slot : slots_) {
     if (slot.first == &key) return slot.second.get();
   }
@@ -233,6 +233,44 @@ PluginStatus Framework::run_pre_filter(CycleState& state, const PodInfo& pod,
   return {};
 }
 
+namespace {
+template <typename Run>
+PluginStatus run_extensions(const std::vector<PreFilterPlugin*>& plugins,
+                            const std::vector<int>& to_filter, const CycleState& state,
+                            const char* what, Run&& run) {
+  for (size_t i = 0; i < plugins.size(); ++i) {
+    const PreFilterExtensions* ext = plugins[i]->pre_filter_extensions();
+    if (ext == nullptr) continue;
+    if (to_filter[i] >= 0 && state.skip_filter(static_cast<size_t>(to_filter[i]))) continue;
+    PluginStatus s = run(*ext);
+    if (!s.is_success()) {
+      PluginStatus err =
+          PluginStatus::error("running " + std::string(what) + " on PreFilter plugin \"" +
+                              std::string(plugins[i]->name()) + "\": " + s.message());
+      err.set_plugin(plugins[i]->name());
+      return err;
+    }
+  }
+  return {};
+}
+}  // namespace
+
+PluginStatus Framework::run_pre_filter_extension_add_pod(CycleState& state, const PodInfo& pod,
+                                                         const PodInfo& other,
+                                                         const NodeInfo& node) const {
+  return run_extensions(
+      pre_filter_, pre_filter_to_filter_, state, "AddPod",
+      [&](const PreFilterExtensions& ext) { return ext.add_pod(state, pod, other, node); });
+}
+
+PluginStatus Framework::run_pre_filter_extension_remove_pod(CycleState& state, const PodInfo& pod,
+                                                            const PodInfo& other,
+                                                            const NodeInfo& node) const {
+  return run_extensions(
+      pre_filter_, pre_filter_to_filter_, state, "RemovePod",
+      [&](const PreFilterExtensions& ext) { return ext.remove_pod(state, pod, other, node); });
+}
+
 PluginStatus Framework::run_filter(const CycleState& state, const PodInfo& pod,
                                    const NodeInfo& node) const {
   for (size_t i = 0; i < filter_.size(); ++i) {
@@ -253,7 +291,7 @@ PluginStatus Framework::run_post_filter(CycleState& state, const PodInfo& pod,
                                         const NodeToStatus& failed_nodes, const NodeLister& nodes,
                                         const FilterFn& filter, std::string& nominated) const {
   PluginStatus last(Code::kUnschedulable, std::vector<std::string>{});
-  const PostFilterContext ctx{nodes, filter};
+  const PostFilterContext ctx{nodes, filter, *this};
   for (PostFilterPlugin* pl : post_filter_) {
     PluginStatus s = pl->post_filter(state, pod, failed_nodes, ctx, nominated);
     if (s.is_success()) return s;

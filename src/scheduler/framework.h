@@ -119,15 +119,20 @@ struct StateKey {
   const char* name;
 };
 
+// Data written to a CycleState is shared with the state's clones: never change data read from a
+// state; write a changed copy instead (as PreFilterExtensions do).
 class CycleState {
  public:
-  void write(const StateKey& key, std::unique_ptr<StateData> data);
-  StateData* read(const StateKey& key) const;
+  void write(const StateKey& key, std::shared_ptr<const StateData> data);
+  const StateData* read(const StateKey& key) const;
   // The caller knows the type it wrote under `key`.
   template <typename T>
-  T* get(const StateKey& key) const {
-    return static_cast<T*>(read(key));
+  const T* get(const StateKey& key) const {
+    return static_cast<const T*>(read(key));
   }
+  // A copy sharing the data (cheap): preemption tries each node on a clone changed through
+  // PreFilterExtensions.
+  CycleState clone() const { return *this; }
 
   // Set by the framework from PreFilter / PreScore kSkip answers, by plugin position.
   bool skip_filter(size_t index) const { return (skip_filter_ >> index) & 1u; }
@@ -135,7 +140,7 @@ class CycleState {
 
  private:
   friend class Framework;
-  std::vector<std::pair<const StateKey*, std::unique_ptr<StateData>>> slots_;
+  std::vector<std::pair<const StateKey*, std::shared_ptr<const StateData>>> slots_;
   uint64_t skip_filter_ = 0;
   uint64_t skip_score_ = 0;
 };
@@ -225,12 +230,26 @@ class PreEnqueuePlugin : public virtual Plugin {
   virtual PluginStatus pre_enqueue(const PodInfo& pod) const = 0;
 };
 
+// What a PreFilter plugin whose per-cycle data counts other pods provides so that Filter can be
+// asked "and if this pod were added to / removed from that node?" (preemption removes victims;
+// pods nominated to a node are added). `state` is a clone the caller owns.
+class PreFilterExtensions {
+ public:
+  virtual ~PreFilterExtensions() = default;
+  virtual PluginStatus add_pod(CycleState& state, const PodInfo& pod, const PodInfo& added,
+                               const NodeInfo& node) const = 0;
+  virtual PluginStatus remove_pod(CycleState& state, const PodInfo& pod, const PodInfo& removed,
+                                  const NodeInfo& node) const = 0;
+};
+
 class PreFilterPlugin : public virtual Plugin {
  public:
   // Computes per-cycle data for Filter. May narrow the candidate nodes (result.all_nodes =
   // false), reject the pod outright, or return kSkip so this plugin's Filter does not run.
   virtual PluginStatus pre_filter(CycleState& state, const PodInfo& pod, const NodeLister& nodes,
                                   PreFilterResult& result) const = 0;
+  // Null when the plugin's data does not depend on other pods.
+  virtual const PreFilterExtensions* pre_filter_extensions() const { return nullptr; }
 };
 
 class FilterPlugin : public virtual Plugin {
@@ -243,11 +262,15 @@ class FilterPlugin : public virtual Plugin {
 // scheduler does (see nominator.h).
 using FilterFn = std::function<PluginStatus(const CycleState&, const PodInfo&, const NodeInfo&)>;
 
-// What a PostFilter plugin may use besides the failed nodes: the cycle's nodes, and the filters
-// to try the pod on a changed copy of a node.
+class Framework;
+
+// What a PostFilter plugin may use besides the failed nodes: the cycle's nodes, the filters to
+// try the pod on a changed copy of a node, and the framework to bring a clone of the cycle's
+// state in line with such a copy (run_pre_filter_extension_add_pod / _remove_pod).
 struct PostFilterContext {
   const NodeLister& nodes;
   const FilterFn& filter;
+  const Framework& framework;
 };
 
 class PostFilterPlugin : public virtual Plugin {
@@ -298,8 +321,6 @@ class PermitPlugin : public virtual Plugin {
 };
 
 inline constexpr std::chrono::milliseconds kMaxPermitTimeout = std::chrono::minutes(15);
-
-class Framework;
 
 // A pod that Permit plugins hold (upstream's WaitingPod).
 class WaitingPod {
@@ -424,6 +445,13 @@ class Framework final : public Handle {
   // plugin's name.
   PluginStatus run_pre_filter(CycleState& state, const PodInfo& pod, const NodeLister& nodes,
                               PreFilterResult& result, std::set<std::string>& narrowing) const;
+  // Every PreFilterExtensions' add_pod / remove_pod (but those of plugins whose Filter the cycle
+  // skips): `state` then describes `node` with `other` added / removed. The first error stops.
+  PluginStatus run_pre_filter_extension_add_pod(CycleState& state, const PodInfo& pod,
+                                                const PodInfo& other, const NodeInfo& node) const;
+  PluginStatus run_pre_filter_extension_remove_pod(CycleState& state, const PodInfo& pod,
+                                                   const PodInfo& other,
+                                                   const NodeInfo& node) const;
   // The first failing Filter's status (with its plugin name), or success.
   PluginStatus run_filter(const CycleState& state, const PodInfo& pod, const NodeInfo& node) const;
   PluginStatus run_post_filter(CycleState& state, const PodInfo& pod,

@@ -84,9 +84,16 @@ PluginStatus Scheduler::filter(const CycleState& state, const PodInfo& pod,
     std::vector<PodRef> nominated = nominator_.on_node(node.name(), pod.uid);
     std::erase_if(nominated, [&](const PodRef& p) { return p->priority < pod.priority; });
     if (!nominated.empty()) {
+      // Upstream's addNominatedPods: the pods go on a copy of the node and into a clone of the
+      // cycle's state.
       NodeInfo with = node;
-      for (const PodRef& p : nominated) with.add_pod(p);
-      PluginStatus s = framework_->run_filter(state, pod, with);
+      CycleState with_state = state.clone();
+      for (const PodRef& p : nominated) {
+        with.add_pod(p);
+        PluginStatus s = framework_->run_pre_filter_extension_add_pod(with_state, pod, *p, with);
+        if (!s.is_success()) return s;
+      }
+      PluginStatus s = framework_->run_filter(with_state, pod, with);
       if (!s.is_success()) return s;
     }
   }

@@ -136,6 +136,39 @@ TEST(TopologyCountsMemoTest, OnlyChangedNodesAreRevisited) {
   EXPECT_EQ(memo.rebuilds(), 2u);
 }
 
+TEST(CountsOverlayTest, ChangesApplyOnTopOfTheMemoWithoutChangingIt) {
+  Cluster c;
+  c.add(NodeBuilder("a").zone("z1"));
+  c.add(NodeBuilder("b").zone("z2"));
+  c.add(NodeBuilder("c").zone("z3"));
+  c.add(PodBuilder("p1").node("a").label("app", "web"));
+  c.add(PodBuilder("p2").node("a").label("app", "web"));
+  c.add(PodBuilder("p3").node("b").label("app", "web"));
+  auto memo = std::make_shared<TopologyCountsMemo>();
+  memo->sync(c.refresh(), contribute);
+  ASSERT_EQ(memo->min_count(kZone), 0);  // z3
+  ASSERT_EQ(memo->nonzero_pairs(), 2u);
+
+  CountsOverlay overlay(memo);
+  overlay.change(kZone, HString("z3"), +1);
+  EXPECT_EQ(overlay.count(kZone, HString("z3")), 1);
+  EXPECT_EQ(overlay.min_count(kZone), 1);
+  EXPECT_EQ(overlay.nonzero_pairs(), 3u);
+  CountsOverlay copy = overlay;
+  copy.change(kZone, HString("z2"), -1);
+  copy.change(kZone, HString("z1"), -1);
+  EXPECT_EQ(copy.count(kZone, HString("z1")), 1);
+  EXPECT_EQ(copy.min_count(kZone), 0);
+  EXPECT_EQ(copy.nonzero_pairs(), 2u);
+  copy.change(kZone, HString("z2"), +1);
+  EXPECT_EQ(copy.nonzero_pairs(), 3u);
+  // The overlay it was copied from and the memo are as they were.
+  EXPECT_EQ(overlay.count(kZone, HString("z2")), 1);
+  EXPECT_EQ(overlay.min_count(kZone), 1);
+  EXPECT_EQ(memo->count(kZone, HString("z3")), 0);
+  EXPECT_EQ(memo->nonzero_pairs(), 2u);
+}
+
 TEST(MemoCacheTest, EvictsTheLeastRecentlyUsed) {
   MemoCache<TopologyCountsMemo> cache(2);
   auto a = cache.get("a");

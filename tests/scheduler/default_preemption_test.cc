@@ -62,6 +62,11 @@ class DefaultPreemptionTest : public ::testing::Test {
     EXPECT_TRUE(cache.add_pod(p).is_ok());
     return p;
   }
+  PodRef place(const PodBuilder& b) {
+    PodRef p = b.build();
+    EXPECT_TRUE(cache.add_pod(p).is_ok());
+    return p;
+  }
   // One cycle: the node the pod was bound to, or the failure (kept in `failure`).
   std::string schedule(const PodBuilder& b) {
     PodRef pod = b.build();
@@ -103,6 +108,70 @@ TEST_F(DefaultPreemptionTest, EvictsOnTheNodeWhoseVictimsMatterLeastThenThePodLa
   ASSERT_TRUE(cache.remove_pod(low->uid).is_ok());
   vip.json_ref()["status"]["nominatedNodeName"] = "n1";
   EXPECT_EQ(schedule(vip), "n1");
+}
+
+// Victims that stand in the way through inter-pod (anti-)affinity or topology spreading: the
+// counts PreFilter took must see them removed (PreFilterExtensions), else no node is a candidate.
+TEST_F(DefaultPreemptionTest, EvictsThePodsTheIncomingPodsAntiAffinityRejects) {
+  node(NodeBuilder("n1").capacity("4", "8Gi"));
+  place(PodBuilder("db").label("app", "db").priority(1).req("1", "").node("n1"));
+  place(PodBuilder("other").label("app", "web").priority(1).req("1", "").node("n1"));
+  PodBuilder vip("vip");
+  vip.req("1", "").priority(10).required_anti_affinity("app", "db", "kubernetes.io/hostname");
+  EXPECT_EQ(schedule(vip), "");
+  EXPECT_EQ(failure.message,
+            "0/1 nodes are available: 1 node(s) didn't match pod anti-affinity "
+            "rules.");
+  // Only the pod the term matches goes; "other" is given back.
+  EXPECT_EQ(evicted, (std::map<std::string, std::vector<std::string>>{{"n1", {"db"}}}));
+  EXPECT_EQ(failure.nominated_node, "n1");
+}
+
+TEST_F(DefaultPreemptionTest, EvictsALowerPriorityPodWhoseAntiAffinityRejectsTheIncomingPod) {
+  node(NodeBuilder("n1").capacity("4", "8Gi"));
+  node(NodeBuilder("n2").capacity("4", "8Gi"));
+  place(PodBuilder("loner").priority(1).req("1", "").node("n1").required_anti_affinity(
+      "app", "web", "kubernetes.io/hostname"));
+  place(PodBuilder("big").priority(100).req("4", "").node("n2"));
+  PodBuilder vip("vip");
+  vip.label("app", "web").req("1", "").priority(10);
+  EXPECT_EQ(schedule(vip), "");
+  EXPECT_EQ(evicted, (std::map<std::string, std::vector<std::string>>{{"n1", {"loner"}}}));
+}
+
+TEST_F(DefaultPreemptionTest, EvictsOnlyWhatTopologySpreadNeeds) {
+  node(NodeBuilder("n1").capacity("4", "8Gi"));
+  node(NodeBuilder("n2").capacity("4", "8Gi"));
+  // n1 holds two spread pods of low priority; n2 one of high priority and no room.
+  place(PodBuilder("s1").label("app", "s").priority(1).req("100m", "").node("n1"));
+  place(PodBuilder("s2").label("app", "s").priority(1).req("100m", "").node("n1"));
+  place(PodBuilder("s3").label("app", "s").priority(1000).req("4", "").node("n2"));
+  PodBuilder vip("vip");
+  vip.label("app", "s")
+      .req("100m", "")
+      .priority(10)
+      .spread(1, "kubernetes.io/hostname", "DoNotSchedule", "app", "s");
+  EXPECT_EQ(schedule(vip), "");
+  // Without one of n1's pods the domains are 1 and 1: the pod fits there with skew 1.
+  ASSERT_EQ(evicted.size(), 1u);
+  EXPECT_EQ(evicted["n1"].size(), 1u);
+  EXPECT_EQ(failure.nominated_node, "n1");
+}
+
+TEST_F(DefaultPreemptionTest, ANominatedPodCountsForAffinityWhereItIsNominated) {
+  node(NodeBuilder("n1").capacity("4", "8Gi"));
+  node(NodeBuilder("n2").capacity("4", "8Gi"));
+  PodBuilder db("db");
+  db.label("app", "db").req("1", "").priority(10);
+  db.json_ref()["status"]["nominatedNodeName"] = "n1";
+  scheduler->nominator().set(db.build(), "n1");
+  // A pod of no higher priority that must not share a node with "db" keeps off n1.
+  PodBuilder web("web");
+  web.req("1", "").priority(10).required_anti_affinity("app", "db", "kubernetes.io/hostname");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(schedule(web.uid("web-" + std::to_string(i))), "n2") << failure.message;
+  }
+  EXPECT_TRUE(evicted.empty());
 }
 
 TEST_F(DefaultPreemptionTest, GivesBackTheMostImportantPodsFirst) {

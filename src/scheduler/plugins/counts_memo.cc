@@ -104,4 +104,43 @@ std::vector<LabelKey> TopologyCountsMemo::nonzero_keys() const {
   return out;
 }
 
+const CountsOverlay::Delta* CountsOverlay::find(const LabelKey& key, const HString& value) const {
+  for (const Delta& d : deltas_) {
+    if (d.key == key && d.value == value) return &d;
+  }
+  return nullptr;
+}
+
+int64_t CountsOverlay::count(const LabelKey& key, const HString& value) const {
+  const Delta* d = find(key, value);
+  return memo_->count(key, value) + (d == nullptr ? 0 : d->change);
+}
+
+size_t CountsOverlay::nonzero_pairs() const {
+  return static_cast<size_t>(static_cast<int64_t>(memo_->nonzero_pairs()) + nonzero_adjust_);
+}
+
+int64_t CountsOverlay::min_count(const LabelKey& key) const {
+  if (deltas_.empty()) return memo_->min_count(key);
+  int64_t min = std::numeric_limits<int32_t>::max();
+  memo_->for_each_domain(key, [&](const HString& value, int64_t count) {
+    const Delta* d = find(key, value);
+    min = std::min(min, count + (d == nullptr ? 0 : d->change));
+  });
+  return min;
+}
+
+void CountsOverlay::change(const LabelKey& key, const HString& value, int64_t change) {
+  const int64_t before = count(key, value);
+  auto it = std::find_if(deltas_.begin(), deltas_.end(),
+                         [&](const Delta& d) { return d.key == key && d.value == value; });
+  if (it != deltas_.end()) {
+    it->change += change;
+  } else {
+    deltas_.push_back({key, value, change});
+  }
+  const int64_t after = before + change;
+  nonzero_adjust_ += int64_t{after != 0} - int64_t{before != 0};
+}
+
 }  // namespace skiff::scheduler::plugins

@@ -71,6 +71,16 @@ class TopologyCountsMemo {
   }
   // Distinct keys with a non-zero pair.
   std::vector<LabelKey> nonzero_keys() const;
+  // f(value, count) for every domain of `key`.
+  template <typename F>
+  void for_each_domain(const LabelKey& key, F&& f) const {
+    const KeyInfo* k = find_key(key);
+    if (k == nullptr) return;
+    for (uint32_t id : k->pairs) {
+      const Pair& p = pairs_[id];
+      if (p.shares > 0) f(p.value, p.count);
+    }
+  }
 
   // How often sync() rebuilt everything / updated single nodes (for tests).
   uint64_t rebuilds() const { return rebuilds_; }
@@ -154,6 +164,37 @@ void TopologyCountsMemo::sync(const NodeLister& nodes, Contribute&& contribute,
   epoch_ = nodes.epoch();
   generation_ = nodes.generation();
 }
+
+// A memo's counts as a changed clone of a cycle's state sees them (PreFilterExtensions): the
+// memo's, plus the changes made for pods added to or removed from nodes of the clone. The memo
+// itself is shared and not changed; copying an overlay is cheap while the changes are few.
+class CountsOverlay {
+ public:
+  CountsOverlay() = default;
+  explicit CountsOverlay(std::shared_ptr<TopologyCountsMemo> memo) : memo_(std::move(memo)) {}
+
+  explicit operator bool() const { return memo_ != nullptr; }
+  TopologyCountsMemo& memo() const { return *memo_; }
+
+  int64_t count(const LabelKey& key, const HString& value) const;
+  size_t nonzero_pairs() const;
+  // As TopologyCountsMemo::min_count (changes never add or remove domains).
+  int64_t min_count(const LabelKey& key) const;
+  // Adds `change` to the count of (key, value).
+  void change(const LabelKey& key, const HString& value, int64_t change);
+
+ private:
+  struct Delta {
+    LabelKey key;
+    HString value;
+    int64_t change = 0;
+  };
+  const Delta* find(const LabelKey& key, const HString& value) const;
+
+  std::shared_ptr<TopologyCountsMemo> memo_;
+  std::vector<Delta> deltas_;
+  int64_t nonzero_adjust_ = 0;  // pairs made non-zero minus pairs made zero by the changes
+};
 
 // An LRU of memos keyed by a fingerprint of the question they answer.
 template <typename Memo>

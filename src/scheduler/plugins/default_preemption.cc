@@ -37,23 +37,37 @@ struct Candidate {
   std::vector<PodRef> victims;  // most important first
 };
 
-// The victims on `node`, or the status saying why evicting cannot make the pod fit there.
-PluginStatus select_victims(const CycleState& state, const PodInfo& pod, const NodeInfo& node,
-                            const FilterFn& filter, std::vector<PodRef>& victims) {
+// The victims on `node`, or the status saying why evicting cannot make the pod fit there
+// (upstream's SelectVictimsOnNode). The filters run on a copy of the node and a clone of the
+// cycle's state kept in line with it, so that counts PreFilter took (inter-pod affinity, topology
+// spread) see the pods removed and given back.
+PluginStatus select_victims(const CycleState& cycle_state, const PodInfo& pod, const NodeInfo& node,
+                            const PostFilterContext& ctx, std::vector<PodRef>& victims) {
   std::vector<PodRef> lower;
   for (const PodRef& p : node.pods()) {
     if (p->priority < pod.priority) lower.push_back(p);
   }
   if (lower.empty()) return {Code::kUnschedulableAndUnresolvable, kNoVictims};
   NodeInfo trial = node;
-  for (const PodRef& p : lower) trial.remove_pod(p->uid);
-  PluginStatus fits = filter(state, pod, trial);
+  CycleState state = cycle_state.clone();
+  auto remove = [&](const PodRef& p) {
+    trial.remove_pod(p->uid);
+    return ctx.framework.run_pre_filter_extension_remove_pod(state, pod, *p, trial);
+  };
+  auto add = [&](const PodRef& p) {
+    trial.add_pod(p);
+    return ctx.framework.run_pre_filter_extension_add_pod(state, pod, *p, trial);
+  };
+  for (const PodRef& p : lower) {
+    if (PluginStatus s = remove(p); !s.is_success()) return s;
+  }
+  PluginStatus fits = ctx.filter(state, pod, trial);
   if (!fits.is_success()) return fits;
   std::sort(lower.begin(), lower.end(), more_important);
   for (const PodRef& p : lower) {
-    trial.add_pod(p);
-    if (!filter(state, pod, trial).is_success()) {
-      trial.remove_pod(p->uid);
+    if (PluginStatus s = add(p); !s.is_success()) return s;
+    if (!ctx.filter(state, pod, trial).is_success()) {
+      if (PluginStatus s = remove(p); !s.is_success()) return s;
       victims.push_back(p);
     }
   }
@@ -144,7 +158,7 @@ PluginStatus DefaultPreemption::post_filter(CycleState& state, const PodInfo& po
     }
     if (candidates.size() >= wanted) continue;
     Candidate c{node, {}};
-    PluginStatus s = select_victims(state, pod, *node, ctx.filter, c.victims);
+    PluginStatus s = select_victims(state, pod, *node, ctx, c.victims);
     if (!s.is_success()) {
       if (s.code() == Code::kError) return s;
       for (const std::string& r : s.reasons()) reasons[r]++;

@@ -17,15 +17,17 @@ const StateKey kPreScoreKey{"PreScoreInterPodAffinity"};
 
 struct PreFilterState : StateData {
   // Existing pods' anti-affinity terms matching the incoming pod.
-  std::shared_ptr<TopologyCountsMemo> existing_anti_affinity;
+  CountsOverlay existing_anti_affinity;
   // Existing pods matching all of the incoming pod's affinity terms (null without such terms).
-  std::shared_ptr<TopologyCountsMemo> affinity;
+  CountsOverlay affinity;
   // Existing pods matching each of the incoming pod's anti-affinity terms (null without).
-  std::shared_ptr<TopologyCountsMemo> anti_affinity;
+  CountsOverlay anti_affinity;
   // Topology keys with existing anti-affinity against the incoming pod.
   std::vector<LabelKey> existing_anti_affinity_keys;
   // The incoming pod matches all of its own affinity terms.
   bool self_match = false;
+  // The cycle's namespace labels (the snapshot), for the extensions' term matching.
+  const NamespaceLabels* namespaces = nullptr;
 };
 
 struct PreScoreState : StateData {
@@ -117,8 +119,9 @@ PluginStatus InterPodAffinity::pre_filter(CycleState& state, const PodInfo& pod,
     return {Code::kUnschedulableAndUnresolvable, "parsing pod: " + pod.parse_errors.front()};
   }
   auto s = std::make_unique<PreFilterState>();
-  s->existing_anti_affinity = memos_.get("EA" + identity_key(pod));
-  s->existing_anti_affinity->sync(
+  s->namespaces = &nodes;
+  s->existing_anti_affinity = CountsOverlay(memos_.get("EA" + identity_key(pod)));
+  s->existing_anti_affinity.memo().sync(
       nodes,
       [&](const NodeInfo& info, TopologyCountsMemo::Emitter& emit) {
         const Labels& labels = info.node()->labels;
@@ -130,8 +133,8 @@ PluginStatus InterPodAffinity::pre_filter(CycleState& state, const PodInfo& pod,
       },
       &nodes.have_pods_with_required_anti_affinity());
   if (!pod.required_affinity.empty()) {
-    s->affinity = memos_.get("A" + terms_key(pod.required_affinity));
-    s->affinity->sync(nodes, [&](const NodeInfo& info, TopologyCountsMemo::Emitter& emit) {
+    s->affinity = CountsOverlay(memos_.get("A" + terms_key(pod.required_affinity)));
+    s->affinity.memo().sync(nodes, [&](const NodeInfo& info, TopologyCountsMemo::Emitter& emit) {
       const Labels& labels = info.node()->labels;
       for (const PodRef& existing : info.pods()) {
         if (!matches_all_terms(pod.required_affinity, *existing, &nodes)) continue;
@@ -143,22 +146,23 @@ PluginStatus InterPodAffinity::pre_filter(CycleState& state, const PodInfo& pod,
     });
   }
   if (!pod.required_anti_affinity.empty()) {
-    s->anti_affinity = memos_.get("AA" + terms_key(pod.required_anti_affinity));
-    s->anti_affinity->sync(nodes, [&](const NodeInfo& info, TopologyCountsMemo::Emitter& emit) {
-      const Labels& labels = info.node()->labels;
-      for (const PodRef& existing : info.pods()) {
-        for (const AffinityTerm& term : pod.required_anti_affinity) {
-          emit_term(emit, term, 1, *existing, &nodes, labels);
-        }
-      }
-    });
+    s->anti_affinity = CountsOverlay(memos_.get("AA" + terms_key(pod.required_anti_affinity)));
+    s->anti_affinity.memo().sync(nodes,
+                                 [&](const NodeInfo& info, TopologyCountsMemo::Emitter& emit) {
+                                   const Labels& labels = info.node()->labels;
+                                   for (const PodRef& existing : info.pods()) {
+                                     for (const AffinityTerm& term : pod.required_anti_affinity) {
+                                       emit_term(emit, term, 1, *existing, &nodes, labels);
+                                     }
+                                   }
+                                 });
   }
-  if (s->existing_anti_affinity->nonzero_pairs() == 0 && pod.required_affinity.empty() &&
+  if (s->existing_anti_affinity.nonzero_pairs() == 0 && pod.required_affinity.empty() &&
       pod.required_anti_affinity.empty()) {
     return PluginStatus::skip();
   }
   s->self_match = matches_all_terms(pod.required_affinity, pod, &nodes);
-  s->existing_anti_affinity_keys = s->existing_anti_affinity->nonzero_keys();
+  s->existing_anti_affinity_keys = s->existing_anti_affinity.memo().nonzero_keys();
   state.write(kPreFilterKey, std::move(s));
   return {};
 }
@@ -178,20 +182,20 @@ PluginStatus InterPodAffinity::filter(const CycleState& state, const PodInfo& po
       if (value == nullptr) {
         return PluginStatus::fixed(Code::kUnschedulableAndUnresolvable, kAffinityReasons);
       }
-      if (s->affinity->count(term.topology_key, *value) <= 0) pods_exist = false;
+      if (s->affinity.count(term.topology_key, *value) <= 0) pods_exist = false;
     }
     // With no matching pod anywhere, a pod that matches its own terms may go first (the first
     // pod of a group with affinity to itself).
-    if (!pods_exist && !(s->affinity->nonzero_pairs() == 0 && s->self_match)) {
+    if (!pods_exist && !(s->affinity.nonzero_pairs() == 0 && s->self_match)) {
       return PluginStatus::fixed(Code::kUnschedulableAndUnresolvable, kAffinityReasons);
     }
   }
 
   // The pod's required anti-affinity.
-  if (s->anti_affinity && s->anti_affinity->nonzero_pairs() > 0) {
+  if (s->anti_affinity && s->anti_affinity.nonzero_pairs() > 0) {
     for (const AffinityTerm& term : pod.required_anti_affinity) {
       const HString* value = labels.find(term.topology_key);
-      if (value != nullptr && s->anti_affinity->count(term.topology_key, *value) > 0) {
+      if (value != nullptr && s->anti_affinity.count(term.topology_key, *value) > 0) {
         return PluginStatus::fixed(Code::kUnschedulable, kAntiAffinityReasons);
       }
     }
@@ -200,12 +204,61 @@ PluginStatus InterPodAffinity::filter(const CycleState& state, const PodInfo& po
   // Existing pods' anti-affinity.
   for (const LabelKey& key : s->existing_anti_affinity_keys) {
     if (const HString* value = labels.find(key)) {
-      if (s->existing_anti_affinity->count(key, *value) > 0) {
+      if (s->existing_anti_affinity.count(key, *value) > 0) {
         return PluginStatus::fixed(Code::kUnschedulable, kExistingAntiAffinityReasons);
       }
     }
   }
   return {};
+}
+
+// Upstream's updateWithPod: the counts PreFilter took, with `other` on `node` (sign +1) or
+// taken off it (sign -1).
+PluginStatus InterPodAffinity::update_with_pod(CycleState& state, const PodInfo& pod,
+                                               const PodInfo& other, const NodeInfo& node,
+                                               int64_t sign) const {
+  const auto* current = state.get<PreFilterState>(kPreFilterKey);
+  if (current == nullptr) return PluginStatus::error("PreFilter state missing");
+  if (node.node() == nullptr) return {};
+  auto s = std::make_shared<PreFilterState>(*current);
+  const Labels& labels = node.node()->labels;
+  const NamespaceLabels* ns = s->namespaces;
+  for (const AffinityTerm& term : other.required_anti_affinity) {
+    const HString* value = labels.find(term.topology_key);
+    if (value == nullptr || !term.matches(pod, ns)) continue;
+    s->existing_anti_affinity.change(term.topology_key, *value, sign);
+    if (std::find(s->existing_anti_affinity_keys.begin(), s->existing_anti_affinity_keys.end(),
+                  term.topology_key) == s->existing_anti_affinity_keys.end()) {
+      s->existing_anti_affinity_keys.push_back(term.topology_key);
+    }
+  }
+  if (s->affinity && matches_all_terms(pod.required_affinity, other, ns)) {
+    for (const AffinityTerm& term : pod.required_affinity) {
+      if (const HString* value = labels.find(term.topology_key)) {
+        s->affinity.change(term.topology_key, *value, sign);
+      }
+    }
+  }
+  if (s->anti_affinity) {
+    for (const AffinityTerm& term : pod.required_anti_affinity) {
+      const HString* value = labels.find(term.topology_key);
+      if (value != nullptr && term.matches(other, ns)) {
+        s->anti_affinity.change(term.topology_key, *value, sign);
+      }
+    }
+  }
+  state.write(kPreFilterKey, std::move(s));
+  return {};
+}
+
+PluginStatus InterPodAffinity::add_pod(CycleState& state, const PodInfo& pod, const PodInfo& added,
+                                       const NodeInfo& node) const {
+  return update_with_pod(state, pod, added, node, +1);
+}
+
+PluginStatus InterPodAffinity::remove_pod(CycleState& state, const PodInfo& pod,
+                                          const PodInfo& removed, const NodeInfo& node) const {
+  return update_with_pod(state, pod, removed, node, -1);
 }
 
 PluginStatus InterPodAffinity::pre_score(CycleState& state, const PodInfo& pod,

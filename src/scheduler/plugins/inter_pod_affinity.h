@@ -18,6 +18,8 @@
 // pods with affinity are visited.
 // Args (InterPodAffinityArgs JSON): hardPodAffinityWeight (default 1),
 // ignorePreferredTermsOfExistingPods (default false).
+// PreFilterExtensions: Filter's counts with a pod added to or removed from a node (preemption's
+// victims, pods nominated to a node), as changes on top of the memos.
 // All counts are kept across cycles in TopologyCountsMemos (counts_memo.h) keyed by the terms and
 // the pod's namespace and labels, so pods of one workload reuse them and a cycle only revisits
 // the nodes changed since.
@@ -32,6 +34,7 @@
 namespace skiff::scheduler::plugins {
 
 class InterPodAffinity final : public PreFilterPlugin,
+                               public PreFilterExtensions,
                                public FilterPlugin,
                                public PreScorePlugin,
                                public ScorePlugin,
@@ -49,6 +52,11 @@ class InterPodAffinity final : public PreFilterPlugin,
   std::string_view name() const override { return kName; }
   PluginStatus pre_filter(CycleState& state, const PodInfo& pod, const NodeLister& nodes,
                           PreFilterResult& result) const override;
+  const PreFilterExtensions* pre_filter_extensions() const override { return this; }
+  PluginStatus add_pod(CycleState& state, const PodInfo& pod, const PodInfo& added,
+                       const NodeInfo& node) const override;
+  PluginStatus remove_pod(CycleState& state, const PodInfo& pod, const PodInfo& removed,
+                          const NodeInfo& node) const override;
   PluginStatus filter(const CycleState& state, const PodInfo& pod,
                       const NodeInfo& node) const override;
   PluginStatus pre_score(CycleState& state, const PodInfo& pod,
@@ -62,6 +70,9 @@ class InterPodAffinity final : public PreFilterPlugin,
   std::vector<ClusterEventWithHint> events_to_register() const override;
 
  private:
+  PluginStatus update_with_pod(CycleState& state, const PodInfo& pod, const PodInfo& other,
+                               const NodeInfo& node, int64_t sign) const;
+
   int32_t hard_pod_affinity_weight_ = 1;
   bool ignore_preferred_terms_of_existing_pods_ = false;
   mutable MemoCache<TopologyCountsMemo> memos_{32};

@@ -47,12 +47,28 @@ const LabelKey& hostname_key() {
 const HString kEmptyValue;
 
 struct PreFilterState : StateData {
+  PreFilterState() = default;
+  // A copy's constraints must point at its own default selector.
+  PreFilterState(const PreFilterState& o)
+      : StateData(o),
+        constraints(o.constraints),
+        default_selector(o.default_selector),
+        counts(o.counts),
+        min_match(o.min_match),
+        domains(o.domains),
+        self_match(o.self_match) {
+    for (Constraint& c : constraints) {
+      if (o.default_selector && c.selector == &*o.default_selector) c.selector = &*default_selector;
+    }
+  }
+  PreFilterState& operator=(const PreFilterState&) = delete;
+
   std::vector<Constraint> constraints;
   std::optional<Selector> default_selector;
-  std::vector<std::shared_ptr<TopologyCountsMemo>> counts;  // per constraint
-  std::vector<int64_t> min_match;                           // per constraint: the global minimum
-  std::vector<size_t> domains;                              // per constraint
-  std::vector<int64_t> self_match;  // per constraint: 1 if the pod counts towards it
+  std::vector<CountsOverlay> counts;  // per constraint
+  std::vector<int64_t> min_match;     // per constraint: the global minimum
+  std::vector<size_t> domains;        // per constraint
+  std::vector<int64_t> self_match;    // per constraint: 1 if the pod counts towards it
 };
 
 struct PreScoreState : StateData {
@@ -256,10 +272,46 @@ PluginStatus PodTopologySpread::pre_filter(CycleState& state, const PodInfo& pod
     s->min_match.push_back(memo->min_count(c.spec->topology_key));
     s->domains.push_back(memo->domains(c.spec->topology_key));
     s->self_match.push_back(c.self_match(pod) ? 1 : 0);
-    s->counts.push_back(std::move(memo));
+    s->counts.emplace_back(std::move(memo));
   }
   state.write(kPreFilterKey, std::move(s));
   return {};
+}
+
+// Upstream's updateWithPod: the counts PreFilter took, with `other` on `node` (sign +1) or taken
+// off it (sign -1).
+PluginStatus PodTopologySpread::update_with_pod(CycleState& state, const PodInfo& pod,
+                                                const PodInfo& other, const NodeInfo& info,
+                                                int64_t sign) const {
+  const auto* current = state.get<PreFilterState>(kPreFilterKey);
+  if (current == nullptr) return PluginStatus::error("PreFilter state missing");
+  if (info.node() == nullptr) return {};
+  const Node& node = *info.node();
+  if (!has_all_keys(node.labels, current->constraints)) return {};
+  auto s = std::make_shared<PreFilterState>(*current);
+  bool changed = false;
+  for (size_t i = 0; i < s->constraints.size(); ++i) {
+    const Constraint& c = s->constraints[i];
+    if (!c.counts(other, pod)) continue;
+    const bool affinity_ok = !c.spec->honor_node_affinity ||
+                             pod.matches_node_selector_and_affinity(node.labels, node.name);
+    if (!node_included(c, pod, node, affinity_ok)) continue;
+    s->counts[i].change(c.spec->topology_key, *node.labels.find(c.spec->topology_key), sign);
+    s->min_match[i] = s->counts[i].min_count(c.spec->topology_key);
+    changed = true;
+  }
+  if (changed) state.write(kPreFilterKey, std::move(s));
+  return {};
+}
+
+PluginStatus PodTopologySpread::add_pod(CycleState& state, const PodInfo& pod, const PodInfo& added,
+                                        const NodeInfo& node) const {
+  return update_with_pod(state, pod, added, node, +1);
+}
+
+PluginStatus PodTopologySpread::remove_pod(CycleState& state, const PodInfo& pod,
+                                           const PodInfo& removed, const NodeInfo& node) const {
+  return update_with_pod(state, pod, removed, node, -1);
 }
 
 PluginStatus PodTopologySpread::filter(const CycleState& state, const PodInfo&,
@@ -276,7 +328,7 @@ PluginStatus PodTopologySpread::filter(const CycleState& state, const PodInfo&,
     int64_t min_match = s->min_match[i];
     if (static_cast<int64_t>(s->domains[i]) < c.spec->min_domains) min_match = 0;
     const int64_t skew =
-        s->counts[i]->count(c.spec->topology_key, *value) + s->self_match[i] - min_match;
+        s->counts[i].count(c.spec->topology_key, *value) + s->self_match[i] - min_match;
     if (skew > c.spec->max_skew) {
       return PluginStatus::fixed(Code::kUnschedulable, kSkewReasons);
     }

@@ -17,6 +17,8 @@
 // ReplicaSets, StatefulSets and ReplicationControllers that select the pod) when given, else
 // from the pod's controller owner reference (same namespace, same controller uid).
 // Args (PodTopologySpreadArgs JSON): defaultConstraints, defaultingType ("System" | "List").
+// PreFilterExtensions: Filter's domain counts and global minimum with a pod added to or removed
+// from a node (preemption's victims, pods nominated to a node).
 // The per-domain counts are kept across cycles in TopologyCountsMemos (counts_memo.h), so a cycle
 // costs work proportional to the nodes changed since the same question was last asked, not to
 // every pod in the cluster.
@@ -35,6 +37,7 @@
 namespace skiff::scheduler::plugins {
 
 class PodTopologySpread final : public PreFilterPlugin,
+                                public PreFilterExtensions,
                                 public FilterPlugin,
                                 public PreScorePlugin,
                                 public ScorePlugin,
@@ -55,6 +58,11 @@ class PodTopologySpread final : public PreFilterPlugin,
   std::string_view name() const override { return kName; }
   PluginStatus pre_filter(CycleState& state, const PodInfo& pod, const NodeLister& nodes,
                           PreFilterResult& result) const override;
+  const PreFilterExtensions* pre_filter_extensions() const override { return this; }
+  PluginStatus add_pod(CycleState& state, const PodInfo& pod, const PodInfo& added,
+                       const NodeInfo& node) const override;
+  PluginStatus remove_pod(CycleState& state, const PodInfo& pod, const PodInfo& removed,
+                          const NodeInfo& node) const override;
   PluginStatus filter(const CycleState& state, const PodInfo& pod,
                       const NodeInfo& node) const override;
   PluginStatus pre_score(CycleState& state, const PodInfo& pod,
@@ -70,6 +78,9 @@ class PodTopologySpread final : public PreFilterPlugin,
   struct Constraint;
 
  private:
+  PluginStatus update_with_pod(CycleState& state, const PodInfo& pod, const PodInfo& other,
+                               const NodeInfo& node, int64_t sign) const;
+
   // The pod's constraints for `action`, or the default ones. A default selector is stored in
   // `storage`, which must outlive `out`.
   void constraints_for(const PodInfo& pod, UnsatisfiableAction action, std::vector<Constraint>& out,
