@@ -30,6 +30,17 @@ EventRecorder::~EventRecorder() {
 void EventRecorder::event(const Json& involved, std::string_view type, std::string_view reason,
                           std::string message, std::string_view kind,
                           std::string_view api_version) {
+  enqueue(involved, type, reason, std::move(message), kind, api_version, {});
+}
+
+void EventRecorder::event_from(std::string_view host, const Json& involved, std::string_view type,
+                               std::string_view reason, std::string message) {
+  enqueue(involved, type, reason, std::move(message), {}, {}, host);
+}
+
+void EventRecorder::enqueue(const Json& involved, std::string_view type, std::string_view reason,
+                            std::string message, std::string_view kind,
+                            std::string_view api_version, std::string_view host) {
   const Json& meta = involved.contains("metadata") ? involved["metadata"] : Json::object();
   Json ref = {{"kind", kind.empty() ? involved.value("kind", "") : std::string(kind)},
               {"apiVersion",
@@ -40,7 +51,8 @@ void EventRecorder::event(const Json& involved, std::string_view type, std::stri
   if (meta.contains("resourceVersion")) ref["resourceVersion"] = meta["resourceVersion"];
   std::lock_guard lock(mu_);
   if (stopping_ || queue_.size() >= kMaxQueued) return;
-  queue_.push_back({std::move(ref), std::string(type), std::string(reason), std::move(message)});
+  queue_.push_back({std::move(ref), std::string(type), std::string(reason), std::move(message),
+                    std::string(host)});
   cv_.notify_one();
 }
 
@@ -67,8 +79,9 @@ void EventRecorder::worker() {
 
 void EventRecorder::write(const Pending& p) {
   const std::string ns = p.involved_ref.value("namespace", "default");
+  const std::string& host = p.host.empty() ? host_ : p.host;
   const std::string key = p.involved_ref.value("uid", "") + "/" + p.involved_ref.value("name", "") +
-                          "/" + p.type + "/" + p.reason + "/" + p.message;
+                          "/" + p.type + "/" + p.reason + "/" + p.message + "/" + host;
   const auto now = clock_.now();
   const std::string now_text =
       rfc3339(std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count());
@@ -103,7 +116,7 @@ void EventRecorder::write(const Pending& p) {
   std::snprintf(suffix, sizeof(suffix), ".%llx", static_cast<unsigned long long>(nanos));
   std::string name = p.involved_ref.value("name", "event") + suffix;
   Json source = {{"component", component_}};
-  if (!host_.empty()) source["host"] = host_;
+  if (!host.empty()) source["host"] = host;
   Json ev = {{"apiVersion", "v1"},
              {"kind", "Event"},
              {"metadata", {{"name", name}, {"namespace", ns}}},
@@ -116,7 +129,7 @@ void EventRecorder::write(const Pending& p) {
              {"lastTimestamp", now_text},
              {"count", count},
              {"reportingComponent", component_},
-             {"reportingInstance", host_}};
+             {"reportingInstance", host}};
   auto r = client_.create(resources::kEvents, ns, ev);
   if (!r.is_ok()) {
     SKIFF_LOG_DEBUG("event {} {}: {}", p.reason, name, r.status().to_string());

@@ -33,6 +33,9 @@ class EventRecorder {
   // pass them via `kind`/`api_version` then).
   void event(const Json& involved, std::string_view type, std::string_view reason,
              std::string message, std::string_view kind = {}, std::string_view api_version = {});
+  // The same from `host` instead of the recorder's (one process playing many nodes).
+  void event_from(std::string_view host, const Json& involved, std::string_view type,
+                  std::string_view reason, std::string message);
 
   // Blocks until every queued event has been written (tests).
   void flush();
@@ -41,7 +44,11 @@ class EventRecorder {
   struct Pending {
     Json involved_ref;
     std::string type, reason, message;
+    std::string host;  // empty: host_
   };
+  void enqueue(const Json& involved, std::string_view type, std::string_view reason,
+               std::string message, std::string_view kind, std::string_view api_version,
+               std::string_view host);
   void worker();
   void write(const Pending& p);
 

@@ -289,7 +289,8 @@ HollowNodes::HollowNodes(client::ApiClient& api, HollowNodeOptions options, Json
       nodes_(std::move(nodes)),
       pods_(api, kPods, bound_pods()),
       node_queue_(5ms, options_.lease_renew_interval),
-      pod_queue_(5ms, 30s) {
+      pod_queue_(5ms, 30s),
+      recorder_(api, "kubelet", "", 2) {
   for (size_t i = 0; i < nodes_.size(); ++i) {
     names_.push_back(nodes_[i]->name);
     index_.emplace(nodes_[i]->name, i);
@@ -763,6 +764,11 @@ Status HollowNodes::finish_deletion(const Json& pod, Node& node, PodState& state
   if (state.running && !state.final_status_written) {
     Instant t = now();
     advance(state.run, t, options_.restart_backoff);
+    for (const ContainerRun& c : state.run.containers) {
+      if (c.state == ContainerRun::State::kRunning) {
+        recorder_.event_from(node.name, pod, "Normal", "Killing", "Stopping container " + c.name);
+      }
+    }
     if (!is_terminal(state.run)) kill_pod(state.run, t);
     release_address(state);
     Json new_status =

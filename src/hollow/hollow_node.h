@@ -9,7 +9,7 @@
 // kubelet's part for the pods bound to it: they go Running and Ready with an address from the
 // node's pod CIDR, end when their command or annotations say so (exit_plan.h), restart as their
 // restartPolicy says (pod_sim.h), and are finished off (status, then delete with grace 0) when
-// deleted. Nothing runs.
+// deleted, with the kubelet's Killing event for each container still running. Nothing runs.
 //
 // Scale: no thread per node or pod. One pod informer (bound pods only) for all nodes; node work
 // (registration, lease renewals, heartbeats) and pod work go through two work queues whose
@@ -38,6 +38,7 @@
 #include "base/status.h"
 #include "base/time.h"
 #include "client/api_client.h"
+#include "client/event_recorder.h"
 #include "client/informer.h"
 #include "client/workqueue.h"
 #include "hollow/ipv4.h"
@@ -146,6 +147,8 @@ class HollowNodes {
   client::Informer pods_;
   client::WorkQueue node_queue_;
   client::WorkQueue pod_queue_;
+  // The kubelet's events about pods (Killing), each from its node.
+  client::EventRecorder recorder_;
   std::vector<std::thread> workers_;
   bool started_ = false;
 

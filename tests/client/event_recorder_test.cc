@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "client/fake_api_client.h"
 
 namespace skiff::client {
@@ -39,6 +41,27 @@ TEST(EventRecorder, WritesEventsAndAggregatesRepeats) {
       EXPECT_EQ(ev["type"], "Warning");
     }
   }
+}
+
+TEST(EventRecorder, AnEventFromAnotherHostIsItsOwn) {
+  FakeApiClient api;
+  Json pod = {{"kind", "Pod"},
+              {"apiVersion", "v1"},
+              {"metadata", {{"name", "web-1"}, {"namespace", "shop"}, {"uid", "u1"}}}};
+  EventRecorder rec(api, "kubelet", "node-a");
+  rec.event(pod, "Normal", "Killing", "Stopping container main");
+  rec.event_from("node-b", pod, "Normal", "Killing", "Stopping container main");
+  rec.event_from("node-b", pod, "Normal", "Killing", "Stopping container main");
+  rec.flush();
+  auto events = api.list(resources::kEvents, "shop").value()["items"];
+  ASSERT_EQ(events.size(), 2u);
+  std::map<std::string, int64_t> counts;
+  for (const Json& e : events) {
+    EXPECT_EQ(e["source"]["component"], "kubelet");
+    EXPECT_EQ(e["reportingInstance"], e["source"]["host"]);
+    counts[e["source"].value("host", "")] = e.value("count", 0);
+  }
+  EXPECT_EQ(counts, (std::map<std::string, int64_t>{{"node-a", 1}, {"node-b", 2}}));
 }
 
 TEST(EventRecorder, RecreatesAnEventThatExpired) {

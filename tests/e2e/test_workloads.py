@@ -298,7 +298,16 @@ class Workloads(ServerTestCase):
             events = self.wait(preempted_event, msg="no Preempted event")
             self.assertEqual(events[0]["message"], "Preempted by pod %s on node %s" % (
                 vip["metadata"]["uid"], node))
-            self.assertNotIn(events[0]["involvedObject"]["name"], left + ["vip"])
+            victim = events[0]["involvedObject"]["name"]
+            self.assertNotIn(victim, left + ["vip"])
+
+            # The node stopped the victim's container and said so, as a kubelet does.
+            def killing_event():
+                return [e for e in self.get_json("events", "-n", ns, "--field-selector",
+                                                 "reason=Killing")["items"]
+                        if e["involvedObject"]["name"] == victim]
+            killing = self.wait(killing_event, msg="no Killing event for the victim")
+            self.assertEqual(killing[0]["source"], {"component": "kubelet", "host": node})
         finally:
             stop_hollow(proc, log)
             self.kubectl("delete", "node", node)

@@ -13,6 +13,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using client::FakeApiClient;
+using client::resources::kEvents;
 using client::resources::kLeases;
 using client::resources::kNodes;
 using client::resources::kPods;
@@ -455,6 +456,21 @@ TEST(HollowNode, DeletingPodIsStoppedDeletedWithGraceZeroAndItsAddressReused) {
     }
   }
   EXPECT_TRUE(stopped);
+  // And told as the kubelet tells it: Killing, from the node.
+  ASSERT_TRUE(eventually([&] {
+    auto events = f.api.list(kEvents, "default");
+    if (!events.is_ok()) return false;
+    const Json items = (*events)["items"];
+    for (const Json& e : items) {
+      if (e.value("reason", "") == "Killing" && e["involvedObject"].value("name", "") == "a" &&
+          e.value("message", "") == "Stopping container main" &&
+          e["source"].value("component", "") == "kubelet" &&
+          e["source"].value("host", "") == "hollow-node-0") {
+        return true;
+      }
+    }
+    return false;
+  }));
   f.api.seed(kPods, make_pod("b", "hollow-node-0"));
   ASSERT_TRUE(eventually([&] { return phase_of(f.api, "b") == "Running"; }));
   EXPECT_EQ(get_pod(f.api, "b")["status"]["podIP"], ip);
