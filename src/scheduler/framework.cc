@@ -90,6 +90,27 @@ std::vector<std::string> Registry::names() const {
 
 // ---- Framework ----
 
+namespace {
+
+// Runs `call` on each plugin until one fails: its rejection, or anything else as an error naming
+// the extension point; either way with the plugin's name.
+template <typename P, typename Call>
+PluginStatus first_failure(const std::vector<P*>& plugins, std::string_view point, Call&& call) {
+  for (P* pl : plugins) {
+    PluginStatus s = call(pl);
+    if (s.is_success()) continue;
+    if (!s.is_rejected()) {
+      s = PluginStatus::error("running " + std::string(point) + " plugin \"" +
+                              std::string(pl->name()) + "\": " + s.message());
+    }
+    s.set_plugin(pl->name());
+    return s;
+  }
+  return {};
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Framework>> Framework::create(const Registry& registry,
                                                      const Profile& profile) {
   std::unique_ptr<Framework> fw(new Framework());
@@ -174,17 +195,8 @@ bool Framework::queue_less(const QueuedPodInfo& a, const QueuedPodInfo& b) const
 }
 
 PluginStatus Framework::run_pre_enqueue(const PodInfo& pod) const {
-  for (PreEnqueuePlugin* pl : pre_enqueue_) {
-    PluginStatus s = pl->pre_enqueue(pod);
-    if (s.is_success()) continue;
-    if (!s.is_rejected()) {
-      s = PluginStatus::error("running PreEnqueue plugin \"" + std::string(pl->name()) +
-                              "\": " + s.message());
-    }
-    s.set_plugin(pl->name());
-    return s;
-  }
-  return {};
+  return first_failure(pre_enqueue_, "PreEnqueue",
+                       [&](PreEnqueuePlugin* pl) { return pl->pre_enqueue(pod); });
 }
 
 PluginStatus Framework::run_pre_filter(CycleState& state, const PodInfo& pod,
@@ -371,18 +383,8 @@ PluginStatus Framework::run_score(const CycleState& state, const PodInfo& pod,
 
 PluginStatus Framework::run_reserve(CycleState& state, const PodInfo& pod,
                                     const std::string& node) const {
-  for (ReservePlugin* pl : reserve_) {
-    PluginStatus s = pl->reserve(state, pod, node);
-    if (!s.is_success()) {
-      if (!s.is_rejected()) {
-        s = PluginStatus::error("running Reserve plugin \"" + std::string(pl->name()) +
-                                "\": " + s.message());
-      }
-      s.set_plugin(pl->name());
-      return s;
-    }
-  }
-  return {};
+  return first_failure(reserve_, "Reserve",
+                       [&](ReservePlugin* pl) { return pl->reserve(state, pod, node); });
 }
 
 void Framework::run_unreserve(CycleState& state, const PodInfo& pod,
@@ -575,17 +577,8 @@ void WaitingPod::settle(std::unique_lock<std::mutex>& lock, PluginStatus status)
 
 PluginStatus Framework::run_pre_bind(CycleState& state, const PodInfo& pod,
                                      const std::string& node) const {
-  for (PreBindPlugin* pl : pre_bind_) {
-    PluginStatus s = pl->pre_bind(state, pod, node);
-    if (s.is_success()) continue;
-    if (!s.is_rejected()) {
-      s = PluginStatus::error("running PreBind plugin \"" + std::string(pl->name()) +
-                              "\": " + s.message());
-    }
-    s.set_plugin(pl->name());
-    return s;
-  }
-  return {};
+  return first_failure(pre_bind_, "PreBind",
+                       [&](PreBindPlugin* pl) { return pl->pre_bind(state, pod, node); });
 }
 
 PluginStatus Framework::run_bind(CycleState& state, const PodInfo& pod,
