@@ -681,7 +681,8 @@ Status install_strategies(Registry& registry, const StrategyConfig& config) {
     const json gates = spec.value("schedulingGates", json::array());
     const json node = spec.value("nodeName", json());
     if (gates.is_array() && !gates.empty() && node.is_string() && !node.empty()) {
-      errors.forbidden("spec.nodeName", "cannot be set until all schedulingGates have been cleared");
+      errors.forbidden("spec.nodeName",
+                       "cannot be set until all schedulingGates have been cleared");
     }
   };
   pods.validate = [](const json& obj, api::FieldErrors& errors) {
