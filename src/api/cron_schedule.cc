@@ -6,6 +6,8 @@
 #include <map>
 #include <vector>
 
+#include "base/strings.h"
+
 namespace skiff::api {
 namespace {
 
@@ -59,18 +61,6 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
     out.push_back(s.substr(start, end == std::string_view::npos ? s.size() - start : end - start));
     if (end == std::string_view::npos) break;
     start = end + 1;
-  }
-  return out;
-}
-
-std::vector<std::string_view> split_spaces(std::string_view s) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-    size_t start = i;
-    while (i < s.size() && !std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-    if (i > start) out.push_back(s.substr(start, i - start));
   }
   return out;
 }
@@ -175,12 +165,7 @@ int prev_bit(uint64_t bits, int from) {
 
 Result<CronSchedule> CronSchedule::parse(std::string_view spec,
                                          std::shared_ptr<const TimeZone> zone) {
-  auto trim = [](std::string_view s) {
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-    return s;
-  };
-  std::string_view s = trim(spec);
+  std::string_view s = trim_space(spec);
   if (s.empty()) return error(StatusCode::kInvalidArgument, "empty schedule");
   CronSchedule out;
   out.zone_ = zone ? std::move(zone) : TimeZone::utc();
@@ -199,7 +184,7 @@ Result<CronSchedule> CronSchedule::parse(std::string_view spec,
     }
     out.zone_ = loaded.value();
     out.zone_from_spec_ = true;
-    s = trim(s.substr(space));
+    s = trim_space(s.substr(space));
     break;
   }
   std::string expanded;
@@ -223,7 +208,7 @@ Result<CronSchedule> CronSchedule::parse(std::string_view spec,
     expanded = it->second;
     s = expanded;
   }
-  auto fields = split_spaces(s);
+  auto fields = split_space(s);
   if (fields.size() != 5) {
     return error(StatusCode::kInvalidArgument,
                  "expected exactly 5 fields (minute hour day-of-month month day-of-week), found " +

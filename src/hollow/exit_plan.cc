@@ -1,11 +1,11 @@
 #include "hollow/exit_plan.h"
 
-#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include "base/strings.h"
 #include "base/time.h"
 
 namespace skiff::hollow {
@@ -23,24 +23,6 @@ struct ScriptState {
 std::string_view basename(std::string_view path) {
   size_t slash = path.rfind('/');
   return slash == std::string_view::npos ? path : path.substr(slash + 1);
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
-
-std::vector<std::string_view> split_words(std::string_view s) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-    size_t start = i;
-    while (i < s.size() && !std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-    if (i > start) out.push_back(s.substr(start, i - start));
-  }
-  return out;
 }
 
 // A word without shell quoting around it: "5" and '5' read as 5.
@@ -98,7 +80,7 @@ std::vector<std::string_view> split_statements(std::string_view script) {
       }
     }
     if (end || sep > 0) {
-      out.push_back(trim(script.substr(start, i - start)));
+      out.push_back(trim_space(script.substr(start, i - start)));
       if (sep > 0) {
         i += sep - 1;
         start = i + 1;
@@ -111,7 +93,7 @@ std::vector<std::string_view> split_statements(std::string_view script) {
 std::optional<ExitPlan> plan_for_script(std::string_view script) {
   ScriptState state;
   for (std::string_view stmt : split_statements(script)) {
-    auto words = split_words(stmt);
+    auto words = split_space(stmt);
     if (words.empty()) continue;
     if (words[0] == "exec") words.erase(words.begin());
     if (words.empty()) return std::nullopt;

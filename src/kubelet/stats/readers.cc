@@ -6,7 +6,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -15,17 +14,13 @@
 #include <sstream>
 #include <utility>
 
+#include "base/strings.h"
+
 namespace skiff::kubelet::stats {
 namespace {
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
-
 std::optional<uint64_t> to_u64(std::string_view s) {
-  s = trim(s);
+  s = trim_space(s);
   uint64_t v = 0;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || ec != std::errc() || ptr != s.data() + s.size()) return std::nullopt;
@@ -33,24 +28,11 @@ std::optional<uint64_t> to_u64(std::string_view s) {
 }
 
 std::optional<int64_t> to_i64(std::string_view s) {
-  s = trim(s);
+  s = trim_space(s);
   int64_t v = 0;
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || ec != std::errc() || ptr != s.data() + s.size()) return std::nullopt;
   return v;
-}
-
-// Whitespace-separated fields.
-std::vector<std::string_view> fields(std::string_view line) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && std::isspace(static_cast<unsigned char>(line[i]))) ++i;
-    size_t start = i;
-    while (i < line.size() && !std::isspace(static_cast<unsigned char>(line[i]))) ++i;
-    if (i > start) out.push_back(line.substr(start, i - start));
-  }
-  return out;
 }
 
 std::vector<std::string_view> lines(std::string_view text) {
@@ -153,7 +135,7 @@ Result<std::string> read_text_file(const std::string& path) {
 std::map<std::string, uint64_t> parse_key_values(std::string_view text) {
   std::map<std::string, uint64_t> out;
   for (std::string_view line : lines(text)) {
-    std::vector<std::string_view> f = fields(line);
+    std::vector<std::string_view> f = split_space(line);
     if (f.size() != 2) continue;
     if (std::optional<uint64_t> v = to_u64(f[1])) out[std::string(f[0])] = *v;
   }
@@ -250,13 +232,13 @@ Result<std::vector<InterfaceCounters>> parse_net_dev(std::string_view text) {
     size_t colon = line.find(':');
     // The two header lines have '|' separators and no "name:" prefix.
     if (colon == std::string_view::npos || line.find('|') != std::string_view::npos) {
-      if (!trim(line).empty() && line.find('|') == std::string_view::npos) {
+      if (!trim_space(line).empty() && line.find('|') == std::string_view::npos) {
         return error(StatusCode::kInvalidArgument,
                      "net/dev: unexpected line \"" + std::string(line) + "\"");
       }
       continue;
     }
-    std::vector<std::string_view> f = fields(line.substr(colon + 1));
+    std::vector<std::string_view> f = split_space(line.substr(colon + 1));
     if (f.size() < 16) {
       return error(StatusCode::kInvalidArgument,
                    "net/dev: short line \"" + std::string(line) + "\"");
@@ -270,7 +252,7 @@ Result<std::vector<InterfaceCounters>> parse_net_dev(std::string_view text) {
                    "net/dev: bad counters in \"" + std::string(line) + "\"");
     }
     InterfaceCounters c;
-    c.name = std::string(trim(line.substr(0, colon)));
+    c.name = std::string(trim_space(line.substr(0, colon)));
     c.rx_bytes = *rx_bytes;
     c.rx_errors = *rx_errs;
     c.tx_bytes = *tx_bytes;
@@ -305,7 +287,7 @@ std::string HostReader::default_route_interface() const {
   if (!text.is_ok()) return "";
   // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
   for (std::string_view line : lines(*text)) {
-    std::vector<std::string_view> f = fields(line);
+    std::vector<std::string_view> f = split_space(line);
     if (f.size() >= 8 && f[1] == "00000000" && f[7] == "00000000") return std::string(f[0]);
   }
   return "";
@@ -317,7 +299,7 @@ Result<std::map<std::string, uint64_t>> HostReader::meminfo() const {
   for (std::string_view line : lines(text)) {
     size_t colon = line.find(':');
     if (colon == std::string_view::npos) continue;
-    std::vector<std::string_view> f = fields(line.substr(colon + 1));
+    std::vector<std::string_view> f = split_space(line.substr(colon + 1));
     if (f.empty()) continue;
     std::optional<uint64_t> v = to_u64(f[0]);
     if (!v) continue;
@@ -331,7 +313,7 @@ Result<std::map<std::string, uint64_t>> HostReader::meminfo() const {
 Result<int64_t> HostReader::boot_time() const {
   SKIFF_ASSIGN_OR_RETURN(std::string text, read_text_file(proc_root_ + "/stat"));
   for (std::string_view line : lines(text)) {
-    std::vector<std::string_view> f = fields(line);
+    std::vector<std::string_view> f = split_space(line);
     if (f.size() == 2 && f[0] == "btime") {
       if (std::optional<int64_t> v = to_i64(f[1])) return *v;
     }
@@ -342,7 +324,7 @@ Result<int64_t> HostReader::boot_time() const {
 Result<uint64_t> HostReader::cpu_busy_nanos() const {
   SKIFF_ASSIGN_OR_RETURN(std::string text, read_text_file(proc_root_ + "/stat"));
   for (std::string_view line : lines(text)) {
-    std::vector<std::string_view> f = fields(line);
+    std::vector<std::string_view> f = split_space(line);
     if (f.empty() || f[0] != "cpu") continue;
     // user nice system idle iowait irq softirq steal (guest time is already in user).
     if (f.size() < 9) break;
@@ -386,7 +368,7 @@ Result<int64_t> HostReader::task_count() const {
   std::string path = proc_root_ + "/loadavg";
   SKIFF_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
   // "0.10 0.20 0.30 2/345 6789": running/total scheduling entities.
-  std::vector<std::string_view> f = fields(text);
+  std::vector<std::string_view> f = split_space(text);
   if (f.size() >= 4) {
     size_t slash = f[3].find('/');
     if (slash != std::string_view::npos) {
